@@ -1,0 +1,40 @@
+# qbo-sync: `make run` runs the whole engine locally, `make test` runs the tests.
+# Both bootstrap .venv from nothing but python3.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck check bench clean help
+
+help:
+	@echo "make run    - start Temporal (UI :8233), the QuickBooks emulator (:8900), the API (:8000) and a worker"
+	@echo "make test   - lint, type-check and run every test against real servers"
+	@echo "make bench  - run the benchmarks in bench/ and print their figures"
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -c 'import sys; sys.exit("qbo-sync needs Python 3.11 (found %d.%d)" % sys.version_info[:2] if sys.version_info[:2] != (3, 11) else 0)'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python scripts/run_local.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy .
+
+test: lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

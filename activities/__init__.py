@@ -1,0 +1,1 @@
+"""Temporal activities: QuickBooks calls, database reads and writes, outbound events."""

@@ -1,0 +1,1 @@
+"""The FastAPI layer: platform routes, the OAuth callback, the Intuit webhook, operations."""

@@ -1,0 +1,1 @@
+"""Database tables, API schemas and the engine/session setup."""

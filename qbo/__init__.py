@@ -1,0 +1,1 @@
+"""The engine's QuickBooks Online client: API, OAuth, webhooks, rate limits."""

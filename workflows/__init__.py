@@ -1,0 +1,1 @@
+"""Temporal workflows: one per invoice, one per QuickBooks connection."""
