@@ -1,0 +1,274 @@
+"""The admin API for tests and demos (under /__admin; never rate-limited, not part of Intuit's surface)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from emulator.accounting import Books
+from emulator.errors import QBOError
+from emulator.importer import import_entities
+from emulator.store import ENTITY_TYPES, Company
+from emulator.views import plain, view
+
+if TYPE_CHECKING:
+    from emulator.context import Emulator
+
+
+class ConfigUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    webhook_url: str | None = None
+    webhook_format: Literal["classic", "cloudevents"] | None = None
+    verifier_token: str | None = None
+    webhook_retry_scale: float | None = Field(default=None, ge=0)
+    webhook_batch_seconds: float | None = Field(default=None, ge=0)
+    webhook_timeout_seconds: float | None = Field(default=None, gt=0)
+    redirect_uris: list[str] | None = None
+    rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    concurrency_limit: int | None = Field(default=None, ge=1)
+    throttle_retry_after: int | None = Field(default=None, ge=0)
+
+
+class CompanyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "Sandbox Company US"
+
+
+class AuthorizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str
+    redirect_uri: str
+    state: str | None = None
+    scope: str = "com.intuit.quickbooks.accounting"
+
+
+class PaymentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    invoice_id: str
+    amount: str | float | None = None
+    txn_date: str | None = None
+    payment_ref_num: str | None = None
+
+
+class FaultSpec(BaseModel):
+    """See emulator.faults.Fault for the meaning of each field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["http", "webhook_drop", "webhook_duplicate", "webhook_reorder"] = "http"
+    count: int = Field(default=1, ge=1)
+    method: str | None = None
+    path_contains: str | None = None
+    realm_id: str | None = None
+    status: int | None = Field(default=500, ge=100, le=599)
+    fault_code: str | None = None
+    fault_type: str | None = None
+    message: str | None = None
+    latency_ms: int = Field(default=0, ge=0)
+    apply: Literal["before", "after"] = "before"
+    oauth_error: str | None = None
+
+
+class ClockAdvance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    advance_seconds: float = Field(ge=0)
+
+
+def _validation_error(error: QBOError, emulator: Emulator) -> JSONResponse:
+    return JSONResponse({"error": "validation", "fault": error.body(emulator.clock.now())}, status_code=400)
+
+
+def router(emulator: Emulator) -> APIRouter:
+    routes = APIRouter(prefix="/__admin")
+
+    def company_or_404(realm_id: str) -> Company:
+        company = emulator.store.companies.get(realm_id)
+        if company is None:
+            raise HTTPException(status_code=404, detail=f"no company with realm id {realm_id}")
+        return company
+
+    def clock_state() -> dict[str, Any]:
+        return {"now": emulator.clock.now().isoformat(), "offset_seconds": emulator.clock.offset_seconds}
+
+    @routes.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @routes.get("/config")
+    async def get_config() -> dict[str, Any]:
+        return emulator.config.public()
+
+    @routes.put("/config")
+    async def put_config(update: ConfigUpdate) -> dict[str, Any]:
+        for key in update.model_fields_set:
+            setattr(emulator.config, key, getattr(update, key))
+        return emulator.config.public()
+
+    @routes.get("/companies")
+    async def list_companies() -> dict[str, Any]:
+        return {
+            "companies": [
+                {"realm_id": c.realm_id, "name": c.name, "created_at": c.created_at.isoformat()}
+                for c in emulator.store.companies.values()
+            ]
+        }
+
+    @routes.post("/companies", status_code=201)
+    async def create_company(request: CompanyCreate) -> dict[str, str]:
+        return {"realm_id": emulator.create_company(request.name).realm_id}
+
+    @routes.get("/companies/{realm_id}")
+    async def dump_company(realm_id: str) -> dict[str, Any]:
+        company = company_or_404(realm_id)
+        dump: dict[str, Any] = {
+            "realm_id": company.realm_id,
+            "name": company.name,
+            "created_at": company.created_at.isoformat(),
+        }
+        for entity in ENTITY_TYPES:
+            dump[entity.lower() + "s"] = [
+                view(company, entity, body, "read") for body in company.table(entity).values()
+            ]
+        dump["deleted"] = [
+            {"entity": d["entity"], "Id": d["Id"], "deleted_at": d["at"]} for d in company.deleted
+        ]
+        dump["company_info"] = plain(company.company_info)
+        dump["authorizations"] = emulator.oauth.describe(realm_id)
+        return dump
+
+    @routes.post("/companies/{realm_id}/authorize")
+    async def authorize(realm_id: str, request: AuthorizeRequest) -> JSONResponse:
+        company_or_404(realm_id)
+        service = emulator.oauth
+        problem = service.authorize_request_error(request.client_id, request.redirect_uri)
+        if problem is not None:
+            return JSONResponse({"error": "invalid_request", "error_description": problem}, status_code=400)
+        error = service.redirect_error("code", request.scope)
+        if error is not None:
+            return JSONResponse({"redirect_url": service.denied(request.redirect_uri, request.state, error)})
+        url = service.approve(request.client_id, request.redirect_uri, request.scope, request.state, realm_id)
+        return JSONResponse({"redirect_url": url})
+
+    @routes.post("/companies/{realm_id}/revoke")
+    async def revoke_company(realm_id: str) -> dict[str, int]:
+        company_or_404(realm_id)
+        return {"revoked_authorizations": emulator.oauth.revoke_realm(realm_id)}
+
+    @routes.post("/companies/{realm_id}/import")
+    async def import_company_data(realm_id: str, payload: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+        company = company_or_404(realm_id)
+        try:
+            counts = import_entities(company, payload)
+        except ValueError as error:
+            raise HTTPException(status_code=400, detail=str(error)) from None
+        emulator.saver.mark_dirty()
+        return counts
+
+    def user_action(realm_id: str, action: Any) -> JSONResponse:
+        company = company_or_404(realm_id)
+        books = emulator.books(company)
+        try:
+            entity, stored, status = action(books, company)
+        except QBOError as error:
+            if error.code == "610":
+                raise HTTPException(status_code=404, detail="no such object") from None
+            return _validation_error(error, emulator)
+        emulator.commit(realm_id, books)
+        body: dict[str, Any] = {entity.lower(): view(company, entity, stored, "read")}
+        if entity == "Payment" and status == 201:
+            body = {"payment_id": stored["Id"], **body}
+        return JSONResponse(body, status_code=status)
+
+    @routes.post("/companies/{realm_id}/payments", status_code=201)
+    async def record_payment(realm_id: str, request: PaymentRequest) -> JSONResponse:
+        def act(books: Books, company: Company) -> tuple[str, dict[str, Any], int]:
+            invoice = books.get("Invoice", request.invoice_id)
+            amount = request.amount if request.amount is not None else invoice["Balance"]
+            body: dict[str, Any] = {
+                "CustomerRef": {"value": invoice["CustomerRef"]["value"]},
+                "TotalAmt": amount,
+                "Line": [{"Amount": amount, "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}],
+            }
+            if request.txn_date:
+                body["TxnDate"] = request.txn_date
+            if request.payment_ref_num:
+                body["PaymentRefNum"] = request.payment_ref_num
+            return "Payment", books.write("Payment", None, set(), body), 201
+
+        return user_action(realm_id, act)
+
+    @routes.post("/companies/{realm_id}/payments/{payment_id}/void")
+    async def void_payment(realm_id: str, payment_id: str) -> JSONResponse:
+        def act(books: Books, company: Company) -> tuple[str, dict[str, Any], int]:
+            current = books.get("Payment", payment_id)
+            return "Payment", books.void_payment({"Id": payment_id, "SyncToken": current["SyncToken"]}), 200
+
+        return user_action(realm_id, act)
+
+    @routes.post("/companies/{realm_id}/payments/{payment_id}/delete")
+    async def delete_payment(realm_id: str, payment_id: str) -> JSONResponse:
+        company = company_or_404(realm_id)
+        books = emulator.books(company)
+        current = company.table("Payment").get(payment_id)
+        if current is None:
+            raise HTTPException(status_code=404, detail="no such payment")
+        try:
+            stub = books.delete_payment({"Id": payment_id, "SyncToken": current["SyncToken"]})
+        except QBOError as error:
+            return _validation_error(error, emulator)
+        emulator.commit(realm_id, books)
+        return JSONResponse({"payment": stub})
+
+    @routes.post("/companies/{realm_id}/invoices/{invoice_id}/void")
+    async def void_invoice(realm_id: str, invoice_id: str) -> JSONResponse:
+        def act(books: Books, company: Company) -> tuple[str, dict[str, Any], int]:
+            current = books.get("Invoice", invoice_id)
+            return "Invoice", books.void_invoice({"Id": invoice_id, "SyncToken": current["SyncToken"]}), 200
+
+        return user_action(realm_id, act)
+
+    @routes.get("/clock")
+    async def get_clock() -> dict[str, Any]:
+        return clock_state()
+
+    @routes.post("/clock")
+    async def advance_clock(request: ClockAdvance) -> dict[str, Any]:
+        emulator.advance_clock(request.advance_seconds)
+        return clock_state()
+
+    @routes.get("/faults")
+    async def list_faults() -> dict[str, Any]:
+        return {"faults": [fault.public() for fault in emulator.faults.pending()]}
+
+    @routes.post("/faults", status_code=201)
+    async def add_fault(spec: FaultSpec) -> dict[str, Any]:
+        return emulator.faults.add(spec.model_dump()).public()
+
+    @routes.delete("/faults")
+    async def clear_faults() -> dict[str, int]:
+        cleared = len(emulator.faults.pending())
+        emulator.faults.clear()
+        return {"cleared": cleared}
+
+    @routes.get("/requests")
+    async def requests(realm_id: str | None = None, since_seq: int = 0) -> dict[str, Any]:
+        return {"requests": emulator.requests.since(since_seq, realm_id)}
+
+    @routes.get("/webhooks")
+    async def webhooks(since_seq: int = 0) -> dict[str, Any]:
+        deliveries = [entry for entry in emulator.webhooks.log if entry["seq"] > since_seq]
+        return {"deliveries": deliveries, **emulator.webhooks.status()}
+
+    @routes.get("/throttle")
+    async def throttle() -> dict[str, Any]:
+        return {"realms": emulator.throttle.snapshot()}
+
+    return routes

@@ -1,0 +1,49 @@
+"""Intuit's per-company limits: requests per minute (sliding window) and requests in flight."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from emulator.config import EmulatorConfig
+
+WINDOW_SECONDS = 60.0
+
+
+class Throttle:
+    """Counts only admitted requests, on the real monotonic clock (the admin clock does not refill it)."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self._recent: dict[str, deque[float]] = {}
+        self._in_flight: dict[str, int] = {}
+
+    def try_enter(self, realm_id: str) -> bool:
+        now = time.monotonic()
+        recent = self._recent.setdefault(realm_id, deque())
+        while recent and recent[0] <= now - WINDOW_SECONDS:
+            recent.popleft()
+        if self._in_flight.get(realm_id, 0) >= self.config.concurrency_limit:
+            return False
+        if len(recent) >= self.config.rate_limit_per_minute:
+            return False
+        recent.append(now)
+        self._in_flight[realm_id] = self._in_flight.get(realm_id, 0) + 1
+        return True
+
+    def leave(self, realm_id: str) -> None:
+        self._in_flight[realm_id] = max(self._in_flight.get(realm_id, 0) - 1, 0)
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        realms = set(self._recent) | set(self._in_flight)
+        return {
+            realm: {
+                "in_flight": self._in_flight.get(realm, 0),
+                "last_minute": sum(
+                    1 for stamp in self._recent.get(realm, ()) if stamp > now - WINDOW_SECONDS
+                ),
+            }
+            for realm in sorted(realms)
+        }
