@@ -1,0 +1,145 @@
+"""Per-realm request limits inside one process: Intuit's 10 in flight and 500 per minute per company."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+# Intuit's documented limits per app and company (reference §7.1).
+DEFAULT_MAX_IN_FLIGHT = 10
+DEFAULT_PER_MINUTE = 500
+WINDOW_SECONDS = 60.0
+# Forgetting idle realms is a sweep over all of them, so it runs only every this many releases.
+_SWEEP_EVERY = 1000
+
+
+@dataclass
+class _RealmState:
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    in_flight: int = 0
+    # Admission times inside the rolling window, oldest first.
+    starts: deque[float] = field(default_factory=deque)
+    timer: asyncio.Task[None] | None = None
+
+
+class RealmLimiter:
+    """Admits requests per realm in arrival order, within `max_in_flight` and `per_minute`.
+
+    Waiting is event-driven: a release admits the next waiter, and when the per-minute budget is spent one
+    timer per realm wakes up as the oldest admission leaves the window. `clock` and `sleep` are injectable so
+    tests can drive the window without real time passing. The limits hold within one process; several
+    workers share Intuit's budget, which is why the client still handles 429.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        per_minute: int = DEFAULT_PER_MINUTE,
+        window_seconds: float = WINDOW_SECONDS,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if max_in_flight < 1 or per_minute < 1 or window_seconds <= 0:
+            raise ValueError("limits must be positive")
+        self.max_in_flight = max_in_flight
+        self.per_minute = per_minute
+        self.window_seconds = window_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._realms: dict[str, _RealmState] = {}
+        self._releases = 0
+
+    def slot(self, realm_id: str) -> AbstractAsyncContextManager[None]:
+        """Holds one of the realm's request slots for the duration of the `async with` block."""
+        return self._slot(realm_id)
+
+    def in_flight(self, realm_id: str) -> int:
+        state = self._realms.get(realm_id)
+        return state.in_flight if state else 0
+
+    def waiting(self, realm_id: str) -> int:
+        state = self._realms.get(realm_id)
+        return sum(1 for waiter in state.waiters if not waiter.done()) if state else 0
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, realm_id: str) -> AsyncIterator[None]:
+        await self._acquire(realm_id)
+        try:
+            yield
+        finally:
+            self._release(realm_id)
+
+    async def _acquire(self, realm_id: str) -> None:
+        state = self._realms.setdefault(realm_id, _RealmState())
+        admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        state.waiters.append(admitted)
+        self._pump(state)
+        try:
+            await admitted
+        except asyncio.CancelledError:
+            if admitted.done() and not admitted.cancelled():
+                # Admitted in the same instant the caller was cancelled: give the slot back.
+                self._release(realm_id)
+            else:
+                with contextlib.suppress(ValueError):
+                    state.waiters.remove(admitted)
+                self._pump(state)
+            raise
+
+    def _release(self, realm_id: str) -> None:
+        state = self._realms.get(realm_id)
+        if state is None:
+            return
+        state.in_flight = max(state.in_flight - 1, 0)
+        self._pump(state)
+        self._releases += 1
+        if self._releases % _SWEEP_EVERY == 0:
+            self._forget_idle()
+
+    def _pump(self, state: _RealmState) -> None:
+        """Admits waiters from the head of the queue while both limits allow."""
+        now = self._clock()
+        horizon = now - self.window_seconds
+        while state.starts and state.starts[0] <= horizon:
+            state.starts.popleft()
+        while state.waiters:
+            head = state.waiters[0]
+            if head.done():  # cancelled while waiting
+                state.waiters.popleft()
+                continue
+            if state.in_flight >= self.max_in_flight:
+                return
+            if len(state.starts) >= self.per_minute:
+                self._wake_later(state, state.starts[0] + self.window_seconds - now)
+                return
+            state.waiters.popleft()
+            state.in_flight += 1
+            state.starts.append(now)
+            head.set_result(None)
+
+    def _wake_later(self, state: _RealmState, delay: float) -> None:
+        if state.timer is not None and not state.timer.done():
+            return
+        state.timer = asyncio.get_running_loop().create_task(self._wake(state, max(delay, 0.0)))
+
+    async def _wake(self, state: _RealmState, delay: float) -> None:
+        await self._sleep(delay)
+        state.timer = None
+        self._pump(state)
+
+    def _forget_idle(self) -> None:
+        horizon = self._clock() - self.window_seconds
+        for realm_id, state in list(self._realms.items()):
+            if state.waiters or state.in_flight or state.timer is not None:
+                continue
+            if not state.starts or state.starts[-1] <= horizon:
+                del self._realms[realm_id]
