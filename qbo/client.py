@@ -46,6 +46,8 @@ MAX_PAGE_SIZE = 1000
 # Statements longer than this go in a POST body, far below any URL length limit on the way.
 MAX_GET_STATEMENT = 1000
 MAX_REQUEST_ID_LENGTH = 50
+# The shortest wait after a throttle, even when Retry-After says 0.
+MIN_THROTTLE_WAIT = 0.1
 # A fixed namespace so the same parts give the same requestid in every process, forever.
 _REQUEST_ID_NAMESPACE = uuid.UUID("0f4b7a1e-3c55-5d7e-9a2b-6b1c4d8e2f10")
 _PAGING_WORDS = ("STARTPOSITION", "MAXRESULTS")
@@ -382,7 +384,7 @@ class QboClient:
     def _throttle_delay(self, retry_after: float | None, attempt: int) -> float:
         if retry_after is not None:
             # Never a zero wait: a server saying "now" forever must not turn into a hot loop.
-            return max(retry_after, self._backoff_initial / 10)
+            return max(retry_after, MIN_THROTTLE_WAIT)
         ceiling = min(self._backoff_max, self._backoff_initial * 2**attempt)
         # Jitter spreads out the retries of the many calls that were throttled together.
         return random.uniform(ceiling / 2, ceiling)
