@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,6 +52,8 @@ MIN_THROTTLE_WAIT = 0.1
 # A fixed namespace so the same parts give the same requestid in every process, forever.
 _REQUEST_ID_NAMESPACE = uuid.UUID("0f4b7a1e-3c55-5d7e-9a2b-6b1c4d8e2f10")
 _PAGING_WORDS = ("STARTPOSITION", "MAXRESULTS")
+# Realm ids and object ids are digit strings; refusing "/", "?" and the like keeps them inside their path part.
+_SAFE_PATH_PART = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class TokenSource(Protocol):
@@ -164,8 +167,8 @@ class QboClient:
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
     ) -> None:
-        if not realm_id:
-            raise ValueError("realm_id is required")
+        if not _SAFE_PATH_PART.match(realm_id):
+            raise ValueError(f"not a QuickBooks realm id: {realm_id!r}")
         self.realm_id = realm_id
         self._base = f"{api_base_url.rstrip('/')}/v3/company/{realm_id}"
         self._tokens = tokens
@@ -401,7 +404,7 @@ class QboClient:
         headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
         if content_type is not None:
             headers["Content-Type"] = content_type
-        async with self._limiter.slot(self.realm_id):
+        async with self._limiter.slot(self.realm_id, on_wait=self._on_wait):
             started = time.monotonic()
             try:
                 response = await self._http.request(
@@ -449,8 +452,7 @@ def _entity_name(name: str) -> str:
 
 
 def _path_id(entity_id: str) -> str:
-    # Ids are digit strings; refusing anything else keeps a stray "/" or "?" out of the path.
-    if not entity_id or not entity_id.replace("-", "").isalnum():
+    if not _SAFE_PATH_PART.match(entity_id):
         raise ValueError(f"not a QuickBooks object id: {entity_id!r}")
     return entity_id
 

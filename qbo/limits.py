@@ -17,6 +17,8 @@ Sleep = Callable[[float], Awaitable[None]]
 DEFAULT_MAX_IN_FLIGHT = 10
 DEFAULT_PER_MINUTE = 500
 WINDOW_SECONDS = 60.0
+# How often a queued caller hears that it is still waiting (below any sensible heartbeat timeout).
+DEFAULT_NOTIFY_EVERY = 5.0
 # Forgetting idle realms is a sweep over all of them, so it runs only every this many releases.
 _SWEEP_EVERY = 1000
 
@@ -58,9 +60,19 @@ class RealmLimiter:
         self._realms: dict[str, _RealmState] = {}
         self._releases = 0
 
-    def slot(self, realm_id: str) -> AbstractAsyncContextManager[None]:
-        """Holds one of the realm's request slots for the duration of the `async with` block."""
-        return self._slot(realm_id)
+    def slot(
+        self,
+        realm_id: str,
+        *,
+        on_wait: Callable[[float], Awaitable[None]] | None = None,
+        notify_every: float = DEFAULT_NOTIFY_EVERY,
+    ) -> AbstractAsyncContextManager[None]:
+        """Holds one of the realm's request slots for the duration of the `async with` block.
+
+        While the caller queues, `on_wait(notify_every)` is awaited every `notify_every` seconds, so a
+        caller that must show signs of life (a Temporal activity heartbeating) can do so.
+        """
+        return self._slot(realm_id, on_wait, notify_every)
 
     def in_flight(self, realm_id: str) -> int:
         state = self._realms.get(realm_id)
@@ -71,25 +83,37 @@ class RealmLimiter:
         return sum(1 for waiter in state.waiters if not waiter.done()) if state else 0
 
     @contextlib.asynccontextmanager
-    async def _slot(self, realm_id: str) -> AsyncIterator[None]:
-        await self._acquire(realm_id)
+    async def _slot(
+        self, realm_id: str, on_wait: Callable[[float], Awaitable[None]] | None, notify_every: float
+    ) -> AsyncIterator[None]:
+        await self._acquire(realm_id, on_wait, notify_every)
         try:
             yield
         finally:
             self._release(realm_id)
 
-    async def _acquire(self, realm_id: str) -> None:
+    async def _acquire(
+        self, realm_id: str, on_wait: Callable[[float], Awaitable[None]] | None, notify_every: float
+    ) -> None:
         state = self._realms.setdefault(realm_id, _RealmState())
         admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         state.waiters.append(admitted)
         self._pump(state)
         try:
-            await admitted
-        except asyncio.CancelledError:
+            if on_wait is None:
+                await admitted
+            else:
+                while not admitted.done():
+                    # asyncio.wait leaves the future alone on timeout, unlike wait_for.
+                    await asyncio.wait({admitted}, timeout=notify_every)
+                    if not admitted.done():
+                        await on_wait(notify_every)
+        except BaseException:
+            # Cancelled, or on_wait failed: leave the queue, or give back a slot granted meanwhile.
             if admitted.done() and not admitted.cancelled():
-                # Admitted in the same instant the caller was cancelled: give the slot back.
                 self._release(realm_id)
             else:
+                admitted.cancel()
                 with contextlib.suppress(ValueError):
                     state.waiters.remove(admitted)
                 self._pump(state)

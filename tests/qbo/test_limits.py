@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -214,3 +215,50 @@ def test_limits_must_be_positive() -> None:
         RealmLimiter(max_in_flight=0)
     with pytest.raises(ValueError, match="positive"):
         RealmLimiter(per_minute=0)
+
+
+async def test_a_queued_caller_is_told_it_is_still_waiting() -> None:
+    limiter = RealmLimiter(max_in_flight=1)
+    notices: list[float] = []
+    noticed_twice = asyncio.Event()
+
+    async def notice(seconds: float) -> None:
+        notices.append(seconds)
+        if len(notices) >= 2:
+            noticed_twice.set()
+
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with limiter.slot("realm-1"):
+            await release.wait()
+
+    holding = asyncio.create_task(holder())
+    await settle()
+    waiter = asyncio.create_task(_use_with_notices(limiter, notice))
+    async with asyncio.timeout(10):
+        await noticed_twice.wait()
+    assert set(notices) == {0.01}
+    release.set()
+    async with asyncio.timeout(10):
+        await asyncio.gather(holding, waiter)
+    assert limiter.in_flight("realm-1") == 0
+
+
+async def _use_with_notices(limiter: RealmLimiter, notice: Callable[[float], Awaitable[None]]) -> None:
+    async with limiter.slot("realm-1", on_wait=notice, notify_every=0.01):
+        assert limiter.in_flight("realm-1") == 1
+
+
+async def test_a_failing_notice_leaves_the_queue_cleanly() -> None:
+    limiter = RealmLimiter(max_in_flight=1)
+
+    async def failing(seconds: float) -> None:
+        raise RuntimeError("heartbeat failed")
+
+    async with limiter.slot("realm-1"):
+        with pytest.raises(RuntimeError, match="heartbeat"):
+            async with limiter.slot("realm-1", on_wait=failing, notify_every=0.01):
+                pass
+        assert limiter.waiting("realm-1") == 0
+    assert limiter.in_flight("realm-1") == 0
