@@ -915,7 +915,11 @@ class Books:
         invoice["CurrencyRef"] = dict(USD)
         invoice["LinkedTxn"] = copy.deepcopy(existing.get("LinkedTxn", [])) if existing else []
         invoice["Line"] = lines
-        invoice["TxnTaxDetail"] = {"TotalTax": 0}
+        if existing is not None and "Line" not in checks:
+            # Lines untouched: so is the tax QuickBooks computed for them.
+            invoice["TxnTaxDetail"] = copy.deepcopy(existing.get("TxnTaxDetail", {"TotalTax": 0}))
+        else:
+            invoice["TxnTaxDetail"] = {"TotalTax": 0}
         invoice["CustomerRef"] = {"value": customer["Id"]}
         for key in ("BillAddr", "ShipAddr"):
             if fields.get(key):

@@ -267,6 +267,10 @@ def router(emulator: Emulator) -> APIRouter:
         deliveries = [entry for entry in emulator.webhooks.log if entry["seq"] > since_seq]
         return {"deliveries": deliveries, **emulator.webhooks.status()}
 
+    @routes.delete("/webhooks")
+    async def reset_webhooks() -> dict[str, int]:
+        return {"discarded": await emulator.webhooks.reset()}
+
     @routes.get("/throttle")
     async def throttle() -> dict[str, Any]:
         return {"realms": emulator.throttle.snapshot()}

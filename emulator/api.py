@@ -140,7 +140,7 @@ def router(emulator: Emulator) -> APIRouter:
         send_to = request.query_params.get("sendTo")
 
         def perform(books: Books, _body: Any) -> tuple[str, dict[str, Any], ViewKind]:
-            return "Invoice", books.send_invoice(invoice_id, send_to), "read"
+            return "Invoice", books.send_invoice(invoice_id, send_to), "send"
 
         return await idempotent_write(request, realm_id, perform)
 

@@ -9,8 +9,9 @@ from typing import Any, Literal
 from emulator.clock import meta_time, parse_time
 from emulator.store import Company
 
-# "create": the response to a create; "read": reads, updates and CDC; "query": rows of a query.
-ViewKind = Literal["create", "read", "query"]
+# "create": the response to a create; "read": reads, updates and CDC; "query": rows of a query;
+# "send": the answer to POST /invoice/{id}/send, which Intuit prints with a leaner serializer (recorded 2026-05).
+ViewKind = Literal["create", "read", "query", "send"]
 
 
 def _name_of(company: Company, entity: str, ref: Any, field: str) -> None:
@@ -75,7 +76,13 @@ def view(
         term_ref = body.get("SalesTermRef")
         if isinstance(term_ref, dict) and str(term_ref.get("value")) in company.terms:
             term_ref["name"] = company.terms[str(term_ref["value"])]["Name"]
-        if "invoicelink" in include and kind != "query":
+        if kind == "send":
+            body.pop("FreeFormAddress", None)
+            body.get("MetaData", {}).pop("LastModifiedByRef", None)
+            for line in body.get("Line", []):
+                if isinstance(line.get("SalesItemLineDetail"), dict):
+                    line["SalesItemLineDetail"].pop("ItemAccountRef", None)
+        if "invoicelink" in include and kind not in ("query", "send"):
             body = _insert_after(
                 body, "AllowOnlineACHPayment", "InvoiceLink", invoice_link(company.realm_id, str(body["Id"]))
             )

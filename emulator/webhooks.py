@@ -164,6 +164,30 @@ class WebhookDispatcher:
         if self._client is not None:
             await self._client.aclose()
 
+    async def reset(self) -> int:
+        """Forgets every pending event, queued delivery and log entry (tests reuse one emulator this way)."""
+        discarded = (
+            len(self._queue)
+            + sum(len(events) for events in self._pending.values())
+            + len(self._reorder_buffer)
+        )
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for timer in self._timers.values():
+            timer.cancel()
+        if self._reorder_timer is not None:
+            self._reorder_timer.cancel()
+            self._reorder_timer = None
+        self._timers.clear()
+        self._pending.clear()
+        self._queue.clear()
+        self._reorder_buffer.clear()
+        self.log.clear()
+        self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
+        return discarded
+
     def status(self) -> dict[str, Any]:
         return {
             "queued_deliveries": len(self._queue),

@@ -117,11 +117,8 @@ async def test_dotted_metadata_and_reference_properties_filter(conn: Connection)
     since = later["MetaData"]["LastUpdatedTime"]
 
     by_customer = await rows(conn, f"select * from Invoice where CustomerRef = '{second['Id']}'", "Invoice")  # noqa: S608 - a QuickBooks query, not SQL
-    by_time = await rows(
-        conn,
-        f"select * from Invoice where MetaData.LastUpdatedTime >= '{since}'",
-        "Invoice",  # noqa: S608 - a QuickBooks query, not SQL
-    )
+    recent = f"select * from Invoice where MetaData.LastUpdatedTime >= '{since}'"  # noqa: S608 - not SQL
+    by_time = await rows(conn, recent, "Invoice")
     by_balance = await rows(conn, "select * from Invoice where Balance > '100'", "Invoice")
 
     assert [row["Id"] for row in by_customer] == [later["Id"]]
