@@ -35,6 +35,9 @@ def parse_args(argv: list[str]) -> EmulatorConfig:
     parser.add_argument("--webhook-batch-seconds", type=float, default=defaults.webhook_batch_seconds)
     parser.add_argument("--webhook-timeout-seconds", type=float, default=defaults.webhook_timeout_seconds)
     parser.add_argument("--rate-limit-per-minute", type=int, default=defaults.rate_limit_per_minute)
+    parser.add_argument(
+        "--batch-rate-limit-per-minute", type=int, default=defaults.batch_rate_limit_per_minute
+    )
     parser.add_argument("--concurrency-limit", type=int, default=defaults.concurrency_limit)
     parser.add_argument(
         "--throttle-retry-after",
@@ -62,6 +65,7 @@ def parse_args(argv: list[str]) -> EmulatorConfig:
         webhook_batch_seconds=args.webhook_batch_seconds,
         webhook_timeout_seconds=args.webhook_timeout_seconds,
         rate_limit_per_minute=args.rate_limit_per_minute,
+        batch_rate_limit_per_minute=args.batch_rate_limit_per_minute,
         concurrency_limit=args.concurrency_limit,
         throttle_retry_after=args.throttle_retry_after,
         save_debounce_seconds=args.save_debounce_seconds,

@@ -29,6 +29,7 @@ class ConfigUpdate(BaseModel):
     webhook_timeout_seconds: float | None = Field(default=None, gt=0)
     redirect_uris: list[str] | None = None
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    batch_rate_limit_per_minute: int | None = Field(default=None, ge=1)
     concurrency_limit: int | None = Field(default=None, ge=1)
     throttle_retry_after: int | None = Field(default=None, ge=0)
 

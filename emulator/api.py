@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from emulator.context import Emulator
 
 MAX_REQUESTID_LENGTH = 50
+MAX_BATCH_ITEMS = 30
 
 
 def qbo_response(body: dict[str, Any], status: int = 200) -> Response:
@@ -53,9 +54,12 @@ def router(emulator: Emulator) -> APIRouter:
         return emulator.store.companies[realm_id]
 
     async def idempotent_write(
-        request: Request, realm_id: str, perform: Callable[[Books, Any], tuple[str, dict[str, Any], ViewKind]]
+        request: Request, realm_id: str, perform: Callable[[Books, Any], dict[str, Any]]
     ) -> Response:
-        """Runs a write once per (realm, requestid); a retry gets the first answer back byte for byte."""
+        """Runs a write once per (realm, requestid); a retry gets the first answer back byte for byte.
+
+        `perform` returns the answer without its `time`, or raises the QBOError to answer with.
+        """
         annotations: dict[str, Any] = request.scope.setdefault("qbo", {})
         raw = await request.body()
         now = emulator.clock.now()
@@ -73,23 +77,18 @@ def router(emulator: Emulator) -> APIRouter:
                 return Response(
                     content=previous.body, status_code=previous.status, media_type=previous.content_type
                 )
-        company = company_of(realm_id)
-        books = emulator.books(company, now)
-        include = parse_include(request.query_params.get("include"))
+        books = emulator.books(company_of(realm_id), now)
         try:
             body = json.loads(raw) if raw.strip() else None
         except ValueError:
             response = fault_response(errors.invalid_property("body", "is not valid JSON"), now)
         else:
             try:
-                key, stored, kind = perform(books, body)
-                printed = view(company, key, stored, kind, include) if "status" not in stored else stored
-                if key == "CompanyInfo":
-                    printed = plain(stored)
-                response = qbo_response({key: printed, "time": response_time(now)})
+                answer = perform(books, body)
             except QBOError as error:
                 response = fault_response(error, now)
             else:
+                response = qbo_response({**answer, "time": response_time(now)})
                 emulator.commit(realm_id, books)
         if requestid is not None:
             emulator.store.requestids.setdefault(realm_id, {})[requestid] = StoredResponse(
@@ -98,12 +97,67 @@ def router(emulator: Emulator) -> APIRouter:
             emulator.saver.mark_dirty()
         return response
 
+    def printed(
+        company: Company, entity: str, stored: dict[str, Any], kind: ViewKind, include: set[str]
+    ) -> Any:
+        if "status" in stored:
+            return stored  # a deleted stub
+        if entity == "CompanyInfo":
+            return plain(stored)
+        return view(company, entity, stored, kind, include)
+
+    def write_one(
+        books: Books, entity: str, operation: str | None, include: set[str], body: Any
+    ) -> dict[str, Any]:
+        is_create = operation in (None, "", "create") and not (isinstance(body, dict) and body.get("Id"))
+        stored = books.write(entity, operation, include, body)
+        return {entity: printed(books.company, entity, stored, "create" if is_create else "read", include)}
+
     async def run_query(realm_id: str, statement: str) -> Response:
         now = emulator.clock.now()
         try:
             return qbo_response(execute(company_of(realm_id), statement, now))
         except QBOError as error:
             return fault_response(error, now)
+
+    @routes.post("/batch", response_model=None)
+    async def batch(realm_id: str, request: Request) -> Response:
+        """Up to 30 independent operations; each item answers for itself inside one HTTP 200."""
+
+        def perform(books: Books, body: Any) -> dict[str, Any]:
+            items = body.get("BatchItemRequest") if isinstance(body, dict) else None
+            if not isinstance(items, list) or not items:
+                raise errors.required_param("BatchItemRequest")
+            if len(items) > MAX_BATCH_ITEMS:
+                raise errors.business_error(
+                    f"The batch has {len(items)} items; at most {MAX_BATCH_ITEMS} are allowed in one request."
+                )
+            return {"BatchItemResponse": [batch_item(books, item) for item in items]}
+
+        return await idempotent_write(request, realm_id, perform)
+
+    def batch_item(books: Books, item: Any) -> dict[str, Any]:
+        if not isinstance(item, dict):
+            return {"Fault": errors.invalid_property("BatchItemRequest").body(books.now)["Fault"]}
+        answer: dict[str, Any] = {"bId": item.get("bId")}
+        try:
+            if "Query" in item:
+                answer["QueryResponse"] = execute(books.company, str(item["Query"]), books.now)[
+                    "QueryResponse"
+                ]
+                return answer
+            entities = [key for key in item if canonical_entity(key) is not None and key[0].isupper()]
+            if len(entities) != 1:
+                raise errors.required_param("BatchItemRequest entity")
+            entity = str(canonical_entity(entities[0]))
+            operation = item.get("operation")
+            include = parse_include(item.get("optionsData"))
+            if operation == "update" and "void" in include and entity != "Payment":
+                operation = "void"
+            answer.update(write_one(books, entity, operation, include, item[entities[0]]))
+        except QBOError as error:
+            answer["Fault"] = error.body(books.now)["Fault"]
+        return answer
 
     @routes.get("/query", response_model=None)
     async def query_get(realm_id: str, request: Request) -> Response:
@@ -139,8 +193,10 @@ def router(emulator: Emulator) -> APIRouter:
     async def send_invoice(realm_id: str, invoice_id: str, request: Request) -> Response:
         send_to = request.query_params.get("sendTo")
 
-        def perform(books: Books, _body: Any) -> tuple[str, dict[str, Any], ViewKind]:
-            return "Invoice", books.send_invoice(invoice_id, send_to), "send"
+        def perform(books: Books, _body: Any) -> dict[str, Any]:
+            return {
+                "Invoice": view(books.company, "Invoice", books.send_invoice(invoice_id, send_to), "send")
+            }
 
         return await idempotent_write(request, realm_id, perform)
 
@@ -181,10 +237,8 @@ def router(emulator: Emulator) -> APIRouter:
         operation = request.query_params.get("operation")
         include = parse_include(request.query_params.get("include"))
 
-        def perform(books: Books, body: Any) -> tuple[str, dict[str, Any], ViewKind]:
-            is_create = operation in (None, "", "create") and not (isinstance(body, dict) and body.get("Id"))
-            stored = books.write(name, operation, include, body)
-            return name, stored, "create" if is_create else "read"
+        def perform(books: Books, body: Any) -> dict[str, Any]:
+            return write_one(books, name, operation, include, body)
 
         return await idempotent_write(request, realm_id, perform)
 

@@ -33,6 +33,8 @@ class EmulatorConfig:
     # Intuit's documented acknowledgement deadline.
     webhook_timeout_seconds: float = 3.0
     rate_limit_per_minute: int = 500
+    # Intuit's batch reference and 2023 blog say 40 batch calls a minute; a 2025 blog says 120 (see README).
+    batch_rate_limit_per_minute: int = 40
     concurrency_limit: int = 10
     throttle_retry_after: int | None = None
     # How long changes may sit in memory before the state file is rewritten.
@@ -53,6 +55,7 @@ class EmulatorConfig:
             "webhook_batch_seconds": self.webhook_batch_seconds,
             "webhook_timeout_seconds": self.webhook_timeout_seconds,
             "rate_limit_per_minute": self.rate_limit_per_minute,
+            "batch_rate_limit_per_minute": self.batch_rate_limit_per_minute,
             "concurrency_limit": self.concurrency_limit,
             "throttle_retry_after": self.throttle_retry_after,
             "log_level": self.log_level,

@@ -129,7 +129,9 @@ class Gateway:
                 body = errors.dump(errors.authorization_fault(now, checked.detail))
                 await _respond(send, 403, body, errors.JSON_TYPE)
             return
-        if not emulator.throttle.try_enter(realm_id):
+        if not emulator.throttle.try_enter(
+            realm_id, batch=scope.get("path", "").rstrip("/").endswith("/batch")
+        ):
             await self._throttled(send)
             return
         try:

@@ -411,6 +411,28 @@ def router(emulator: Emulator) -> APIRouter:
     routes = APIRouter()
     service = emulator.oauth
 
+    @routes.get("/.well-known/openid_configuration", response_model=None)
+    @routes.get("/.well-known/openid_configuration/", response_model=None)
+    @routes.get("/.well-known/openid_sandbox_configuration", response_model=None)
+    @routes.get("/.well-known/openid_sandbox_configuration/", response_model=None)
+    async def discovery(request: Request) -> Response:
+        """Intuit's discovery document (underscore spelling included), pointing at this emulator."""
+        base = str(request.base_url).rstrip("/")
+        return _oauth_json(
+            {
+                "issuer": f"{base}/op/v1",
+                "authorization_endpoint": f"{base}/connect/oauth2",
+                "token_endpoint": f"{base}/oauth2/v1/tokens/bearer",
+                "revocation_endpoint": f"{base}/v2/oauth2/tokens/revoke",
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "scopes_supported": ["openid", "email", "profile", "address", "phone"],
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+                "claims_supported": ["aud", "exp", "iat", "iss", "realmid", "sub"],
+            }
+        )
+
     @routes.get("/connect/oauth2", response_model=None)
     async def authorization_page(request: Request) -> Response:
         params = request.query_params

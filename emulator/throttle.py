@@ -17,18 +17,23 @@ class Throttle:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self._recent: dict[str, deque[float]] = {}
+        self._recent_batches: dict[str, deque[float]] = {}
         self._in_flight: dict[str, int] = {}
 
-    def try_enter(self, realm_id: str) -> bool:
+    def try_enter(self, realm_id: str, batch: bool = False) -> bool:
+        """Admits the call (and counts it) unless a limit is reached; batch calls also have their own limit."""
         now = time.monotonic()
-        recent = self._recent.setdefault(realm_id, deque())
-        while recent and recent[0] <= now - WINDOW_SECONDS:
-            recent.popleft()
+        recent = _pruned(self._recent.setdefault(realm_id, deque()), now)
+        batches = _pruned(self._recent_batches.setdefault(realm_id, deque()), now)
         if self._in_flight.get(realm_id, 0) >= self.config.concurrency_limit:
             return False
         if len(recent) >= self.config.rate_limit_per_minute:
             return False
+        if batch and len(batches) >= self.config.batch_rate_limit_per_minute:
+            return False
         recent.append(now)
+        if batch:
+            batches.append(now)
         self._in_flight[realm_id] = self._in_flight.get(realm_id, 0) + 1
         return True
 
@@ -47,3 +52,9 @@ class Throttle:
             }
             for realm in sorted(realms)
         }
+
+
+def _pruned(stamps: deque[float], now: float) -> deque[float]:
+    while stamps and stamps[0] <= now - WINDOW_SECONDS:
+        stamps.popleft()
+    return stamps
