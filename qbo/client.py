@@ -47,6 +47,8 @@ MAX_PAGE_SIZE = 1000
 # Statements longer than this go in a POST body, far below any URL length limit on the way.
 MAX_GET_STATEMENT = 1000
 MAX_REQUEST_ID_LENGTH = 50
+# Intuit returns at most this many objects per CDC call, without paging (reference §7.3).
+CDC_MAX_OBJECTS = 1000
 # The shortest wait after a throttle, even when Retry-After says 0.
 MIN_THROTTLE_WAIT = 0.1
 # A fixed namespace so the same parts give the same requestid in every process, forever.
@@ -92,6 +94,15 @@ class CdcResult:
     entities: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     deleted: dict[str, list[str]] = field(default_factory=dict)
     server_time: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
+
+    @property
+    def object_count(self) -> int:
+        return sum(map(len, self.entities.values())) + sum(map(len, self.deleted.values()))
+
+    @property
+    def may_be_truncated(self) -> bool:
+        """CDC answers at most 1000 objects and cannot page: at the cap, ask again with a shorter window."""
+        return self.object_count >= CDC_MAX_OBJECTS
 
 
 def parse_server_time(value: Any) -> datetime | None:

@@ -182,6 +182,8 @@ async def test_cdc_returns_changes_deletions_and_the_server_time(company: Compan
     assert result.deleted["Invoice"] == [doomed["Id"]]
     assert result.deleted["Customer"] == []
     assert result.server_time.tzinfo is not None
+    assert result.object_count == 3
+    assert not result.may_be_truncated
     assert abs(result.server_time - emulator_now) < timedelta(minutes=5)
     assert info["CompanyName"]
 
@@ -468,3 +470,11 @@ async def test_client_refuses_odd_entity_names_and_ids() -> None:
         await client.read("invoice/1?x=", "1")
     with pytest.raises(ValueError, match="id"):
         await client.read("Invoice", "1/../2")
+    with pytest.raises(ValueError, match="realm"):
+        QboClient(
+            realm_id="1/../2",
+            api_base_url="http://127.0.0.1:1",
+            tokens=FixedTokens("a", "b"),
+            http=None,  # type: ignore[arg-type]
+            limiter=RealmLimiter(),
+        )
