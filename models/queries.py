@@ -1,0 +1,29 @@
+"""Small database helpers shared by the API and the activities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+async def insert_ignoring_conflicts(
+    session: AsyncSession, table: type[SQLModel], rows: list[dict[str, Any]]
+) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING: idempotent inserts keyed by a unique constraint. Returns rows added."""
+    if not rows:
+        return 0
+    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
+    builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    primary_key = list(table.__table__.primary_key.columns)  # type: ignore[attr-defined]
+    # RETURNING counts what was really inserted (rowcount is not reliable for multi-row inserts).
+    statement = builder(table).values(rows).on_conflict_do_nothing().returning(*primary_key)
+    result = await session.exec(statement)
+    return len(result.all())
+
+
+def for_update(session: AsyncSession) -> bool:
+    """Whether row locks mean anything here (SQLite serialises writers itself)."""
+    return session.bind is not None and session.bind.dialect.name == "postgresql"

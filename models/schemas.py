@@ -1,0 +1,241 @@
+"""API request and response shapes (separate from the tables)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.plans import Plan
+from workflows.messages import ConnectionStatus, InvoiceLine, InvoiceSnapshot, InvoiceStatus
+
+# Deliberately simple: one @, no spaces, a dot in the domain. QuickBooks caps addresses at 100 characters.
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+DOC_NUMBER_MAX_LENGTH = 21
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, object]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API returns: a stable `code` to branch on and a `message` for people."""
+
+    error: ErrorBody
+
+
+# --- Accounts ---------------------------------------------------------------------------------------------
+
+
+class AccountUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan: Plan
+    quickbooks_addon: bool = False
+
+
+class AccountPublic(BaseModel):
+    account_id: str
+    plan: Plan
+    quickbooks_addon: bool
+    quickbooks_available: bool
+    quickbooks_unavailable_reason: str | None = None
+    api_token: str | None = Field(
+        default=None,
+        description="This account's own API token (returned to the service token's holder only).",
+    )
+
+
+# --- QuickBooks connection --------------------------------------------------------------------------------
+
+
+class ConnectStart(BaseModel):
+    authorization_url: str
+    state_expires_at: datetime
+
+
+class ConnectionPublic(BaseModel):
+    status: ConnectionStatus
+    realm_id: str | None = None
+    connected_at: datetime | None = None
+    reason: str | None = None
+    action: Literal["connect", "reconnect"] | None = None
+    expires_at: datetime | None = Field(
+        default=None, description="When the authorization ends (expiring only)."
+    )
+
+
+# --- Invoices ---------------------------------------------------------------------------------------------
+
+
+class ClientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=500)]
+    email: Annotated[str, Field(min_length=3, max_length=100)]
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the client's name is blank")
+        return value.strip()
+
+    @field_validator("email")
+    @classmethod
+    def _email_shape(cls, value: str) -> str:
+        value = value.strip()
+        if not _EMAIL.match(value):
+            raise ValueError("not an email address")
+        return value
+
+
+class InvoiceLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: Annotated[str, Field(min_length=1, max_length=4000)]
+    quantity: Annotated[str, Field(description='A positive decimal, e.g. "1.5"', examples=["1.5"])]
+    unit_price_cents: Annotated[int, Field(ge=0, le=10**13)]
+
+    @field_validator("quantity", mode="before")
+    @classmethod
+    def _quantity_decimal(cls, value: object) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+            raise ValueError("quantity must be a decimal number")
+        try:
+            quantity = Decimal(str(value))
+        except InvalidOperation as exc:
+            raise ValueError("quantity must be a decimal number") from exc
+        if not quantity.is_finite() or quantity <= 0:
+            raise ValueError("quantity must be greater than 0")
+        if quantity.as_tuple().exponent < -5:  # type: ignore[operator]
+            raise ValueError("quantity allows at most 5 decimal places")
+        return str(quantity)
+
+
+class InvoiceSend(BaseModel):
+    """The invoice as the platform sent it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    number: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description="The platform's invoice number; QuickBooks' DocNumber holds at most 21 characters.",
+        ),
+    ]
+    client: ClientIn
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["USD"])]
+    issue_date: date
+    due_date: date
+    lines: Annotated[list[InvoiceLineIn], Field(min_length=1, max_length=750)]
+
+    @field_validator("number")
+    @classmethod
+    def _number_fits_quickbooks(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the invoice number is blank")
+        if len(value) > DOC_NUMBER_MAX_LENGTH:
+            raise ValueError(
+                f"QuickBooks invoice numbers hold at most {DOC_NUMBER_MAX_LENGTH} characters "
+                f"({len(value)} given)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _due_after_issue(self) -> InvoiceSend:
+        if self.due_date < self.issue_date:
+            raise ValueError("due_date is before issue_date")
+        return self
+
+    def snapshot(self) -> InvoiceSnapshot:
+        return InvoiceSnapshot(
+            number=self.number,
+            client_name=self.client.name,
+            client_email=self.client.email,
+            currency=self.currency,
+            issue_date=self.issue_date.isoformat(),
+            due_date=self.due_date.isoformat(),
+            lines=[
+                InvoiceLine(
+                    description=line.description,
+                    quantity=line.quantity,
+                    unit_price_cents=line.unit_price_cents,
+                )
+                for line in self.lines
+            ],
+        )
+
+
+class QuickBooksBadge(BaseModel):
+    """What the invoice's QuickBooks badge shows."""
+
+    synced: bool
+    realm_id: str | None = None
+    invoice_id: str | None = None
+    customer_id: str | None = None
+
+
+class NotificationPublic(BaseModel):
+    id: int
+    kind: str
+    message: str
+    action: str | None = None
+    invoice_id: str | None = None
+    created_at: datetime
+    resolved_at: datetime | None = None
+
+
+class InvoiceSyncPublic(BaseModel):
+    invoice_id: str
+    number: str
+    status: InvoiceStatus
+    reason: str | None = None
+    currency: str
+    total_cents: int
+    balance_cents: int | None = None
+    quickbooks: QuickBooksBadge
+    last_error: str | None = None
+    notification: NotificationPublic | None = None
+    sent_at: datetime
+    synced_at: datetime | None = None
+    paid_at: datetime | None = None
+    voided_at: datetime | None = None
+    updated_at: datetime
+
+
+class InvoiceAccepted(BaseModel):
+    invoice: InvoiceSyncPublic
+    duplicate: bool = Field(default=False, description="True when this invoice had been sent before.")
+
+
+class InvoiceList(BaseModel):
+    invoices: list[InvoiceSyncPublic]
+    next_offset: int | None = None
+
+
+class TimelineEntryPublic(BaseModel):
+    at: datetime
+    kind: str
+    message: str
+
+
+class Timeline(BaseModel):
+    invoice_id: str
+    entries: list[TimelineEntryPublic]
+
+
+class NotificationList(BaseModel):
+    notifications: list[NotificationPublic]
+
+
+class WebhookAccepted(BaseModel):
+    accepted: int
+    duplicates: int

@@ -1,0 +1,221 @@
+"""Database tables. Schema changes go through Alembic migrations (migrations/versions)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Index, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlmodel import Column, Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite hands back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; attach a timezone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Account(SQLModel, table=True):
+    """A platform account and the plan that decides whether it may use QuickBooks."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    plan: str = Field(max_length=16)
+    quickbooks_addon: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class OAuthState(SQLModel, table=True):
+    """A single-use, short-lived OAuth `state`, bound to the account that asked to connect (stored hashed)."""
+
+    __tablename__ = "oauth_state"
+
+    state_hash: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(foreign_key="account.id", index=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class QuickBooksGrant(SQLModel, table=True):
+    """Tokens from a fresh authorization, waiting for the connection workflow to adopt them."""
+
+    __tablename__ = "quickbooks_grant"
+
+    id: str = Field(primary_key=True, max_length=36)
+    account_id: str = Field(foreign_key="account.id", index=True, max_length=64)
+    realm_id: str = Field(max_length=32)
+    access_token_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    refresh_token_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    access_expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    refresh_expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    refresh_hard_expires_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    adopted_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class QuickBooksConnection(SQLModel, table=True):
+    """An account's QuickBooks connection. Only the connection workflow's activities write the tokens."""
+
+    __tablename__ = "quickbooks_connection"
+
+    account_id: str = Field(primary_key=True, foreign_key="account.id", max_length=64)
+    realm_id: str | None = Field(default=None, index=True, max_length=32)
+    status: str = Field(max_length=24)
+    status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    connected_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    access_token_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    refresh_token_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    token_version: int = 0
+    access_expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    refresh_expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    refresh_hard_expires_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+    last_refreshed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class RealmCacheEntry(SQLModel, table=True):
+    """QuickBooks ids remembered per company (customer by email, the service item), so a sync costs one call."""
+
+    __tablename__ = "quickbooks_realm_cache"
+
+    realm_id: str = Field(primary_key=True, max_length=32)
+    kind: str = Field(primary_key=True, max_length=16)
+    key: str = Field(primary_key=True, max_length=255)
+    qbo_id: str = Field(max_length=32)
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class InvoiceSync(SQLModel, table=True):
+    """The read side of one platform invoice's sync: what the API shows. The invoice workflow writes it."""
+
+    __tablename__ = "invoice_sync"
+    __table_args__ = (Index("ix_invoice_sync_realm_qbo_invoice", "realm_id", "qbo_invoice_id"),)
+
+    account_id: str = Field(primary_key=True, foreign_key="account.id", max_length=64)
+    invoice_id: str = Field(primary_key=True, max_length=64)
+    number: str = Field(max_length=64)
+    status: str = Field(max_length=24, index=True)
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    currency: str = Field(max_length=3)
+    total_cents: int
+    balance_cents: int | None = None
+    client_name: str = Field(sa_column=Column(Text, nullable=False))
+    client_email: str = Field(max_length=320)
+    realm_id: str | None = Field(default=None, max_length=32)
+    qbo_invoice_id: str | None = Field(default=None, max_length=32)
+    qbo_customer_id: str | None = Field(default=None, max_length=32)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    sent_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    synced_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    paid_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    voided_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class TimelineEntry(SQLModel, table=True):
+    """One line of an invoice's timeline ("Payment confirmed via QuickBooks.")."""
+
+    __tablename__ = "invoice_timeline"
+    __table_args__ = (
+        Index("ix_invoice_timeline_invoice", "account_id", "invoice_id", "id"),
+        UniqueConstraint("dedupe_key", name="uq_invoice_timeline_dedupe_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(max_length=64)
+    invoice_id: str = Field(max_length=64)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    kind: str = Field(max_length=32)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    # Activities may run twice; the key makes the insert idempotent.
+    dedupe_key: str = Field(max_length=255)
+
+
+class Notification(SQLModel, table=True):
+    """Something the user must see or act on (a failed sync, a connection that needs reconnecting)."""
+
+    __table_args__ = (
+        Index("ix_notification_account", "account_id", "id"),
+        UniqueConstraint("dedupe_key", name="uq_notification_dedupe_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(max_length=64)
+    invoice_id: str | None = Field(default=None, max_length=64)
+    kind: str = Field(max_length=32)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    action: str | None = Field(default=None, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    resolved_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    dedupe_key: str = Field(max_length=255)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """A verified webhook POST from Intuit, kept verbatim so nothing Intuit sent is ever lost."""
+
+    __tablename__ = "quickbooks_webhook_delivery"
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    event_count: int = 0
+    parse_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class QuickBooksEvent(SQLModel, table=True):
+    """One entity change Intuit told us about (or a CDC sweep found), processed at least once."""
+
+    __tablename__ = "quickbooks_event"
+    __table_args__ = (
+        UniqueConstraint("dedupe_key", name="uq_quickbooks_event_dedupe_key"),
+        Index("ix_quickbooks_event_pending", "realm_id", "status", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(max_length=255)
+    realm_id: str = Field(max_length=32)
+    entity: str = Field(max_length=32)
+    entity_id: str = Field(max_length=32)
+    operation: str = Field(max_length=16)
+    occurred_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    source: str = Field(default="webhook", max_length=16)
+    delivery_id: int | None = Field(default=None, foreign_key="quickbooks_webhook_delivery.id")
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    processed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class PaymentLink(SQLModel, table=True):
+    """Which invoices a QuickBooks payment was applied to, remembered for when it is deleted or voided."""
+
+    __tablename__ = "quickbooks_payment_link"
+
+    realm_id: str = Field(primary_key=True, max_length=32)
+    payment_id: str = Field(primary_key=True, max_length=32)
+    qbo_invoice_id: str = Field(primary_key=True, max_length=32)
