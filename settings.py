@@ -15,6 +15,7 @@ DEV_QBO_CLIENT_SECRET = "dev-client-secret"
 DEV_WEBHOOK_VERIFIER_TOKEN = "dev-verifier-token"
 DEV_TOKEN_ENCRYPTION_KEY = "ZGV2LW9ubHktdG9rZW4tZW5jcnlwdGlvbi1rZXktLS0="  # a Fernet key, dev only
 DEV_PLATFORM_EVENTS_SECRET = "dev-events-secret"
+DEV_PAYLOAD_ENCRYPTION_KEY = "dev-only-temporal-payload-key"
 
 QboEnvironment = Literal["emulator", "sandbox", "production"]
 
@@ -46,6 +47,11 @@ class Settings(BaseSettings):
     qbo_request_timeout_seconds: float = 30.0
 
     token_encryption_key: SecretStr = SecretStr(DEV_TOKEN_ENCRYPTION_KEY)
+    payload_encryption_key: SecretStr = SecretStr(DEV_PAYLOAD_ENCRYPTION_KEY)
+    # The Temporal Web UI's origin, allowed to call the API's codec endpoint to show decrypted payloads.
+    temporal_ui_origin: str = "http://127.0.0.1:8233"
+    # The codec endpoint decrypts payloads for whoever reaches it: expose it to operators only.
+    codec_endpoint_enabled: bool = True
 
     platform_return_url: str = "http://127.0.0.1:8000/oauth/quickbooks/done"
     platform_events_url: str | None = None
@@ -64,6 +70,7 @@ class Settings(BaseSettings):
             "QBO_WEBHOOK_VERIFIER_TOKEN": (self.qbo_webhook_verifier_token, DEV_WEBHOOK_VERIFIER_TOKEN),
             "TOKEN_ENCRYPTION_KEY": (self.token_encryption_key, DEV_TOKEN_ENCRYPTION_KEY),
             "PLATFORM_EVENTS_SECRET": (self.platform_events_secret, DEV_PLATFORM_EVENTS_SECRET),
+            "PAYLOAD_ENCRYPTION_KEY": (self.payload_encryption_key, DEV_PAYLOAD_ENCRYPTION_KEY),
         }
         unset = [name for name, (value, dev) in defaults.items() if value.get_secret_value() == dev]
         if unset:

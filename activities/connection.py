@@ -1,0 +1,313 @@
+"""Connection activities: adopt a new authorization, refresh and revoke tokens, record connection status.
+
+These are the only writers of tokens, and only the connection workflow runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlmodel import col, select, update
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from models.crypto import TokenCipher
+from models.db import SessionFactory
+from models.queries import for_update, insert_ignoring_conflicts
+from models.tables import InvoiceSync, Notification, QuickBooksConnection, QuickBooksGrant
+from qbo.errors import InvalidGrant
+from qbo.oauth import QboOAuth, TokenSet
+from workflows.ids import invoice_workflow_id, realm_events_workflow_id
+from workflows.messages import (
+    USABLE_CONNECTION_STATUSES,
+    AdoptGrantInput,
+    AdoptGrantResult,
+    ConnectionInfo,
+    ConnectionRecord,
+    ConnectionStatus,
+    RealmEventsInput,
+    RefreshTokensInput,
+    RefreshTokensResult,
+    SignalInvoicesInput,
+    SignalInvoicesResult,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def connection_info(row: QuickBooksConnection) -> ConnectionInfo:
+    return ConnectionInfo(
+        account_id=row.account_id,
+        status=ConnectionStatus(row.status),
+        realm_id=row.realm_id,
+        token_version=row.token_version,
+        connected_at=row.connected_at,
+        access_expires_at=row.access_expires_at,
+        refresh_expires_at=row.refresh_expires_at,
+        refresh_hard_expires_at=row.refresh_hard_expires_at,
+        status_reason=row.status_reason,
+    )
+
+
+class ConnectionActivities:
+    """Token lifecycle and connection status, built with the database, the cipher and Intuit's OAuth client."""
+
+    def __init__(
+        self,
+        *,
+        sessions: SessionFactory,
+        cipher: TokenCipher,
+        oauth: QboOAuth,
+        temporal: Client,
+        task_queue: str,
+    ) -> None:
+        self._sessions = sessions
+        self._cipher = cipher
+        self._oauth = oauth
+        self._temporal = temporal
+        self._task_queue = task_queue
+
+    @activity.defn
+    async def adopt_grant(self, request: AdoptGrantInput) -> AdoptGrantResult:
+        """Make a freshly authorized grant the account's connection (idempotent: a replay changes nothing)."""
+        now = _now()
+        async with self._sessions() as session:
+            grant = await session.get(QuickBooksGrant, request.grant_id)
+            if grant is None or grant.account_id != request.account_id:
+                raise ApplicationError(f"grant {request.grant_id} does not exist", non_retryable=True)
+            statement = select(QuickBooksConnection).where(
+                QuickBooksConnection.account_id == request.account_id
+            )
+            if for_update(session):
+                statement = statement.with_for_update()
+            row = (await session.exec(statement)).first()
+            if grant.adopted_at is not None:
+                assert row is not None
+                return AdoptGrantResult(info=connection_info(row))
+            if row is None:
+                row = QuickBooksConnection(
+                    account_id=request.account_id, status=ConnectionStatus.NOT_CONNECTED
+                )
+            previous_realm = row.realm_id
+            realm_changed = previous_realm is not None and previous_realm != grant.realm_id
+            # The connection date is when this company was connected; a reconnect after expiry keeps it.
+            if realm_changed or row.connected_at is None or row.status in _ENDED_STATUSES:
+                row.connected_at = now
+            row.realm_id = grant.realm_id
+            row.access_token_enc = grant.access_token_enc
+            row.refresh_token_enc = grant.refresh_token_enc
+            row.access_expires_at = grant.access_expires_at
+            row.refresh_expires_at = grant.refresh_expires_at
+            row.refresh_hard_expires_at = grant.refresh_hard_expires_at
+            row.token_version += 1
+            row.status = ConnectionStatus.CONNECTED.value
+            row.status_reason = None
+            row.last_refreshed_at = now
+            row.updated_at = now
+            # The connection row now holds the only copy of these tokens.
+            grant.access_token_enc = None
+            grant.refresh_token_enc = None
+            grant.adopted_at = now
+            session.add(row)
+            session.add(grant)
+            await session.commit()
+            return AdoptGrantResult(
+                info=connection_info(row), realm_changed=realm_changed, previous_realm_id=previous_realm
+            )
+
+    @activity.defn
+    async def refresh_tokens(self, request: RefreshTokensInput) -> RefreshTokensResult:
+        """Exchange the refresh token for new tokens and store both before anyone uses the new access token.
+
+        Retried safely: if Intuit's answer was lost, the previous refresh token still works for 24 hours, and a
+        retry after the new tokens were stored sees the newer version and does nothing.
+        """
+        async with self._sessions() as session:
+            row = await session.get(QuickBooksConnection, request.account_id)
+            if row is None:
+                raise ApplicationError("no connection to refresh", non_retryable=True)
+            if row.token_version != request.expected_version or row.status not in USABLE_CONNECTION_STATUSES:
+                return RefreshTokensResult(info=connection_info(row), refreshed=False)
+            assert row.refresh_token_enc is not None
+            refresh_token = self._cipher.decrypt(row.refresh_token_enc)
+
+        try:
+            tokens = await self._oauth.refresh(refresh_token)
+        except InvalidGrant:
+            reason = (
+                "QuickBooks no longer accepts this connection's authorization (it was revoked or expired)."
+            )
+            info = await self._mark_expired(request.account_id, request.expected_version, reason)
+            return RefreshTokensResult(info=info, refreshed=False, expired=True, reason=reason)
+
+        async with self._sessions() as session:
+            now = _now()
+            values = _token_columns(self._cipher, tokens)
+            result = await session.exec(
+                update(QuickBooksConnection)
+                .where(
+                    col(QuickBooksConnection.account_id) == request.account_id,
+                    col(QuickBooksConnection.token_version) == request.expected_version,
+                )
+                .values(
+                    **values,
+                    token_version=request.expected_version + 1,
+                    last_refreshed_at=now,
+                    updated_at=now,
+                )
+            )
+            await session.commit()
+            row = await session.get(QuickBooksConnection, request.account_id, populate_existing=True)
+            assert row is not None
+            refreshed = getattr(result, "rowcount", 0) == 1
+            return RefreshTokensResult(info=connection_info(row), refreshed=refreshed)
+
+    @activity.defn
+    async def record_connection(self, record: ConnectionRecord) -> ConnectionInfo:
+        """Set a connection's status (with its notification), e.g. expiring, expired or disconnected."""
+        now = _now()
+        async with self._sessions() as session:
+            statement = select(QuickBooksConnection).where(
+                QuickBooksConnection.account_id == record.account_id
+            )
+            if for_update(session):
+                statement = statement.with_for_update()
+            row = (await session.exec(statement)).first()
+            if row is None:
+                raise ApplicationError("no connection to record", non_retryable=True)
+            row.status = record.status.value
+            row.status_reason = record.reason
+            row.updated_at = now
+            if record.status in _ENDED_STATUSES:
+                row.access_token_enc = None
+                row.refresh_token_enc = None
+            session.add(row)
+            if record.notification is not None:
+                await insert_ignoring_conflicts(
+                    session,
+                    Notification,
+                    [
+                        {
+                            "account_id": record.account_id,
+                            "invoice_id": None,
+                            "kind": record.notification.kind,
+                            "message": record.notification.message,
+                            "action": record.notification.action,
+                            "created_at": now,
+                            "dedupe_key": record.notification.dedupe_key,
+                        }
+                    ],
+                )
+            if record.resolve_notification_kinds:
+                await session.exec(
+                    update(Notification)
+                    .where(
+                        col(Notification.account_id) == record.account_id,
+                        col(Notification.invoice_id).is_(None),
+                        col(Notification.kind).in_(record.resolve_notification_kinds),
+                        col(Notification.resolved_at).is_(None),
+                    )
+                    .values(resolved_at=now)
+                )
+            await session.commit()
+            return connection_info(row)
+
+    @activity.defn
+    async def signal_invoices(self, request: SignalInvoicesInput) -> SignalInvoicesResult:
+        """Tell the account's invoice workflows in the given statuses that the connection changed."""
+        async with self._sessions() as session:
+            rows = (
+                await session.exec(
+                    select(InvoiceSync.invoice_id).where(
+                        InvoiceSync.account_id == request.account_id,
+                        col(InvoiceSync.status).in_([status.value for status in request.statuses]),
+                    )
+                )
+            ).all()
+        signalled = 0
+        for batch_start in range(0, len(rows), 50):
+            batch = rows[batch_start : batch_start + 50]
+            results = await asyncio.gather(
+                *(self._signal_connection_changed(request, invoice_id) for invoice_id in batch)
+            )
+            signalled += sum(results)
+            activity.heartbeat(batch_start)
+        return SignalInvoicesResult(signalled=signalled)
+
+    @activity.defn
+    async def drain_realm_events(self, realm_id: str) -> None:
+        """Have the company's events workflow process what waited while no connection was usable."""
+        await start_realm_events(self._temporal, realm_id, self._task_queue)
+
+    async def _signal_connection_changed(self, request: SignalInvoicesInput, invoice_id: str) -> int:
+        handle = self._temporal.get_workflow_handle(invoice_workflow_id(request.account_id, invoice_id))
+        try:
+            await handle.signal("connection_changed", request.change)
+        except RPCError as exc:
+            # A workflow that already finished has nothing left to resume.
+            logger.info("invoice %s not signalled: %s", invoice_id, exc.message)
+            return 0
+        return 1
+
+    async def _mark_expired(self, account_id: str, expected_version: int, reason: str) -> ConnectionInfo:
+        async with self._sessions() as session:
+            now = _now()
+            await session.exec(
+                update(QuickBooksConnection)
+                .where(
+                    col(QuickBooksConnection.account_id) == account_id,
+                    col(QuickBooksConnection.token_version) == expected_version,
+                )
+                .values(
+                    status=ConnectionStatus.EXPIRED.value,
+                    status_reason=reason,
+                    access_token_enc=None,
+                    refresh_token_enc=None,
+                    updated_at=now,
+                )
+            )
+            await session.commit()
+            row = await session.get(QuickBooksConnection, account_id, populate_existing=True)
+            assert row is not None
+            return connection_info(row)
+
+
+_ENDED_STATUSES = frozenset({ConnectionStatus.DISCONNECTED.value, ConnectionStatus.NOT_CONNECTED.value})
+
+
+def _token_columns(cipher: TokenCipher, tokens: TokenSet) -> dict[str, object]:
+    return {
+        "access_token_enc": cipher.encrypt(tokens.access_token),
+        "refresh_token_enc": cipher.encrypt(tokens.refresh_token),
+        "access_expires_at": tokens.access_expires_at,
+        "refresh_expires_at": tokens.refresh_expires_at,
+        "refresh_hard_expires_at": tokens.refresh_hard_expires_at,
+    }
+
+
+def grant_columns(cipher: TokenCipher, tokens: TokenSet) -> dict[str, object]:
+    """The encrypted columns of a new grant (the OAuth callback stores one per authorization)."""
+    return _token_columns(cipher, tokens)
+
+
+def access_token_fresh_until(row: QuickBooksConnection, margin: timedelta) -> bool:
+    return row.access_expires_at is not None and row.access_expires_at - margin > _now()
+
+
+async def start_realm_events(temporal: Client, realm_id: str, task_queue: str) -> None:
+    """Signal-with-start the company's events workflow (the webhook route and reconnects use this)."""
+    await temporal.start_workflow(
+        "QuickBooksEventsWorkflow",
+        RealmEventsInput(realm_id=realm_id),
+        id=realm_events_workflow_id(realm_id),
+        task_queue=task_queue,
+        start_signal="events_arrived",
+    )

@@ -1,0 +1,654 @@
+"""QuickBooks-facing activities: sync an invoice, void it, and turn stored QuickBooks events into signals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlmodel import col, select
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from activities.heartbeat import heartbeating
+from activities.mapping import (
+    SERVICE_ITEM_NAME,
+    customer_body,
+    customer_display_names,
+    customer_email,
+    deleted_invoice,
+    invoice_body,
+    is_ours,
+    is_voided,
+    linked_invoice_ids,
+    observe_invoice,
+    pick_income_account,
+)
+from models.crypto import TokenCipher
+from models.db import SessionFactory
+from models.plans import quickbooks_entitled
+from models.queries import insert_ignoring_conflicts
+from models.tables import (
+    Account,
+    InvoiceSync,
+    PaymentLink,
+    QuickBooksConnection,
+    QuickBooksEvent,
+    RealmCacheEntry,
+    utcnow,
+)
+from qbo.client import QboClient, quote, request_id
+from qbo.errors import (
+    QboDuplicateDocNumber,
+    QboDuplicateName,
+    QboError,
+    QboNotFound,
+    QboStaleObject,
+    QboValidationError,
+)
+from qbo.limits import RealmLimiter
+from workflows.ids import connection_workflow_id, invoice_workflow_id
+from workflows.messages import (
+    CONNECTION_UNAVAILABLE,
+    QUICKBOOKS_REJECTED,
+    USABLE_CONNECTION_STATUSES,
+    InvoiceObservation,
+    InvoiceStatus,
+    ProcessEventsInput,
+    ProcessEventsResult,
+    RefreshRequest,
+    RefreshResult,
+    SyncInvoiceInput,
+    SyncInvoiceResult,
+    VoidInvoiceInput,
+    VoidInvoiceResult,
+)
+
+logger = logging.getLogger(__name__)
+
+# Refresh a little before Intuit's expiry so a call never starts with a token about to die.
+ACCESS_TOKEN_MARGIN = timedelta(seconds=60)
+# Events that failed this many times are parked as `failed` (visible to operators) instead of retried forever.
+EVENT_MAX_ATTEMPTS = 10
+
+
+def connection_unavailable(reason: str) -> ApplicationError:
+    return ApplicationError(reason, type=CONNECTION_UNAVAILABLE, non_retryable=True)
+
+
+def rejected(what: str, exc: QboError) -> ApplicationError:
+    """A QuickBooks validation fault: no retry can fix it, and the user needs to read why."""
+    detail = exc.detail or exc.message
+    reason = f"QuickBooks rejected {what}: {exc.message}" + (f" ({detail})" if detail != exc.message else "")
+    return ApplicationError(reason, exc.code or "", type=QUICKBOOKS_REJECTED, non_retryable=True)
+
+
+class ConnectionTokens:
+    """The TokenSource of one account: reads tokens from the database, asks the connection workflow to refresh.
+
+    Refreshing goes through the connection workflow's `refresh_access_token` update, so however many
+    activities hit a 401 at once, Intuit sees one refresh.
+    """
+
+    def __init__(self, *, account_id: str, sessions: SessionFactory, cipher: TokenCipher, temporal: Client):
+        self._account_id = account_id
+        self._sessions = sessions
+        self._cipher = cipher
+        self._temporal = temporal
+        self._access: str | None = None
+        self._version = -1
+        self._expires_at: datetime | None = None
+        self.realm_id: str | None = None
+
+    async def load(self) -> None:
+        async with self._sessions() as session:
+            row = await session.get(QuickBooksConnection, self._account_id)
+            account = await session.get(Account, self._account_id)
+        if row is None or row.status not in USABLE_CONNECTION_STATUSES or row.access_token_enc is None:
+            status = row.status if row is not None else "not_connected"
+            raise connection_unavailable(f"QuickBooks is not connected (connection is {status}).")
+        if account is None or not quickbooks_entitled(account.plan, account.quickbooks_addon):
+            raise connection_unavailable("The account's plan no longer includes QuickBooks.")
+        self._access = self._cipher.decrypt(row.access_token_enc)
+        self._version = row.token_version
+        self._expires_at = row.access_expires_at
+        self.realm_id = row.realm_id
+
+    async def access_token(self) -> str:
+        if self._access is None:
+            await self.load()
+        if self._expires_at is not None and self._expires_at - ACCESS_TOKEN_MARGIN <= datetime.now(UTC):
+            await self._refresh()
+        assert self._access is not None
+        return self._access
+
+    async def refresh_after_unauthorized(self, rejected: str) -> str:
+        await self._refresh()
+        assert self._access is not None
+        return self._access
+
+    async def _refresh(self) -> None:
+        handle = self._temporal.get_workflow_handle(connection_workflow_id(self._account_id))
+        try:
+            result = await handle.execute_update(
+                "refresh_access_token", RefreshRequest(seen_version=self._version), result_type=RefreshResult
+            )
+        except RPCError as exc:
+            raise connection_unavailable(
+                f"The QuickBooks connection is not running ({exc.message})."
+            ) from exc
+        if not result.usable:
+            raise connection_unavailable(
+                f"QuickBooks connection is {result.status.value}; reconnect to resume."
+            )
+        await self.load()
+
+
+@dataclass
+class QuickBooksContext:
+    """What a QuickBooks activity works with: one realm's client, bound to one account's tokens."""
+
+    account_id: str
+    realm_id: str
+    client: QboClient
+
+
+class QuickBooksActivities:
+    """Activities that call QuickBooks, built with the database, the HTTP client and the per-realm limiter."""
+
+    def __init__(
+        self,
+        *,
+        sessions: SessionFactory,
+        cipher: TokenCipher,
+        temporal: Client,
+        http: httpx.AsyncClient,
+        limiter: RealmLimiter,
+        api_base_url: str,
+        minor_version: int = 75,
+        timeout: float = 30.0,
+    ) -> None:
+        self._sessions = sessions
+        self._cipher = cipher
+        self._temporal = temporal
+        self._http = http
+        self._limiter = limiter
+        self._api_base_url = api_base_url
+        self._minor_version = minor_version
+        self._timeout = timeout
+
+    # --- Invoice sync -----------------------------------------------------------------------------------
+
+    @activity.defn
+    async def sync_invoice(self, request: SyncInvoiceInput) -> SyncInvoiceResult:
+        """Find or create the customer, ensure the service item, create the invoice: exactly once.
+
+        An earlier attempt whose outcome is unknown (timeout, 5xx, crash) may have created the invoice, so any
+        attempt after the first looks it up by number (and our PrivateNote marker) before writing again.
+        """
+        async with heartbeating():
+            return await self._sync_invoice(request)
+
+    async def _sync_invoice(self, request: SyncInvoiceInput) -> SyncInvoiceResult:
+        context = await self._context(request.account_id)
+        snapshot = request.snapshot
+        with translate_errors("the invoice"):
+            customer_id = await self._ensure_customer(context, snapshot.client_name, snapshot.client_email)
+            item_id = await self._ensure_service_item(context)
+            if request.may_exist or activity.info().attempt > 1:
+                existing = await self._find_our_invoice(context, snapshot.number, request.workflow_id)
+                if existing is not None:
+                    return _sync_result(context, existing, customer_id, found_existing=True)
+            body = invoice_body(
+                snapshot, customer_id=customer_id, item_id=item_id, workflow_id=request.workflow_id
+            )
+            write_id = request_id(
+                request.workflow_id, "invoice.create", str(request.generation), _digest(body)
+            )
+            try:
+                created = await context.client.create("Invoice", body, request_id=write_id)
+            except QboDuplicateDocNumber as exc:
+                existing = await self._find_our_invoice(context, snapshot.number, request.workflow_id)
+                if existing is not None:
+                    return _sync_result(context, existing, customer_id, found_existing=True)
+                raise ApplicationError(
+                    f"Invoice number {snapshot.number} is already used by another invoice in QuickBooks.",
+                    exc.code or "",
+                    type=QUICKBOOKS_REJECTED,
+                    non_retryable=True,
+                ) from exc
+            except QboNotFound:
+                # A remembered customer or item was deleted or made inactive in QuickBooks: look them up again.
+                await self._forget(context.realm_id, ("customer", snapshot.client_email.strip().lower()))
+                await self._forget(context.realm_id, ("item", SERVICE_ITEM_NAME))
+                raise
+            return _sync_result(context, created, customer_id, found_existing=False)
+
+    async def _ensure_customer(self, context: QuickBooksContext, name: str, email: str) -> str:
+        key = email.strip().lower()
+        cached = await self._cached(context.realm_id, "customer", key)
+        if cached is not None:
+            return cached
+        found = await self._customer_by_email(context, email)
+        if found is None:
+            found = await self._create_customer(context, name, email)
+        await self._remember(context.realm_id, "customer", key, found)
+        return found
+
+    async def _customer_by_email(self, context: QuickBooksContext, email: str) -> str | None:
+        key = email.strip().lower()
+        candidates = {email.strip(), key}
+        matches: dict[str, dict[str, Any]] = {}
+        for address in candidates:
+            rows = await context.client.query(
+                f"SELECT * FROM Customer WHERE PrimaryEmailAddr = {quote(address)}"
+            )
+            # Checked here too: QuickBooks' matching rules are not documented, and a stranger must never match.
+            matches.update({str(row["Id"]): row for row in rows if customer_email(row) == key})
+        if not matches:
+            return None
+        return min(matches, key=int)
+
+    async def _create_customer(self, context: QuickBooksContext, name: str, email: str) -> str:
+        for display_name in customer_display_names(name, email):
+            body = customer_body(display_name, name, email)
+            write_id = request_id(context.realm_id, "customer.create", email.strip().lower(), display_name)
+            try:
+                created = await context.client.create("Customer", body, request_id=write_id)
+                return str(created["Id"])
+            except QboDuplicateName:
+                # Maybe a concurrent sync just created our customer; otherwise the name belongs to someone else.
+                found = await self._customer_by_email(context, email)
+                if found is not None:
+                    return found
+                owner = await self._customer_by_display_name(context, display_name)
+                if owner is not None and customer_email(owner) == email.strip().lower():
+                    return str(owner["Id"])
+        raise ApplicationError(
+            f"Could not create a QuickBooks customer for {name}: every candidate name is taken.",
+            type=QUICKBOOKS_REJECTED,
+            non_retryable=True,
+        )
+
+    async def _customer_by_display_name(
+        self, context: QuickBooksContext, display_name: str
+    ) -> dict[str, Any] | None:
+        rows = await context.client.query(
+            f"SELECT * FROM Customer WHERE DisplayName = {quote(display_name)} AND Active IN (true, false)"
+        )
+        return rows[0] if rows else None
+
+    async def _ensure_service_item(self, context: QuickBooksContext) -> str:
+        cached = await self._cached(context.realm_id, "item", SERVICE_ITEM_NAME)
+        if cached is not None:
+            return cached
+        rows = await context.client.query(f"SELECT * FROM Item WHERE Name = {quote(SERVICE_ITEM_NAME)}")
+        if rows:
+            item_id = str(rows[0]["Id"])
+        else:
+            item_id = await self._create_service_item(context)
+        await self._remember(context.realm_id, "item", SERVICE_ITEM_NAME, item_id)
+        return item_id
+
+    async def _create_service_item(self, context: QuickBooksContext) -> str:
+        accounts = await context.client.query("SELECT * FROM Account WHERE AccountType = 'Income'")
+        income = pick_income_account(accounts)
+        if income is None:
+            raise ApplicationError(
+                "The QuickBooks company has no active income account for the Professional Services item.",
+                type=QUICKBOOKS_REJECTED,
+                non_retryable=True,
+            )
+        body = {
+            "Name": SERVICE_ITEM_NAME,
+            "Type": "Service",
+            "IncomeAccountRef": {"value": str(income["Id"])},
+        }
+        try:
+            created = await context.client.create(
+                "Item", body, request_id=request_id(context.realm_id, "item.create", SERVICE_ITEM_NAME)
+            )
+            return str(created["Id"])
+        except QboDuplicateName:
+            # The item exists but is inactive (queries only return active ones): bring it back.
+            rows = await context.client.query(
+                f"SELECT * FROM Item WHERE Name = {quote(SERVICE_ITEM_NAME)} AND Active = false"
+            )
+            if not rows:
+                raise
+            item = rows[0]
+            reactivated = await context.client.update(
+                "Item",
+                {"Id": item["Id"], "SyncToken": item["SyncToken"], "sparse": True, "Active": True},
+                request_id=request_id(
+                    context.realm_id, "item.reactivate", str(item["Id"]), str(item["SyncToken"])
+                ),
+            )
+            return str(reactivated["Id"])
+
+    async def _find_our_invoice(
+        self, context: QuickBooksContext, number: str, workflow_id: str
+    ) -> dict[str, Any] | None:
+        rows = await context.client.query(f"SELECT * FROM Invoice WHERE DocNumber = {quote(number)}")
+        ours = [row for row in rows if is_ours(row, workflow_id)]
+        return min(ours, key=lambda row: int(row["Id"])) if ours else None
+
+    # --- Void -------------------------------------------------------------------------------------------
+
+    @activity.defn
+    async def void_invoice(self, request: VoidInvoiceInput) -> VoidInvoiceResult:
+        """Void the QuickBooks invoice, reading its live SyncToken first. A refusal is reported, not forced."""
+        async with heartbeating():
+            return await self._void_invoice(request)
+
+    async def _void_invoice(self, request: VoidInvoiceInput) -> VoidInvoiceResult:
+        context = await self._context(request.account_id)
+        with translate_errors("the void"):
+            invoice: dict[str, Any] | None = None
+            if request.qbo_invoice_id is None:
+                invoice = await self._find_our_invoice(context, request.doc_number, request.workflow_id)
+                if invoice is None:
+                    return VoidInvoiceResult(outcome="not_in_quickbooks")
+            else:
+                try:
+                    invoice = await context.client.read("Invoice", request.qbo_invoice_id)
+                except QboNotFound:
+                    return VoidInvoiceResult(outcome="not_in_quickbooks")
+            if is_voided(invoice):
+                return VoidInvoiceResult(
+                    outcome="already_voided",
+                    observation=observe_invoice(context.realm_id, invoice, source="read"),
+                )
+            sync_token = str(invoice["SyncToken"])
+            write_id = request_id(request.workflow_id, "invoice.void", str(request.generation), sync_token)
+            try:
+                voided = await context.client.void_invoice(
+                    str(invoice["Id"]), sync_token, request_id=write_id
+                )
+            except QboStaleObject:
+                raise  # changed since we read it: the retry reads the new SyncToken
+            except QboValidationError as exc:
+                detail = exc.detail or exc.message
+                return VoidInvoiceResult(
+                    outcome="refused",
+                    reason=f"QuickBooks refused to void invoice {request.doc_number}: {detail}",
+                    observation=observe_invoice(context.realm_id, invoice, source="read"),
+                )
+            return VoidInvoiceResult(
+                outcome="voided", observation=observe_invoice(context.realm_id, voided, source="read")
+            )
+
+    # --- Events (webhooks and CDC) ----------------------------------------------------------------------
+
+    @activity.defn
+    async def process_pending_events(self, request: ProcessEventsInput) -> ProcessEventsResult:
+        """Read what changed in QuickBooks for a batch of stored events and signal the affected invoices.
+
+        Payments lead to invoices through their LinkedTxn (remembered, for when a payment is deleted later).
+        Each affected invoice is read once per batch and its workflow gets the fresh state, so duplicates and
+        out-of-order deliveries cannot move an invoice backwards.
+        """
+        async with heartbeating():
+            return await self._process_pending_events(request)
+
+    async def _process_pending_events(self, request: ProcessEventsInput) -> ProcessEventsResult:
+        async with self._sessions() as session:
+            events = list(
+                (
+                    await session.exec(
+                        select(QuickBooksEvent)
+                        .where(
+                            QuickBooksEvent.realm_id == request.realm_id, QuickBooksEvent.status == "pending"
+                        )
+                        .order_by(col(QuickBooksEvent.id))
+                        .limit(request.batch_size + 1)
+                    )
+                ).all()
+            )
+        more_pending = len(events) > request.batch_size
+        events = events[: request.batch_size]
+        if not events:
+            return ProcessEventsResult(processed=0, deferred=0, invoices_signalled=0, more_pending=False)
+
+        context = await self._realm_context(request.realm_id)
+        if context is None:
+            # No usable connection to this company right now: the events wait; a reconnect drains them.
+            return ProcessEventsResult(
+                processed=0, deferred=len(events), invoices_signalled=0, more_pending=False
+            )
+
+        outcomes: dict[int, tuple[str, str | None]] = {}
+        invoice_ids: set[str] = set()
+        payments_seen: set[str] = set()
+        for event in events:
+            assert event.id is not None
+            try:
+                if event.entity == "Invoice":
+                    # Our own creates and e-mails change nothing we follow.
+                    if event.operation in ("Create", "Emailed"):
+                        outcomes[event.id] = ("ignored", None)
+                        continue
+                    invoice_ids.add(event.entity_id)
+                elif event.entity == "Payment":
+                    if event.entity_id not in payments_seen:
+                        payments_seen.add(event.entity_id)
+                        invoice_ids |= await self._payment_invoices(context, event.entity_id)
+                else:
+                    outcomes[event.id] = ("ignored", None)
+                    continue
+                outcomes[event.id] = ("processed", None)
+            except ApplicationError as exc:
+                if exc.type == CONNECTION_UNAVAILABLE:
+                    return ProcessEventsResult(
+                        processed=0, deferred=len(events), invoices_signalled=0, more_pending=False
+                    )
+                outcomes[event.id] = ("error", str(exc))
+            except QboError as exc:
+                outcomes[event.id] = ("error", str(exc))
+
+        signalled = await self._signal_invoices(context, invoice_ids)
+        await self._finish_events(events, outcomes)
+        return ProcessEventsResult(
+            processed=sum(1 for status, _ in outcomes.values() if status != "error"),
+            deferred=0,
+            invoices_signalled=signalled,
+            more_pending=more_pending,
+        )
+
+    async def _payment_invoices(self, context: QuickBooksContext, payment_id: str) -> set[str]:
+        linked: set[str] = set()
+        try:
+            payment = await context.client.read("Payment", payment_id)
+            linked = linked_invoice_ids(payment)
+        except QboNotFound:
+            pass  # deleted: the remembered links below say which invoices it had paid
+        async with self._sessions() as session:
+            await insert_ignoring_conflicts(
+                session,
+                PaymentLink,
+                [
+                    {"realm_id": context.realm_id, "payment_id": payment_id, "qbo_invoice_id": invoice_id}
+                    for invoice_id in sorted(linked)
+                ],
+            )
+            await session.commit()
+            remembered = (
+                await session.exec(
+                    select(PaymentLink.qbo_invoice_id).where(
+                        PaymentLink.realm_id == context.realm_id, PaymentLink.payment_id == payment_id
+                    )
+                )
+            ).all()
+        return linked | set(remembered)
+
+    async def _signal_invoices(self, context: QuickBooksContext, qbo_invoice_ids: set[str]) -> int:
+        if not qbo_invoice_ids:
+            return 0
+        async with self._sessions() as session:
+            tracked = (
+                await session.exec(
+                    select(InvoiceSync).where(
+                        InvoiceSync.realm_id == context.realm_id,
+                        col(InvoiceSync.qbo_invoice_id).in_(sorted(qbo_invoice_ids)),
+                        col(InvoiceSync.status).not_in(
+                            [InvoiceStatus.VOIDED.value, InvoiceStatus.DISCONNECTED.value]
+                        ),
+                    )
+                )
+            ).all()
+        observations: dict[str, InvoiceObservation] = {}
+        signalled = 0
+        for row in tracked:
+            assert row.qbo_invoice_id is not None
+            observation = observations.get(row.qbo_invoice_id)
+            if observation is None:
+                try:
+                    invoice = await context.client.read("Invoice", row.qbo_invoice_id)
+                    observation = observe_invoice(context.realm_id, invoice, source="webhook")
+                except QboNotFound:
+                    observation = deleted_invoice(context.realm_id, row.qbo_invoice_id, source="webhook")
+                observations[row.qbo_invoice_id] = observation
+            handle = self._temporal.get_workflow_handle(invoice_workflow_id(row.account_id, row.invoice_id))
+            try:
+                await handle.signal("quickbooks_invoice_changed", observation)
+                signalled += 1
+            except RPCError as exc:
+                logger.info("invoice workflow %s not signalled: %s", handle.id, exc.message)
+        return signalled
+
+    async def _finish_events(
+        self, events: list[QuickBooksEvent], outcomes: dict[int, tuple[str, str | None]]
+    ) -> None:
+        now = utcnow()
+        async with self._sessions() as session:
+            for event in events:
+                assert event.id is not None
+                status, error = outcomes.get(event.id, ("error", "not processed"))
+                row = await session.get(QuickBooksEvent, event.id)
+                if row is None:
+                    continue
+                row.attempts += 1
+                if status == "error":
+                    row.last_error = error
+                    if row.attempts >= EVENT_MAX_ATTEMPTS:
+                        row.status = "failed"
+                else:
+                    row.status = status
+                    row.processed_at = now
+                    row.last_error = None
+                session.add(row)
+            await session.commit()
+
+    # --- Plumbing -----------------------------------------------------------------------------------------
+
+    async def _context(self, account_id: str) -> QuickBooksContext:
+        tokens = ConnectionTokens(
+            account_id=account_id, sessions=self._sessions, cipher=self._cipher, temporal=self._temporal
+        )
+        await tokens.load()
+        assert tokens.realm_id is not None
+        return QuickBooksContext(
+            account_id=account_id, realm_id=tokens.realm_id, client=self._client(tokens.realm_id, tokens)
+        )
+
+    async def _realm_context(self, realm_id: str) -> QuickBooksContext | None:
+        """A client for the company through any account whose connection to it is usable."""
+        async with self._sessions() as session:
+            account_ids = (
+                await session.exec(
+                    select(QuickBooksConnection.account_id).where(
+                        QuickBooksConnection.realm_id == realm_id,
+                        col(QuickBooksConnection.status).in_(
+                            [status.value for status in USABLE_CONNECTION_STATUSES]
+                        ),
+                    )
+                )
+            ).all()
+        for account_id in account_ids:
+            try:
+                return await self._context(account_id)
+            except ApplicationError:
+                continue
+        return None
+
+    def _client(self, realm_id: str, tokens: ConnectionTokens) -> QboClient:
+        return QboClient(
+            realm_id=realm_id,
+            api_base_url=self._api_base_url,
+            tokens=tokens,
+            http=self._http,
+            limiter=self._limiter,
+            minor_version=self._minor_version,
+            # Throttling is waited out here, heartbeating, so it never costs one of the sync's retries.
+            max_throttle_wait=None,
+            on_wait=_heartbeat_while_waiting,
+            timeout=self._timeout,
+        )
+
+    async def _cached(self, realm_id: str, kind: str, key: str) -> str | None:
+        async with self._sessions() as session:
+            entry = await session.get(RealmCacheEntry, (realm_id, kind, key))
+            return entry.qbo_id if entry is not None else None
+
+    async def _remember(self, realm_id: str, kind: str, key: str, qbo_id: str) -> None:
+        async with self._sessions() as session:
+            entry = await session.get(RealmCacheEntry, (realm_id, kind, key))
+            if entry is None:
+                entry = RealmCacheEntry(realm_id=realm_id, kind=kind, key=key, qbo_id=qbo_id)
+            entry.qbo_id = qbo_id
+            entry.updated_at = utcnow()
+            session.add(entry)
+            await session.commit()
+
+    async def _forget(self, realm_id: str, kind_and_key: tuple[str, str]) -> None:
+        async with self._sessions() as session:
+            entry = await session.get(RealmCacheEntry, (realm_id, *kind_and_key))
+            if entry is not None:
+                await session.delete(entry)
+                await session.commit()
+
+
+async def _heartbeat_while_waiting(seconds: float) -> None:
+    activity.heartbeat(f"throttled by QuickBooks; waiting {seconds:.1f}s")
+
+
+def _digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _sync_result(
+    context: QuickBooksContext, invoice: dict[str, Any], customer_id: str, *, found_existing: bool
+) -> SyncInvoiceResult:
+    observation = observe_invoice(context.realm_id, invoice, source="read")
+    return SyncInvoiceResult(
+        realm_id=context.realm_id,
+        qbo_invoice_id=observation.qbo_invoice_id,
+        qbo_customer_id=str((invoice.get("CustomerRef") or {}).get("value") or customer_id),
+        sync_token=observation.sync_token,
+        total_cents=observation.total_cents,
+        balance_cents=observation.balance_cents,
+        found_existing=found_existing,
+    )
+
+
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turns QuickBooks faults into what the workflow branches on: rejected (final) or retryable by type."""
+    try:
+        yield
+    except ApplicationError:
+        raise
+    except (QboNotFound, QboStaleObject) as exc:
+        raise ApplicationError(str(exc), type=type(exc).__name__) from exc
+    except QboValidationError as exc:
+        raise rejected(what, exc) from exc
+    except QboError as exc:
+        raise ApplicationError(str(exc), type=type(exc).__name__) from exc

@@ -1,0 +1,143 @@
+"""The Temporal worker: registers every workflow and activity (`python worker.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+import temporal_support
+from activities.connection import ConnectionActivities
+from activities.notify import PlatformEventActivities
+from activities.quickbooks import QuickBooksActivities
+from activities.store import StoreActivities
+from models.crypto import TokenCipher
+from models.db import SessionFactory, create_engine, create_session_factory
+from qbo.client import endpoints_for
+from qbo.limits import RealmLimiter
+from qbo.oauth import QboOAuth
+from settings import Settings, get_settings
+from workflows.connection import TOKEN_TASK_QUEUE_SUFFIX, ConnectionWorkflow
+from workflows.events import QuickBooksEventsWorkflow
+from workflows.invoice import InvoiceWorkflow
+
+
+@dataclass
+class WorkerResources:
+    """What activities are built with; one set per worker process."""
+
+    engine: AsyncEngine
+    sessions: SessionFactory
+    http: httpx.AsyncClient
+    cipher: TokenCipher
+    oauth: QboOAuth
+    limiter: RealmLimiter
+
+
+@asynccontextmanager
+async def worker_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
+    engine = create_engine(settings.database_url)
+    http = httpx.AsyncClient(timeout=settings.qbo_request_timeout_seconds)
+    endpoints = endpoints_for(settings.qbo_environment, settings.qbo_base_url)
+    try:
+        yield WorkerResources(
+            engine=engine,
+            sessions=create_session_factory(engine),
+            http=http,
+            cipher=TokenCipher(settings.token_encryption_key.get_secret_value()),
+            oauth=QboOAuth(
+                client_id=settings.qbo_client_id,
+                client_secret=settings.qbo_client_secret.get_secret_value(),
+                redirect_uri=settings.qbo_redirect_uri,
+                endpoints=endpoints,
+                http=http,
+                timeout=settings.qbo_request_timeout_seconds,
+            ),
+            limiter=RealmLimiter(),
+        )
+    finally:
+        await http.aclose()
+        await engine.dispose()
+
+
+def build_workers(client: Client, settings: Settings, resources: WorkerResources) -> list[Worker]:
+    """The main worker (workflows, QuickBooks and store activities) and the token worker."""
+    endpoints = endpoints_for(settings.qbo_environment, settings.qbo_base_url)
+    quickbooks = QuickBooksActivities(
+        sessions=resources.sessions,
+        cipher=resources.cipher,
+        temporal=client,
+        http=resources.http,
+        limiter=resources.limiter,
+        api_base_url=endpoints.api_base_url,
+        minor_version=settings.qbo_minor_version,
+        timeout=settings.qbo_request_timeout_seconds,
+    )
+    store = StoreActivities(resources.sessions)
+    platform = PlatformEventActivities(
+        http=resources.http,
+        url=settings.platform_events_url,
+        secret=settings.platform_events_secret.get_secret_value(),
+    )
+    connection = ConnectionActivities(
+        sessions=resources.sessions,
+        cipher=resources.cipher,
+        oauth=resources.oauth,
+        temporal=client,
+        task_queue=settings.temporal_task_queue,
+    )
+    main = Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[InvoiceWorkflow, ConnectionWorkflow, QuickBooksEventsWorkflow],
+        activities=[
+            quickbooks.sync_invoice,
+            quickbooks.void_invoice,
+            quickbooks.process_pending_events,
+            store.record_invoice,
+            store.pause_invoice,
+            platform.deliver_platform_event,
+        ],
+    )
+    tokens = Worker(
+        client,
+        task_queue=settings.temporal_task_queue + TOKEN_TASK_QUEUE_SUFFIX,
+        activities=[
+            connection.adopt_grant,
+            connection.refresh_tokens,
+            connection.record_connection,
+            connection.signal_invoices,
+            connection.drain_realm_events,
+        ],
+    )
+    return [main, tokens]
+
+
+async def run_workers(client: Client, settings: Settings) -> None:
+    async with worker_resources(settings) as resources:
+        workers = build_workers(client, settings, resources)
+        await asyncio.gather(*(worker.run() for worker in workers))
+
+
+async def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    client = await temporal_support.connect(settings)
+    logging.getLogger("worker").info(
+        "worker polling %s on %s (namespace %s)",
+        settings.temporal_task_queue,
+        settings.temporal_address,
+        settings.temporal_namespace,
+    )
+    await run_workers(client, settings)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,394 @@
+"""Inputs, results and messages of the workflows and activities: small dataclasses, never tokens.
+
+New fields always get defaults, so workflows already running keep decoding their history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+
+
+class InvoiceStatus(StrEnum):
+    NOT_SYNCED = "not_synced"  # sent while QuickBooks was not connected: never synced
+    PENDING = "pending"  # accepted, the workflow has not started syncing yet
+    SYNCING = "syncing"  # a sync attempt (or one of its automatic retries) is under way
+    SYNCED = "synced"  # in QuickBooks, unpaid
+    PARTIALLY_PAID = "partially_paid"
+    PAID = "paid"
+    FAILED = "failed"  # automatic retries exhausted; waits for a manual retry
+    PAUSED = "paused"  # the connection cannot be used (expired, plan); resumes on reconnect
+    VOIDED = "voided"
+    DELETED_IN_QUICKBOOKS = (
+        "deleted_in_quickbooks"  # someone deleted it in QuickBooks; nothing left to follow
+    )
+    DISCONNECTED = "disconnected"  # QuickBooks was disconnected; no longer followed
+
+
+class ConnectionStatus(StrEnum):
+    NOT_CONNECTED = "not_connected"
+    CONNECTED = "connected"
+    EXPIRING = "expiring"  # works, but the authorization ends soon: reconnect
+    EXPIRED = "expired"  # Intuit refused the tokens (invalid_grant or revoked): reconnect
+    DISCONNECTING = "disconnecting"
+    DISCONNECTED = "disconnected"
+
+
+USABLE_CONNECTION_STATUSES = frozenset({ConnectionStatus.CONNECTED, ConnectionStatus.EXPIRING})
+
+# Application error types workflows branch on (never on message text).
+CONNECTION_UNAVAILABLE = "ConnectionUnavailable"
+QUICKBOOKS_REJECTED = "QuickBooksRejected"
+
+
+# --- Invoices ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InvoiceLine:
+    description: str
+    quantity: str  # a decimal string, e.g. "1.5"
+    unit_price_cents: int
+
+    @property
+    def amount_cents(self) -> int:
+        amount = Decimal(self.quantity) * self.unit_price_cents
+        return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+@dataclass
+class InvoiceSnapshot:
+    """The platform invoice as it was sent. Names and emails are PII: the payload codec encrypts them."""
+
+    number: str
+    client_name: str
+    client_email: str
+    currency: str
+    issue_date: str  # ISO date
+    due_date: str  # ISO date
+    lines: list[InvoiceLine]
+
+    @property
+    def total_cents(self) -> int:
+        return sum(line.amount_cents for line in self.lines)
+
+
+@dataclass
+class InvoiceProgress:
+    """What an invoice workflow carries across continue-as-new."""
+
+    status: InvoiceStatus = InvoiceStatus.PENDING
+    realm_id: str | None = None
+    qbo_invoice_id: str | None = None
+    qbo_customer_id: str | None = None
+    qbo_sync_token: int = -1
+    total_cents: int | None = None
+    balance_cents: int | None = None
+    last_error: str | None = None
+    manual_retries: int = 0
+    create_attempted: bool = False
+    resume_status: InvoiceStatus | None = None  # where a paused invoice carries on once QuickBooks is usable
+    # What signals and updates asked for; part of the progress so continue-as-new never drops one.
+    void_requested: bool = False
+    retry_requested: bool = False
+    resume_requested: bool = False
+    disconnect_mode: str | None = None
+    pending_observations: list[InvoiceObservation] = field(default_factory=list)
+
+
+@dataclass
+class InvoiceWorkflowInput:
+    account_id: str
+    invoice_id: str
+    snapshot: InvoiceSnapshot
+    progress: InvoiceProgress | None = None
+
+
+@dataclass
+class InvoiceWorkflowResult:
+    status: InvoiceStatus
+    qbo_invoice_id: str | None = None
+
+
+@dataclass
+class InvoiceStatusView:
+    """The invoice workflow's query answer: everything an operator needs at a glance."""
+
+    account_id: str
+    invoice_id: str
+    number: str
+    status: InvoiceStatus
+    realm_id: str | None
+    qbo_invoice_id: str | None
+    total_cents: int | None
+    balance_cents: int | None
+    last_error: str | None
+    manual_retries: int
+    void_requested: bool
+
+
+@dataclass
+class InvoiceObservation:
+    """The state of a QuickBooks invoice as read from QuickBooks (after a webhook or a CDC sweep)."""
+
+    realm_id: str
+    qbo_invoice_id: str
+    sync_token: int
+    total_cents: int
+    balance_cents: int
+    voided: bool = False
+    deleted: bool = False
+    source: str = "webhook"
+
+
+@dataclass
+class RetrySyncRequest:
+    requested_by: str = "api"
+
+
+@dataclass
+class VoidRequest:
+    requested_by: str = "api"
+
+
+@dataclass
+class VoidAccepted:
+    status: InvoiceStatus
+
+
+@dataclass
+class ConnectionChange:
+    """Sent to invoice workflows by the connection workflow."""
+
+    usable: bool
+    reason: str | None = None
+    # "disconnect_only" / "disconnect_and_void" when the user disconnected; None for expiry or resumption.
+    disconnect_mode: str | None = None
+
+
+# --- Activities of the invoice workflow ---------------------------------------------------------------------
+
+
+@dataclass
+class SyncInvoiceInput:
+    account_id: str
+    invoice_id: str
+    workflow_id: str
+    snapshot: InvoiceSnapshot
+    generation: int = 0  # bumps on each manual retry, so a fresh request id replaces a failed one
+    may_exist: bool = False  # an earlier write's outcome is unknown: look before creating
+
+
+@dataclass
+class SyncInvoiceResult:
+    realm_id: str
+    qbo_invoice_id: str
+    qbo_customer_id: str
+    sync_token: int
+    total_cents: int
+    balance_cents: int
+    found_existing: bool = False
+
+
+@dataclass
+class VoidInvoiceInput:
+    account_id: str
+    invoice_id: str
+    workflow_id: str
+    doc_number: str
+    qbo_invoice_id: str | None = None
+    generation: int = 0
+
+
+@dataclass
+class VoidInvoiceResult:
+    outcome: str  # "voided", "already_voided", "not_in_quickbooks" or "refused"
+    reason: str | None = None
+    observation: InvoiceObservation | None = None
+
+
+@dataclass
+class TimelineItem:
+    kind: str
+    message: str
+    dedupe_key: str
+
+
+@dataclass
+class NotificationItem:
+    kind: str
+    message: str
+    dedupe_key: str
+    action: str | None = None
+
+
+@dataclass
+class InvoiceRecord:
+    """A change to an invoice's read side (database), with its timeline entry and notification if any."""
+
+    account_id: str
+    invoice_id: str
+    status: InvoiceStatus
+    realm_id: str | None = None
+    qbo_invoice_id: str | None = None
+    qbo_customer_id: str | None = None
+    total_cents: int | None = None
+    balance_cents: int | None = None
+    last_error: str | None = None
+    clear_last_error: bool = False
+    timeline: TimelineItem | None = None
+    notification: NotificationItem | None = None
+    resolve_notification_kinds: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PauseInput:
+    account_id: str
+    invoice_id: str
+    reason: str
+
+
+@dataclass
+class PauseResult:
+    resume_now: bool
+
+
+@dataclass
+class PlatformEvent:
+    """An event for the platform (signed and POSTed to PLATFORM_EVENTS_URL)."""
+
+    event_id: str
+    type: str  # invoice.paid, invoice.partially_paid, invoice.voided, invoice.sync_failed, connection.*
+    account_id: str
+    occurred_at: datetime
+    invoice_id: str | None = None
+    data: dict[str, str | int | bool | None] = field(default_factory=dict)
+
+
+# --- Connections --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConnectionInfo:
+    """A connection's state without its tokens."""
+
+    account_id: str
+    status: ConnectionStatus
+    realm_id: str | None = None
+    token_version: int = 0
+    connected_at: datetime | None = None
+    access_expires_at: datetime | None = None
+    refresh_expires_at: datetime | None = None
+    refresh_hard_expires_at: datetime | None = None
+    status_reason: str | None = None
+
+
+@dataclass
+class ConnectionProgress:
+    """What a connection workflow carries across continue-as-new."""
+
+    info: ConnectionInfo | None = None
+    refreshes: int = 0
+
+
+@dataclass
+class ConnectionWorkflowInput:
+    account_id: str
+    grant_id: str | None = None
+    progress: ConnectionProgress | None = None
+
+
+@dataclass
+class GrantSignal:
+    """A new authorization is stored (encrypted) under `grant_id`: adopt it."""
+
+    grant_id: str
+
+
+@dataclass
+class RefreshRequest:
+    """An activity got a 401 with the tokens of `seen_version`; refresh unless that already happened."""
+
+    seen_version: int
+
+
+@dataclass
+class RefreshResult:
+    token_version: int
+    usable: bool
+    status: ConnectionStatus
+
+
+@dataclass
+class AdoptGrantInput:
+    account_id: str
+    grant_id: str
+
+
+@dataclass
+class AdoptGrantResult:
+    info: ConnectionInfo
+    realm_changed: bool = False
+    previous_realm_id: str | None = None
+
+
+@dataclass
+class RefreshTokensInput:
+    account_id: str
+    expected_version: int
+
+
+@dataclass
+class RefreshTokensResult:
+    info: ConnectionInfo
+    refreshed: bool
+    expired: bool = False
+    reason: str | None = None
+
+
+@dataclass
+class ConnectionRecord:
+    """A status change of a connection, with the notification and platform event it causes."""
+
+    account_id: str
+    status: ConnectionStatus
+    reason: str | None = None
+    notification: NotificationItem | None = None
+    resolve_notification_kinds: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SignalInvoicesInput:
+    account_id: str
+    statuses: list[InvoiceStatus]
+    change: ConnectionChange
+
+
+@dataclass
+class SignalInvoicesResult:
+    signalled: int
+
+
+# --- QuickBooks events (webhooks and CDC) -----------------------------------------------------------------
+
+
+@dataclass
+class RealmEventsInput:
+    realm_id: str
+    processed_before: int = 0
+
+
+@dataclass
+class ProcessEventsInput:
+    realm_id: str
+    batch_size: int = 200
+
+
+@dataclass
+class ProcessEventsResult:
+    processed: int
+    deferred: int
+    invoices_signalled: int
+    more_pending: bool
