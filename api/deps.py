@@ -1,0 +1,112 @@
+"""Dependencies of the routes: services from the app's lifespan, the database session, authentication."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client
+
+from api.auth import is_account_token, is_service_token
+from api.errors import ApiError
+from models.crypto import TokenCipher
+from models.db import SessionFactory
+from models.tables import Account
+from qbo.oauth import QboOAuth
+from settings import Settings
+
+
+@dataclass
+class Services:
+    """Everything the routes use, created once in the app's lifespan."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionFactory
+    temporal: Client
+    oauth: QboOAuth
+    cipher: TokenCipher
+    http: httpx.AsyncClient
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    async with services.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def get_temporal(services: ServicesDep) -> Client:
+    return services.temporal
+
+
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+
+
+def get_settings_dep(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+_bearer = HTTPBearer(auto_error=False, description="API_TOKEN (any account) or the account's own token")
+
+
+@dataclass(frozen=True)
+class Caller:
+    account_id: str
+    is_service: bool
+
+
+def authenticate(
+    services: ServicesDep,
+    account_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """The caller may act for this account: the service token, or this account's own token."""
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "Send `Authorization: Bearer <token>` with the API token.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    service_token = services.settings.api_token.get_secret_value()
+    presented = credentials.credentials
+    if is_service_token(service_token, presented):
+        return Caller(account_id=account_id, is_service=True)
+    if is_account_token(service_token, account_id, presented):
+        return Caller(account_id=account_id, is_service=False)
+    if presented.startswith("qbs_acct_"):
+        raise ApiError(403, "forbidden", "This token belongs to another account.")
+    raise ApiError(401, "unauthorized", "The API token is not valid.", headers={"WWW-Authenticate": "Bearer"})
+
+
+CallerDep = Annotated[Caller, Depends(authenticate)]
+
+
+async def get_account(caller: CallerDep, session: SessionDep) -> Account:
+    account = await session.get(Account, caller.account_id)
+    if account is None:
+        raise ApiError(
+            404, "account_not_found", f"Account {caller.account_id} is unknown; set its plan with PUT first."
+        )
+    return account
+
+
+AccountDep = Annotated[Account, Depends(get_account)]

@@ -1,0 +1,80 @@
+"""The FastAPI application: `uvicorn api.main:app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from temporalio.client import Client
+
+import temporal_support
+from api.deps import Services
+from api.errors import install_error_handlers
+from api.routes import accounts, invoices, notifications, ops, quickbooks, webhooks
+from models.crypto import TokenCipher
+from models.db import create_engine, create_session_factory
+from qbo.client import endpoints_for
+from qbo.oauth import QboOAuth
+from settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, *, temporal: Client | None = None) -> FastAPI:
+    """Build the app. Tests pass their own settings and a client connected to their Temporal server."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        http = httpx.AsyncClient(timeout=settings.qbo_request_timeout_seconds)
+        client = temporal or await temporal_support.connect(settings)
+        app.state.services = Services(
+            settings=settings,
+            engine=engine,
+            sessions=create_session_factory(engine),
+            temporal=client,
+            oauth=QboOAuth(
+                client_id=settings.qbo_client_id,
+                client_secret=settings.qbo_client_secret.get_secret_value(),
+                redirect_uri=settings.qbo_redirect_uri,
+                endpoints=endpoints_for(settings.qbo_environment, settings.qbo_base_url),
+                http=http,
+                timeout=settings.qbo_request_timeout_seconds,
+            ),
+            cipher=TokenCipher(settings.token_encryption_key.get_secret_value()),
+            http=http,
+        )
+        try:
+            yield
+        finally:
+            await http.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="qbo-sync",
+        version="1.0.0",
+        description="Keeps an invoicing platform's invoices in step with each user's QuickBooks Online company.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[settings.temporal_ui_origin],
+        allow_methods=["POST"],
+        allow_headers=["Content-Type", "X-Namespace", "Authorization"],
+    )
+    install_error_handlers(app)
+    for module in (accounts, quickbooks, invoices, notifications, webhooks, ops):
+        app.include_router(module.router)
+    return app
+
+
+def _app_from_environment() -> FastAPI:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(settings)
+
+
+app = _app_from_environment()

@@ -1,0 +1,364 @@
+"""Invoices: send (start the sync), void, manual retry, and the read side (status, list, timeline)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from sqlmodel import col, select
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import AccountDep, ServicesDep, SessionDep
+from api.errors import ApiError
+from models.plans import quickbooks_entitled
+from models.queries import insert_ignoring_conflicts
+from models.schemas import (
+    ErrorResponse,
+    InvoiceAccepted,
+    InvoiceList,
+    InvoiceSend,
+    InvoiceSyncPublic,
+    NotificationPublic,
+    QuickBooksBadge,
+    Timeline,
+    TimelineEntryPublic,
+)
+from models.tables import Account, InvoiceSync, Notification, QuickBooksConnection, TimelineEntry, utcnow
+from workflows import search_attributes
+from workflows.ids import invoice_workflow_id
+from workflows.invoice import InvoiceWorkflow
+from workflows.messages import (
+    ConnectionStatus,
+    InvoiceSnapshot,
+    InvoiceStatus,
+    InvoiceWorkflowInput,
+    RetrySyncRequest,
+    VoidRequest,
+)
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["invoices"])
+
+InvoiceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}, 401: {"model": ErrorResponse}}
+# Statuses whose workflow has finished: QuickBooks is no longer followed for these.
+_FINISHED = {InvoiceStatus.DISCONNECTED.value, InvoiceStatus.DELETED_IN_QUICKBOOKS.value}
+
+
+def _sync_decision(
+    account: Account, connection: QuickBooksConnection | None
+) -> tuple[InvoiceStatus, str | None]:
+    """Whether a newly sent invoice is synced now, waits (paused), or is never synced (sent before connecting)."""
+    if connection is None or connection.status in (
+        ConnectionStatus.NOT_CONNECTED,
+        ConnectionStatus.DISCONNECTED,
+        ConnectionStatus.DISCONNECTING,
+    ):
+        return InvoiceStatus.NOT_SYNCED, "QuickBooks was not connected when this invoice was sent."
+    if not quickbooks_entitled(account.plan, account.quickbooks_addon):
+        return (
+            InvoiceStatus.PAUSED,
+            "The account's plan does not include QuickBooks; syncing resumes after upgrading.",
+        )
+    if connection.status == ConnectionStatus.EXPIRED:
+        return InvoiceStatus.PAUSED, "The QuickBooks connection expired; syncing resumes after reconnecting."
+    return InvoiceStatus.PENDING, None
+
+
+@router.post(
+    "/invoices/{invoice_id}/send", status_code=202, responses={**NOT_FOUND, 422: {"model": ErrorResponse}}
+)
+async def send_invoice(
+    invoice_id: InvoiceId, body: InvoiceSend, account: AccountDep, session: SessionDep, services: ServicesDep
+) -> InvoiceAccepted:
+    """Accept a sent invoice at once; QuickBooks is updated in the background. Sending twice is harmless."""
+    snapshot = body.snapshot()
+    connection = await session.get(QuickBooksConnection, account.id)
+    status, reason = _sync_decision(account, connection)
+    inserted = await insert_ignoring_conflicts(
+        session,
+        InvoiceSync,
+        [
+            {
+                "account_id": account.id,
+                "invoice_id": invoice_id,
+                "number": snapshot.number,
+                "status": status.value,
+                "reason": reason,
+                "currency": snapshot.currency,
+                "total_cents": snapshot.total_cents,
+                "balance_cents": snapshot.total_cents,
+                "client_name": snapshot.client_name,
+                "client_email": snapshot.client_email,
+                "sent_at": utcnow(),
+                "updated_at": utcnow(),
+            }
+        ],
+    )
+    if inserted:
+        message = (
+            "Sent; it will be synced to QuickBooks."
+            if status != InvoiceStatus.NOT_SYNCED
+            else f"Sent. Not synced: {reason}"
+        )
+        await insert_ignoring_conflicts(
+            session,
+            TimelineEntry,
+            [
+                {
+                    "account_id": account.id,
+                    "invoice_id": invoice_id,
+                    "at": utcnow(),
+                    "kind": "sent",
+                    "message": message,
+                    "dedupe_key": f"{invoice_workflow_id(account.id, invoice_id)}/sent/",
+                }
+            ],
+        )
+    await session.commit()
+    row = await _invoice_row(session, account.id, invoice_id)
+    if row.status not in (InvoiceStatus.NOT_SYNCED, InvoiceStatus.VOIDED, *_FINISHED):
+        # Also on a repeated send: if the first start never reached Temporal, this one starts the workflow.
+        await _start_invoice_workflow(services, row, snapshot)
+    return InvoiceAccepted(invoice=await _public(session, row), duplicate=not inserted)
+
+
+async def _start_invoice_workflow(services: ServicesDep, row: InvoiceSync, snapshot: InvoiceSnapshot) -> None:
+    attributes = [
+        SearchAttributePair(search_attributes.ACCOUNT_ID, row.account_id),
+        SearchAttributePair(search_attributes.INVOICE_NUMBER, row.number),
+        SearchAttributePair(search_attributes.SYNC_STATUS, row.status),
+    ]
+    try:
+        await services.temporal.start_workflow(
+            InvoiceWorkflow.run,
+            InvoiceWorkflowInput(account_id=row.account_id, invoice_id=row.invoice_id, snapshot=snapshot),
+            id=invoice_workflow_id(row.account_id, row.invoice_id),
+            task_queue=services.settings.temporal_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes(attributes),
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # it ran before and finished: sending again changes nothing
+    except RPCError as exc:
+        logger.error(
+            "invoice workflow for %s/%s not started: %s", row.account_id, row.invoice_id, exc.message
+        )
+        raise ApiError(
+            503,
+            "temporarily_unavailable",
+            "The invoice is recorded but its sync could not start; send it again shortly.",
+        ) from exc
+
+
+@router.post(
+    "/invoices/{invoice_id}/void", status_code=202, responses={**NOT_FOUND, 409: {"model": ErrorResponse}}
+)
+async def void_invoice(
+    invoice_id: InvoiceId, account: AccountDep, session: SessionDep, services: ServicesDep
+) -> InvoiceSyncPublic:
+    """Void the invoice, in QuickBooks too. A refusal by QuickBooks shows up as `last_error` and a notification."""
+    row = await _invoice_row(session, account.id, invoice_id)
+    if row.status == InvoiceStatus.VOIDED:
+        return await _public(session, row)
+    if row.status == InvoiceStatus.NOT_SYNCED or row.status in _FINISHED:
+        await _void_locally(session, row)
+        return await _public(session, row)
+    handle = services.temporal.get_workflow_handle(invoice_workflow_id(account.id, invoice_id))
+    try:
+        await handle.execute_update(InvoiceWorkflow.request_void, VoidRequest())
+    except WorkflowUpdateFailedError as exc:
+        raise ApiError(409, "invoice_not_voidable", f"The invoice cannot be voided: {exc.cause}") from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise ApiError(409, "invoice_not_voidable", "The invoice's sync is no longer running.") from exc
+        raise ApiError(
+            503, "temporarily_unavailable", "The void could not be requested; try again shortly."
+        ) from exc
+    await session.refresh(row)
+    return await _public(session, row)
+
+
+async def _void_locally(session: SessionDep, row: InvoiceSync) -> None:
+    """Void an invoice QuickBooks does not follow (never synced, or QuickBooks disconnected since)."""
+    now = utcnow()
+    message = (
+        "Voided. It was never synced to QuickBooks."
+        if row.status == InvoiceStatus.NOT_SYNCED
+        else "Voided here; QuickBooks is no longer followed for this invoice, so it was not changed there."
+    )
+    row.status = InvoiceStatus.VOIDED.value
+    row.voided_at = now
+    row.updated_at = now
+    session.add(row)
+    await insert_ignoring_conflicts(
+        session,
+        TimelineEntry,
+        [
+            {
+                "account_id": row.account_id,
+                "invoice_id": row.invoice_id,
+                "at": now,
+                "kind": "voided",
+                "message": message,
+                "dedupe_key": f"{invoice_workflow_id(row.account_id, row.invoice_id)}/voided/local",
+            }
+        ],
+    )
+    await session.commit()
+
+
+@router.post(
+    "/invoices/{invoice_id}/quickbooks/retry",
+    status_code=202,
+    responses={**NOT_FOUND, 409: {"model": ErrorResponse}},
+)
+async def retry_sync(
+    invoice_id: InvoiceId, account: AccountDep, session: SessionDep, services: ServicesDep
+) -> InvoiceSyncPublic:
+    """Retry a failed sync now (the same as sending the `retry_sync` signal from the Temporal Web UI)."""
+    row = await _invoice_row(session, account.id, invoice_id)
+    if row.status not in (InvoiceStatus.FAILED, InvoiceStatus.PAUSED):
+        raise ApiError(
+            409,
+            "not_retryable",
+            f"Only failed (or paused) syncs can be retried; this invoice is {row.status}.",
+        )
+    handle = services.temporal.get_workflow_handle(invoice_workflow_id(account.id, invoice_id))
+    try:
+        await handle.signal(InvoiceWorkflow.retry_sync, RetrySyncRequest(requested_by="api"))
+    except RPCError as exc:
+        raise ApiError(
+            503, "temporarily_unavailable", "The retry could not be requested; try again shortly."
+        ) from exc
+    return await _public(session, row)
+
+
+@router.get("/invoices/{invoice_id}", responses=NOT_FOUND)
+async def get_invoice(invoice_id: InvoiceId, account: AccountDep, session: SessionDep) -> InvoiceSyncPublic:
+    """The invoice's sync status, QuickBooks badge and ids, last error and open notification."""
+    return await _public(session, await _invoice_row(session, account.id, invoice_id))
+
+
+@router.get("/invoices", responses=NOT_FOUND)
+async def list_invoices(
+    account: AccountDep,
+    session: SessionDep,
+    status: Annotated[InvoiceStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> InvoiceList:
+    """The account's invoices, newest first, with what their QuickBooks badges need."""
+    statement = select(InvoiceSync).where(InvoiceSync.account_id == account.id)
+    if status is not None:
+        statement = statement.where(InvoiceSync.status == status.value)
+    statement = (
+        statement.order_by(col(InvoiceSync.sent_at).desc(), col(InvoiceSync.invoice_id))
+        .offset(offset)
+        .limit(limit + 1)
+    )
+    rows = list((await session.exec(statement)).all())
+    notifications = await _open_notifications(session, account.id, [row.invoice_id for row in rows[:limit]])
+    return InvoiceList(
+        invoices=[_to_public(row, notifications.get(row.invoice_id)) for row in rows[:limit]],
+        next_offset=offset + limit if len(rows) > limit else None,
+    )
+
+
+@router.get("/invoices/{invoice_id}/timeline", responses=NOT_FOUND)
+async def get_timeline(invoice_id: InvoiceId, account: AccountDep, session: SessionDep) -> Timeline:
+    await _invoice_row(session, account.id, invoice_id)
+    entries = (
+        await session.exec(
+            select(TimelineEntry)
+            .where(TimelineEntry.account_id == account.id, TimelineEntry.invoice_id == invoice_id)
+            .order_by(col(TimelineEntry.id))
+        )
+    ).all()
+    return Timeline(
+        invoice_id=invoice_id,
+        entries=[
+            TimelineEntryPublic(at=entry.at, kind=entry.kind, message=entry.message) for entry in entries
+        ],
+    )
+
+
+async def _invoice_row(session: SessionDep, account_id: str, invoice_id: str) -> InvoiceSync:
+    row = await session.get(InvoiceSync, (account_id, invoice_id), populate_existing=True)
+    if row is None:
+        raise ApiError(404, "invoice_not_found", f"Invoice {invoice_id} was never sent through this account.")
+    return row
+
+
+async def _open_notifications(
+    session: SessionDep, account_id: str, invoice_ids: list[str]
+) -> dict[str, NotificationPublic]:
+    if not invoice_ids:
+        return {}
+    rows = (
+        await session.exec(
+            select(Notification)
+            .where(
+                Notification.account_id == account_id,
+                col(Notification.invoice_id).in_(invoice_ids),
+                col(Notification.resolved_at).is_(None),
+            )
+            .order_by(col(Notification.id))
+        )
+    ).all()
+    # The newest open notification per invoice.
+    return {row.invoice_id: notification_public(row) for row in rows if row.invoice_id is not None}
+
+
+async def _public(session: SessionDep, row: InvoiceSync) -> InvoiceSyncPublic:
+    notifications = await _open_notifications(session, row.account_id, [row.invoice_id])
+    return _to_public(row, notifications.get(row.invoice_id))
+
+
+def _to_public(row: InvoiceSync, notification: NotificationPublic | None) -> InvoiceSyncPublic:
+    return InvoiceSyncPublic(
+        invoice_id=row.invoice_id,
+        number=row.number,
+        status=InvoiceStatus(row.status),
+        reason=row.reason,
+        currency=row.currency,
+        total_cents=row.total_cents,
+        balance_cents=row.balance_cents,
+        quickbooks=QuickBooksBadge(
+            synced=row.qbo_invoice_id is not None,
+            realm_id=row.realm_id,
+            invoice_id=row.qbo_invoice_id,
+            customer_id=row.qbo_customer_id,
+        ),
+        last_error=row.last_error,
+        notification=notification,
+        sent_at=row.sent_at,
+        synced_at=row.synced_at,
+        paid_at=row.paid_at,
+        voided_at=row.voided_at,
+        updated_at=row.updated_at,
+    )
+
+
+def notification_public(row: Notification) -> NotificationPublic:
+    assert row.id is not None
+    return NotificationPublic(
+        id=row.id,
+        kind=row.kind,
+        message=row.message,
+        action=row.action,
+        invoice_id=row.invoice_id,
+        created_at=row.created_at,
+        resolved_at=row.resolved_at,
+    )

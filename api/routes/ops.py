@@ -1,0 +1,80 @@
+"""Operations: liveness, readiness, Prometheus metrics, and the payload codec endpoint for the Temporal Web UI."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from sqlalchemy import func, text
+from sqlmodel import select
+
+from api.deps import ServicesDep, SessionDep
+from api.errors import ApiError
+from models.tables import QuickBooksEvent
+from temporal_support import EncryptionCodec, payload_from_json, payload_to_json
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["operations"])
+
+EVENTS_BY_STATUS = Gauge("qbo_sync_quickbooks_events", "Stored QuickBooks events by status", ["status"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(session: SessionDep, services: ServicesDep) -> dict[str, str]:
+    """The database and Temporal answer."""
+    try:
+        await session.execute(text("SELECT 1"))
+    except Exception as exc:
+        logger.warning("database not ready: %s", type(exc).__name__)
+        raise ApiError(503, "not_ready", "The database does not answer.") from exc
+    try:
+        await services.temporal.service_client.check_health()
+    except Exception as exc:
+        logger.warning("temporal not ready: %s", type(exc).__name__)
+        raise ApiError(503, "not_ready", "Temporal does not answer.") from exc
+    return {"status": "ready"}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(session: SessionDep) -> Response:
+    rows = (
+        await session.exec(select(QuickBooksEvent.status, func.count()).group_by(QuickBooksEvent.status))
+    ).all()
+    for status in ("pending", "processed", "ignored", "failed"):
+        EVENTS_BY_STATUS.labels(status).set(0)
+    for status, count in rows:
+        EVENTS_BY_STATUS.labels(status).set(count)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _codec_payloads(request: Request, services: ServicesDep) -> tuple[EncryptionCodec, list[Any]]:
+    if not services.settings.codec_endpoint_enabled:
+        raise ApiError(404, "not_found", "The codec endpoint is disabled.")
+    body = await request.json()
+    payloads = body.get("payloads") if isinstance(body, dict) else None
+    if not isinstance(payloads, list):
+        raise ApiError(400, "bad_request", 'Expected {"payloads": [...]}.')
+    codec = EncryptionCodec(services.settings.payload_encryption_key.get_secret_value())
+    return codec, [payload_from_json(item) for item in payloads]
+
+
+@router.post("/codec/decode", include_in_schema=False)
+async def codec_decode(request: Request, services: ServicesDep) -> dict[str, Any]:
+    """Lets the Temporal Web UI show decrypted payloads (configure it with this API's /codec URL)."""
+    codec, payloads = await _codec_payloads(request, services)
+    return {"payloads": [payload_to_json(payload) for payload in await codec.decode(payloads)]}
+
+
+@router.post("/codec/encode", include_in_schema=False)
+async def codec_encode(request: Request, services: ServicesDep) -> dict[str, Any]:
+    codec, payloads = await _codec_payloads(request, services)
+    return {"payloads": [payload_to_json(payload) for payload in await codec.encode(payloads)]}

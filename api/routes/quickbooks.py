@@ -1,0 +1,286 @@
+"""Connecting QuickBooks: the authorization URL, the OAuth callback, and the connection's status."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import logging
+import secrets
+import uuid
+from datetime import timedelta
+from typing import Annotated
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlmodel import col, update
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+from activities.connection import grant_columns
+from api.deps import AccountDep, ServicesDep, SessionDep
+from api.errors import ApiError
+from models.plans import entitlement_problem, quickbooks_entitled
+from models.schemas import ConnectionPublic, ConnectStart, ErrorResponse
+from models.tables import Account, OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
+from qbo.errors import QboError, QboOAuthError
+from workflows import search_attributes
+from workflows.connection import ConnectionWorkflow
+from workflows.ids import connection_workflow_id
+from workflows.messages import ConnectionStatus, ConnectionWorkflowInput, GrantSignal
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["quickbooks"])
+
+# Statuses in which the account is tied to one QuickBooks company and may not silently switch to another.
+_BOUND_STATUSES = {
+    ConnectionStatus.CONNECTED.value,
+    ConnectionStatus.EXPIRING.value,
+    ConnectionStatus.EXPIRED.value,
+    ConnectionStatus.DISCONNECTING.value,
+}
+
+
+def _state_hash(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+@router.post(
+    "/v1/accounts/{account_id}/quickbooks/connect",
+    responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+)
+async def connect(account: AccountDep, session: SessionDep, services: ServicesDep) -> ConnectStart:
+    """Start connecting: send the browser to the returned Intuit authorization URL."""
+    problem = entitlement_problem(account.plan, account.quickbooks_addon)
+    if problem is not None:
+        raise ApiError(403, "plan_required", problem)
+    state = secrets.token_urlsafe(32)
+    now = utcnow()
+    expires_at = now + timedelta(seconds=services.settings.oauth_state_ttl_seconds)
+    session.add(
+        OAuthState(
+            state_hash=_state_hash(state), account_id=account.id, created_at=now, expires_at=expires_at
+        )
+    )
+    await session.commit()
+    return ConnectStart(
+        authorization_url=services.oauth.authorization_url(state), state_expires_at=expires_at
+    )
+
+
+@router.get(
+    "/v1/accounts/{account_id}/quickbooks/connection",
+    responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+)
+async def get_connection(account: AccountDep, session: SessionDep) -> ConnectionPublic:
+    """The connection card: status, company (realm) id, connection date, and what to do next."""
+    row = await session.get(QuickBooksConnection, account.id)
+    if row is None or row.status == ConnectionStatus.NOT_CONNECTED:
+        return ConnectionPublic(status=ConnectionStatus.NOT_CONNECTED, action="connect")
+    status = ConnectionStatus(row.status)
+    action: str | None = None
+    if status in (ConnectionStatus.EXPIRING, ConnectionStatus.EXPIRED):
+        action = "reconnect"
+    elif status == ConnectionStatus.DISCONNECTED:
+        action = "connect"
+    return ConnectionPublic(
+        status=status,
+        realm_id=row.realm_id,
+        connected_at=row.connected_at,
+        reason=row.status_reason,
+        action=action,
+        expires_at=(row.refresh_hard_expires_at or row.refresh_expires_at)
+        if status == ConnectionStatus.EXPIRING
+        else None,
+    )
+
+
+class CallbackOutcome(Exception):
+    """How a callback ended, for the redirect back to the platform."""
+
+    def __init__(self, reason: str, message: str, *, account_id: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.account_id = account_id
+
+
+@router.get(
+    "/oauth/quickbooks/callback", include_in_schema=True, response_class=RedirectResponse, status_code=303
+)
+async def oauth_callback(
+    session: SessionDep,
+    services: ServicesDep,
+    state: Annotated[str | None, Query(max_length=512)] = None,
+    code: Annotated[str | None, Query(max_length=1024)] = None,
+    realm_id: Annotated[str | None, Query(alias="realmId", max_length=64)] = None,
+    error: Annotated[str | None, Query(max_length=128)] = None,
+) -> RedirectResponse:
+    """Where Intuit sends the browser back. Redirects to the platform with `quickbooks=connected` or an error."""
+    return_url = services.settings.platform_return_url
+    try:
+        account_id = await _consume_state(session, state)
+        params = await _complete_authorization(session, services, account_id, code, realm_id, error)
+    except CallbackOutcome as outcome:
+        params = {"quickbooks": "error", "reason": outcome.reason, "message": outcome.message}
+        if outcome.account_id:
+            params["account_id"] = outcome.account_id
+    return RedirectResponse(_with_query(return_url, params), status_code=303)
+
+
+async def _consume_state(session: SessionDep, state: str | None) -> str:
+    if not state:
+        raise CallbackOutcome("invalid_state", "The sign-in link is incomplete. Start connecting again.")
+    now = utcnow()
+    state_hash = _state_hash(state)
+    result = await session.exec(
+        update(OAuthState)
+        .where(
+            col(OAuthState.state_hash) == state_hash,
+            col(OAuthState.used_at).is_(None),
+            col(OAuthState.expires_at) > now,
+        )
+        .values(used_at=now)
+    )
+    await session.commit()
+    row = await session.get(OAuthState, state_hash)
+    if getattr(result, "rowcount", 0) == 1 and row is not None:
+        return row.account_id
+    if row is None:
+        raise CallbackOutcome("invalid_state", "This sign-in link is not ours. Start connecting again.")
+    if row.used_at is not None:
+        raise CallbackOutcome(
+            "state_used",
+            "This sign-in link was already used. Start connecting again.",
+            account_id=row.account_id,
+        )
+    raise CallbackOutcome(
+        "state_expired", "The sign-in took too long. Start connecting again.", account_id=row.account_id
+    )
+
+
+async def _complete_authorization(
+    session: SessionDep,
+    services: ServicesDep,
+    account_id: str,
+    code: str | None,
+    realm_id: str | None,
+    error: str | None,
+) -> dict[str, str]:
+    if error is not None:
+        if error == "access_denied":
+            raise CallbackOutcome(
+                "access_denied", "QuickBooks was not connected: access was denied.", account_id=account_id
+            )
+        raise CallbackOutcome(
+            "authorization_failed", f"QuickBooks reported an error: {error}.", account_id=account_id
+        )
+    if not code or not realm_id:
+        raise CallbackOutcome(
+            "missing_code",
+            "QuickBooks sent no authorization code. Start connecting again.",
+            account_id=account_id,
+        )
+    account = await session.get(Account, account_id)
+    if account is None or not quickbooks_entitled(account.plan, account.quickbooks_addon):
+        problem = (
+            entitlement_problem(account.plan, account.quickbooks_addon) if account else "Unknown account."
+        )
+        raise CallbackOutcome("plan_required", problem or "", account_id=account_id)
+
+    try:
+        tokens = await services.oauth.exchange_code(code, realm_id)
+    except (QboOAuthError, QboError) as exc:
+        logger.warning("code exchange failed for account %s: %s", account_id, exc)
+        raise CallbackOutcome(
+            "exchange_failed",
+            "QuickBooks did not accept the authorization. Try connecting again.",
+            account_id=account_id,
+        ) from exc
+
+    existing = await session.get(QuickBooksConnection, account_id)
+    if (
+        existing is not None
+        and existing.status in _BOUND_STATUSES
+        and existing.realm_id not in (None, realm_id)
+    ):
+        # Switching companies must be deliberate: disconnect first (keeping or voiding the old company's invoices).
+        await _revoke_quietly(services, tokens.refresh_token)
+        raise CallbackOutcome(
+            "different_company",
+            f"This account is connected to QuickBooks company {existing.realm_id}, but company {realm_id} was "
+            "authorized. Reconnect to the same company, or disconnect first to switch companies.",
+            account_id=account_id,
+        )
+
+    grant = QuickBooksGrant(
+        id=str(uuid.uuid4()),
+        account_id=account_id,
+        realm_id=realm_id,
+        **grant_columns(services.cipher, tokens),  # type: ignore[arg-type]
+    )
+    session.add(grant)
+    await session.commit()
+    try:
+        await services.temporal.start_workflow(
+            ConnectionWorkflow.run,
+            ConnectionWorkflowInput(account_id=account_id),
+            id=connection_workflow_id(account_id),
+            task_queue=services.settings.temporal_task_queue,
+            start_signal="grant_authorized",
+            start_signal_args=[GrantSignal(grant_id=grant.id)],
+            search_attributes=search_attributes_for(account_id, realm_id),
+        )
+    except Exception as exc:
+        logger.exception("connection workflow for %s could not be signalled", account_id)
+        raise CallbackOutcome(
+            "unavailable",
+            "QuickBooks could not be connected right now. Try again in a minute.",
+            account_id=account_id,
+        ) from exc
+    return {"quickbooks": "connected", "account_id": account_id, "realm_id": realm_id}
+
+
+def search_attributes_for(account_id: str, realm_id: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(search_attributes.ACCOUNT_ID, account_id),
+            SearchAttributePair(search_attributes.REALM_ID, realm_id),
+        ]
+    )
+
+
+async def _revoke_quietly(services: ServicesDep, token: str) -> None:
+    try:
+        await services.oauth.revoke(token)
+    except (QboOAuthError, QboError) as exc:
+        logger.warning("could not revoke an unwanted authorization: %s", exc)
+
+
+def _with_query(url: str, params: dict[str, str]) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@router.get("/oauth/quickbooks/done", response_class=HTMLResponse, include_in_schema=False)
+async def oauth_done(
+    quickbooks: str = "",
+    reason: str = "",
+    message: str = "",
+    account_id: str = "",
+    realm_id: str = "",
+) -> HTMLResponse:
+    """The default PLATFORM_RETURN_URL for local runs: shows how connecting ended."""
+    if quickbooks == "connected":
+        title = "QuickBooks connected"
+        text = f"Account {account_id} is connected to QuickBooks company {realm_id}."
+    else:
+        title = "QuickBooks was not connected"
+        text = message or reason or "Unknown outcome."
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+        "<body style='font-family:sans-serif;max-width:40em;margin:3em auto'>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></body></html>"
+    )
+    return HTMLResponse(page)

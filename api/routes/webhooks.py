@@ -1,0 +1,99 @@
+"""Intuit's webhook: verify, store durably, acknowledge fast; the events workflow does the rest."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from prometheus_client import Counter
+
+from activities.connection import start_realm_events
+from api.deps import ServicesDep, SessionDep
+from api.errors import ApiError
+from models.queries import insert_ignoring_conflicts
+from models.schemas import ErrorResponse, WebhookAccepted
+from models.tables import QuickBooksEvent, WebhookDelivery, utcnow
+from qbo.webhooks import WebhookPayloadError, parse_webhook, verify_signature
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["webhooks"])
+
+WEBHOOK_DELIVERIES = Counter("qbo_sync_webhook_deliveries_total", "Webhook POSTs by outcome", ["outcome"])
+WEBHOOK_EVENTS = Counter("qbo_sync_webhook_events_total", "Webhook events by outcome", ["outcome"])
+
+
+async def _body_within_limit(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "payload_too_large", f"Webhook bodies are limited to {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "payload_too_large", f"Webhook bodies are limited to {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/webhooks/quickbooks",
+    responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
+)
+async def quickbooks_webhook(request: Request, session: SessionDep, services: ServicesDep) -> WebhookAccepted:
+    """Intuit's change notifications (classic or CloudEvents). 200 means stored: nothing accepted is ever lost."""
+    settings = services.settings
+    body = await _body_within_limit(request, settings.webhook_max_body_bytes)
+    if not verify_signature(
+        body, request.headers.get("intuit-signature"), settings.qbo_webhook_verifier_token.get_secret_value()
+    ):
+        WEBHOOK_DELIVERIES.labels("bad_signature").inc()
+        raise ApiError(401, "invalid_signature", "The intuit-signature header does not match the body.")
+
+    text = body.decode("utf-8", errors="replace")
+    try:
+        events = parse_webhook(body)
+    except WebhookPayloadError as exc:
+        # Signed by Intuit but unreadable: keep it for operators, and say why.
+        session.add(WebhookDelivery(body=text, event_count=0, parse_error=str(exc)))
+        await session.commit()
+        WEBHOOK_DELIVERIES.labels("malformed").inc()
+        raise ApiError(400, "malformed_payload", f"The webhook payload could not be read: {exc}") from exc
+
+    delivery = WebhookDelivery(body=text, event_count=len(events))
+    session.add(delivery)
+    await session.flush()
+    now = utcnow()
+    accepted = await insert_ignoring_conflicts(
+        session,
+        QuickBooksEvent,
+        [
+            {
+                "dedupe_key": event.dedupe_key,
+                "realm_id": event.realm_id,
+                "entity": event.entity,
+                "entity_id": event.entity_id,
+                "operation": event.operation,
+                "occurred_at": event.occurred_at,
+                "received_at": now,
+                "source": "webhook",
+                "delivery_id": delivery.id,
+                "status": "pending",
+                "attempts": 0,
+            }
+            for event in events
+        ],
+    )
+    await session.commit()
+    WEBHOOK_DELIVERIES.labels("accepted").inc()
+    WEBHOOK_EVENTS.labels("stored").inc(accepted)
+    WEBHOOK_EVENTS.labels("duplicate").inc(len(events) - accepted)
+
+    for realm_id in sorted({event.realm_id for event in events}):
+        try:
+            await start_realm_events(services.temporal, realm_id, settings.temporal_task_queue)
+        except Exception:
+            # Stored already: the next delivery, reconnect or CDC sweep for this company picks it up.
+            logger.exception("events workflow for realm %s not signalled", realm_id)
+    return WebhookAccepted(accepted=accepted, duplicates=len(events) - accepted)
