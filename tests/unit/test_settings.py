@@ -31,6 +31,7 @@ def test_production_refuses_the_emulator() -> None:
             qbo_webhook_verifier_token="c" * 32,
             token_encryption_key="d" * 44,
             platform_events_secret="e" * 32,
+            payload_encryption_key="f" * 32,
         )
 
 

@@ -1,0 +1,147 @@
+"""Connecting QuickBooks: OAuth through the emulator, and every way the callback can fail."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from sqlmodel import select
+
+from models.tables import OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
+from tests.engine import Engine
+
+
+def outcome(response: httpx.Response) -> dict[str, str]:
+    """The platform return URL's query, as the browser lands there."""
+    assert response.status_code == 303, response.text
+    location = response.headers["location"]
+    assert location.startswith("http://platform.test/settings/integrations?")
+    return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
+
+
+async def start_connect(engine: Engine, account_id: str) -> dict[str, str]:
+    response = await engine.api.post(f"/v1/accounts/{account_id}/quickbooks/connect")
+    response.raise_for_status()
+    return {
+        key: values[0]
+        for key, values in parse_qs(urlsplit(response.json()["authorization_url"]).query).items()
+    }
+
+
+async def callback(engine: Engine, **params: str) -> httpx.Response:
+    async with httpx.AsyncClient() as browser:
+        return await browser.get(f"{engine.api_url}/oauth/quickbooks/callback", params=params)
+
+
+async def test_connect_shows_connected_with_realm_and_date_and_stores_tokens_encrypted(
+    engine: Engine,
+) -> None:
+    account = await engine.create_account()
+    assert (await engine.connection_status(account))["status"] == "not_connected"
+    realm = await engine.emulator.create_company("Lovelace Consulting")
+
+    landed = outcome(await engine.authorize(account, realm))
+    assert landed == {"quickbooks": "connected", "account_id": account, "realm_id": realm}
+
+    status = await engine.wait_for(
+        lambda: engine.connection_status(account), lambda s: s["status"] == "connected"
+    )
+    assert status["realm_id"] == realm
+    assert status["connected_at"] is not None
+    async with engine.sessions() as session:
+        row = await session.get(QuickBooksConnection, account)
+        assert row is not None and row.access_token_enc and row.refresh_token_enc
+        company = await engine.emulator.company(realm)
+        assert all(row.access_token_enc.find(value) == -1 for value in ("Bearer", realm))
+        grants = (
+            await session.exec(select(QuickBooksGrant).where(QuickBooksGrant.account_id == account))
+        ).all()
+        # The adopted grant keeps no copy of the tokens.
+        assert grants and all(grant.access_token_enc is None and grant.adopted_at for grant in grants)
+    assert company["authorizations"]
+
+
+async def test_denied_authorization_returns_a_readable_error(engine: Engine) -> None:
+    account = await engine.create_account()
+    query = await start_connect(engine, account)
+    landed = outcome(await callback(engine, error="access_denied", state=query["state"]))
+    assert landed["quickbooks"] == "error"
+    assert landed["reason"] == "access_denied"
+    assert "denied" in landed["message"]
+    assert (await engine.connection_status(account))["status"] == "not_connected"
+
+
+async def test_forged_state_is_refused(engine: Engine) -> None:
+    landed = outcome(await callback(engine, code="abc", state="forged-state", realmId="123"))
+    assert landed["reason"] == "invalid_state"
+    landed = outcome(await callback(engine, code="abc", realmId="123"))
+    assert landed["reason"] == "invalid_state"
+
+
+async def test_expired_state_is_refused(engine: Engine) -> None:
+    account = await engine.create_account()
+    query = await start_connect(engine, account)
+    async with engine.sessions() as session:
+        for row in (await session.exec(select(OAuthState).where(OAuthState.account_id == account))).all():
+            row.expires_at = utcnow() - timedelta(seconds=1)
+            session.add(row)
+        await session.commit()
+    landed = outcome(await callback(engine, code="abc", state=query["state"], realmId="123"))
+    assert (landed["reason"], landed["account_id"]) == ("state_expired", account)
+
+
+async def test_state_is_single_use(engine: Engine) -> None:
+    account = await engine.create_account()
+    realm = await engine.emulator.create_company()
+    first = await engine.authorize(account, realm)
+    assert outcome(first)["quickbooks"] == "connected"
+    replay = await httpx.AsyncClient().get(first.request.url)
+    assert outcome(replay)["reason"] == "state_used"
+
+
+async def test_failed_code_exchange_is_reported(engine: Engine) -> None:
+    account = await engine.create_account()
+    query = await start_connect(engine, account)
+    landed = outcome(await callback(engine, code="not-a-real-code", state=query["state"], realmId="123"))
+    assert landed["reason"] == "exchange_failed"
+    assert (await engine.connection_status(account))["status"] == "not_connected"
+
+
+async def test_plan_downgraded_before_the_callback_is_refused(engine: Engine) -> None:
+    account = await engine.create_account(plan="premium")
+    realm = await engine.emulator.create_company()
+    query = await start_connect(engine, account)
+    await engine.api.put(f"/v1/accounts/{account}", json={"plan": "free"})
+    consent = await engine.emulator.admin.post(
+        f"/__admin/companies/{realm}/authorize",
+        json={key: query[key] for key in ("client_id", "redirect_uri", "state", "scope")},
+    )
+    async with httpx.AsyncClient() as browser:
+        landed = outcome(await browser.get(consent.json()["redirect_url"]))
+    assert landed["reason"] == "plan_required"
+
+
+async def test_reconnecting_to_another_company_is_refused_until_disconnected(engine: Engine) -> None:
+    account = await engine.create_account()
+    first = await engine.connect(account)
+    other = await engine.emulator.create_company("Someone Else Ltd")
+    landed = outcome(await engine.authorize(account, other))
+    assert landed["reason"] == "different_company"
+    assert first in landed["message"] and other in landed["message"]
+    assert (await engine.connection_status(account))["realm_id"] == first
+    # The unwanted authorization was revoked at Intuit.
+    company = await engine.emulator.company(other)
+    assert all(auth.get("revoked") for auth in company["authorizations"])
+
+
+async def test_reconnecting_to_the_same_company_keeps_the_connection_date(engine: Engine) -> None:
+    account = await engine.create_account()
+    realm = await engine.connect(account)
+    before = await engine.connection_status(account)
+    landed = outcome(await engine.authorize(account, realm))
+    assert landed["quickbooks"] == "connected"
+    after = await engine.wait_for(
+        lambda: engine.connection_status(account), lambda s: s["status"] == "connected"
+    )
+    assert after["connected_at"] == before["connected_at"]

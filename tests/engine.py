@@ -1,0 +1,264 @@
+"""A whole engine for end-to-end tests: the real API over HTTP, real workers, a real Temporal server and database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import uvicorn
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from api.main import create_app
+from models.db import SessionFactory
+from settings import Settings
+from tests.qbo_access import SEED_REDIRECT_URI
+from tests.support import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_VERIFIER_TOKEN, Emulator, free_port
+from worker import WorkerResources, build_workers, worker_resources
+
+SERVICE_TOKEN = "test-service-token"
+
+
+def engine_settings(
+    *, database_url: str, emulator: Emulator, api_url: str, task_queue: str, **overrides: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "app_env": "test",
+        "database_url": database_url,
+        "temporal_task_queue": task_queue,
+        "api_token": SERVICE_TOKEN,
+        "api_public_url": api_url,
+        "qbo_environment": "emulator",
+        "qbo_base_url": emulator.base_url,
+        "qbo_client_id": TEST_CLIENT_ID,
+        "qbo_client_secret": TEST_CLIENT_SECRET,
+        "qbo_redirect_uri": f"{api_url}/oauth/quickbooks/callback",
+        "qbo_webhook_verifier_token": TEST_VERIFIER_TOKEN,
+        "qbo_request_timeout_seconds": 10.0,
+        "platform_return_url": "http://platform.test/settings/integrations",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@dataclass
+class Engine:
+    """One running engine: call its API, look into QuickBooks (the emulator) and Temporal."""
+
+    settings: Settings
+    api_url: str
+    api: httpx.AsyncClient
+    temporal: Client
+    env: WorkflowEnvironment
+    emulator: Emulator
+    resources: WorkerResources
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def sessions(self) -> SessionFactory:
+        return self.resources.sessions
+
+    async def create_account(
+        self, account_id: str | None = None, plan: str = "premium", addon: bool = False
+    ) -> str:
+        account_id = account_id or f"acct-{uuid.uuid4().hex[:10]}"
+        response = await self.api.put(
+            f"/v1/accounts/{account_id}", json={"plan": plan, "quickbooks_addon": addon}
+        )
+        response.raise_for_status()
+        return account_id
+
+    async def authorize(self, account_id: str, realm_id: str) -> httpx.Response:
+        """What a user does: Connect QuickBooks, Authorize on Intuit's page, land on the callback."""
+        started = await self.api.post(f"/v1/accounts/{account_id}/quickbooks/connect")
+        started.raise_for_status()
+        query = parse_qs(urlsplit(started.json()["authorization_url"]).query)
+        consent = await self.emulator.admin.post(
+            f"/__admin/companies/{realm_id}/authorize",
+            json={
+                "client_id": query["client_id"][0],
+                "redirect_uri": query["redirect_uri"][0],
+                "state": query["state"][0],
+                "scope": query["scope"][0],
+            },
+        )
+        consent.raise_for_status()
+        async with httpx.AsyncClient(timeout=30) as browser:
+            return await browser.get(consent.json()["redirect_url"], follow_redirects=False)
+
+    async def connect(self, account_id: str, realm_id: str | None = None) -> str:
+        """Connect the account to a (new) emulator company and wait until the connection is usable."""
+        realm_id = realm_id or await self.emulator.create_company()
+        callback = await self.authorize(account_id, realm_id)
+        location = callback.headers.get("location", "")
+        assert "quickbooks=connected" in location, location
+        await self.wait_for(
+            lambda: self.connection_status(account_id), lambda body: body["status"] == "connected"
+        )
+        return realm_id
+
+    async def connection_status(self, account_id: str) -> dict[str, Any]:
+        response = await self.api.get(f"/v1/accounts/{account_id}/quickbooks/connection")
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def send_invoice(self, account_id: str, invoice_id: str, **snapshot: Any) -> httpx.Response:
+        return await self.api.post(
+            f"/v1/accounts/{account_id}/invoices/{invoice_id}/send", json=invoice_payload(**snapshot)
+        )
+
+    async def invoice(self, account_id: str, invoice_id: str) -> dict[str, Any]:
+        response = await self.api.get(f"/v1/accounts/{account_id}/invoices/{invoice_id}")
+        response.raise_for_status()
+        invoice: dict[str, Any] = response.json()
+        return invoice
+
+    async def timeline(self, account_id: str, invoice_id: str) -> list[str]:
+        response = await self.api.get(f"/v1/accounts/{account_id}/invoices/{invoice_id}/timeline")
+        response.raise_for_status()
+        return [entry["message"] for entry in response.json()["entries"]]
+
+    async def wait_for_invoice(
+        self, account_id: str, invoice_id: str, *statuses: str, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        invoice: dict[str, Any] = await self.wait_for(
+            lambda: self.invoice(account_id, invoice_id),
+            lambda body: body["status"] in statuses,
+            timeout=timeout,
+        )
+        return invoice
+
+    async def wait_for(
+        self,
+        read: Callable[[], Awaitable[Any]],
+        done: Callable[[Any], bool],
+        *,
+        timeout: float = 30.0,
+        skip_time: bool = False,
+    ) -> Any:
+        """Poll until `done(read())`; on a time-skipping server, time may be skipped between polls."""
+        deadline = time.monotonic() + timeout
+        value = await read()
+        while not done(value):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting; last value: {value!r}")
+            if skip_time:
+                await self.env.sleep(30)
+            await asyncio.sleep(0.1)
+            value = await read()
+        return value
+
+    async def qbo_invoices(self, realm_id: str) -> list[dict[str, Any]]:
+        company = await self.emulator.company(realm_id)
+        invoices: list[dict[str, Any]] = company["invoices"]
+        return invoices
+
+    async def qbo_requests(self, realm_id: str | None = None, since_seq: int = 0) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"since_seq": since_seq}
+        if realm_id:
+            params["realm_id"] = realm_id
+        response = await self.emulator.admin.get("/__admin/requests", params=params)
+        response.raise_for_status()
+        body = response.json()
+        requests: list[dict[str, Any]] = body["requests"] if isinstance(body, dict) else body
+        return requests
+
+
+def invoice_payload(
+    *,
+    number: str = "INV-1001",
+    client_name: str = "Ada Lovelace",
+    client_email: str = "ada@example.com",
+    currency: str = "USD",
+    issue_date: str = "2026-11-24",
+    due_date: str = "2026-12-24",
+    lines: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "number": number,
+        "client": {"name": client_name, "email": client_email},
+        "currency": currency,
+        "issue_date": issue_date,
+        "due_date": due_date,
+        "lines": lines
+        if lines is not None
+        else [
+            {"description": "Architecture review", "quantity": "1.5", "unit_price_cents": 12000},
+            {"description": "Travel", "quantity": "1", "unit_price_cents": 4550},
+        ],
+    }
+
+
+@contextlib.asynccontextmanager
+async def running_engine(
+    *,
+    env: WorkflowEnvironment,
+    database_url: str,
+    emulator: Emulator,
+    task_queue: str,
+    with_worker: bool = True,
+    webhook_format: str = "classic",
+    **overrides: Any,
+) -> AsyncIterator[Engine]:
+    """Start the API (uvicorn on a free port) and, unless told not to, the workers; stop both afterwards."""
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    settings = engine_settings(
+        database_url=database_url, emulator=emulator, api_url=api_url, task_queue=task_queue, **overrides
+    )
+    # Intuit's webhooks go to this engine's API, and its callback is a registered redirect URI.
+    configured = await emulator.admin.put(
+        "/__admin/config",
+        json={
+            "webhook_url": f"{api_url}/webhooks/quickbooks",
+            "webhook_format": webhook_format,
+            "redirect_uris": [settings.qbo_redirect_uri, SEED_REDIRECT_URI],
+        },
+    )
+    configured.raise_for_status()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, temporal=env.client), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    async with worker_resources(settings) as resources:
+        engine = Engine(
+            settings=settings,
+            api_url=api_url,
+            api=httpx.AsyncClient(
+                base_url=api_url, headers={"Authorization": f"Bearer {SERVICE_TOKEN}"}, timeout=30
+            ),
+            temporal=env.client,
+            env=env,
+            emulator=emulator,
+            resources=resources,
+        )
+        worker_tasks: list[asyncio.Task[None]] = []
+        if with_worker:
+            engine.workers = build_workers(env.client, settings, resources)
+            worker_tasks = [asyncio.create_task(worker.run()) for worker in engine.workers]
+        try:
+            while not server.started:
+                if serving.done():
+                    serving.result()
+                await asyncio.sleep(0.02)
+            yield engine
+        finally:
+            await engine.api.aclose()
+            for worker in engine.workers:
+                await worker.shutdown()
+            for task in worker_tasks:
+                with contextlib.suppress(Exception):
+                    await task
+            server.should_exit = True
+            await serving
