@@ -1,0 +1,232 @@
+"""`make run`: the whole engine on one machine, on embedded defaults.
+
+Starts the Temporal dev server (Web UI, persisted to SQLite), the QuickBooks emulator (persisted to a JSON file),
+the API and a worker; creates a demo account connected to an emulator company; prints what to open and a curl
+to send an invoice. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from models.db import migrate  # noqa: E402
+from settings import Settings  # noqa: E402
+from workflows import search_attributes  # noqa: E402
+
+VAR = ROOT / "var"
+BIN = Path(sys.executable).parent
+DEMO_ACCOUNT = "demo"
+TEMPORAL_UI_PORT = 8233
+
+
+def port_of(url: str) -> int:
+    parts = urlsplit(url if "://" in url else f"tcp://{url}")
+    assert parts.port is not None, url
+    return parts.port
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_in_use(port):
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited (code {process.returncode}); see var/{name}.log")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name} did not start listening on {port}; see var/{name}.log")
+        time.sleep(0.2)
+
+
+class Stack:
+    """The child processes, stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(
+        self, name: str, command: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = (VAR / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        self.processes.append((name, process))
+        return process
+
+    def stop(self) -> None:
+        for name, process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT if name in ("worker", "api") else signal.SIGTERM)
+        for name, process in reversed(self.processes):
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                print(f"  {name} did not stop in time; killing it")
+                process.kill()
+
+    def dead(self) -> list[str]:
+        return [name for name, process in self.processes if process.poll() is not None]
+
+
+async def connect_demo_account(settings: Settings) -> str:
+    """The demo account on Premium, connected to an emulator company through the real OAuth flow."""
+    headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+    async with httpx.AsyncClient(base_url=settings.api_public_url, headers=headers, timeout=30) as api:
+        (await api.put(f"/v1/accounts/{DEMO_ACCOUNT}", json={"plan": "premium"})).raise_for_status()
+        connection = (await api.get(f"/v1/accounts/{DEMO_ACCOUNT}/quickbooks/connection")).json()
+        if connection["status"] in ("connected", "expiring"):
+            return str(connection["realm_id"])
+        async with httpx.AsyncClient(base_url=settings.qbo_base_url, timeout=30) as emulator:
+            realm_id = connection.get("realm_id")
+            if not realm_id:
+                created = await emulator.post("/__admin/companies", json={"name": "Demo Company"})
+                created.raise_for_status()
+                realm_id = created.json()["realm_id"]
+            started = await api.post(f"/v1/accounts/{DEMO_ACCOUNT}/quickbooks/connect")
+            started.raise_for_status()
+            query = {
+                k: v[0] for k, v in parse_qs(urlsplit(started.json()["authorization_url"]).query).items()
+            }
+            consent = await emulator.post(
+                f"/__admin/companies/{realm_id}/authorize",
+                json={key: query[key] for key in ("client_id", "redirect_uri", "state", "scope")},
+            )
+            consent.raise_for_status()
+        async with httpx.AsyncClient(timeout=30) as browser:
+            landed = await browser.get(consent.json()["redirect_url"], follow_redirects=False)
+        if "quickbooks=connected" not in landed.headers.get("location", ""):
+            raise SystemExit(f"connecting the demo account failed: {landed.headers.get('location')}")
+        for _ in range(100):
+            connection = (await api.get(f"/v1/accounts/{DEMO_ACCOUNT}/quickbooks/connection")).json()
+            if connection["status"] == "connected":
+                return str(realm_id)
+            await asyncio.sleep(0.2)
+        raise SystemExit("the demo connection did not become usable; see var/worker.log")
+
+
+def instructions(settings: Settings, realm_id: str) -> str:
+    api = settings.api_public_url
+    token = settings.api_token.get_secret_value()
+    return f"""
+qbo-sync is running (logs in var/*.log).
+
+  Temporal Web UI     http://127.0.0.1:{TEMPORAL_UI_PORT}
+  API and its docs    {api}/docs
+  QuickBooks emulator {settings.qbo_base_url}/connect/oauth2 (authorization page), company {realm_id}
+
+The account "{DEMO_ACCOUNT}" (Premium) is connected to QuickBooks company {realm_id}. Send an invoice:
+
+  curl -s -X POST {api}/v1/accounts/{DEMO_ACCOUNT}/invoices/inv-$RANDOM/send \\
+    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
+    -d '{{"number": "INV-1001", "client": {{"name": "Ada Lovelace", "email": "ada@example.com"}},
+         "currency": "USD", "issue_date": "2026-11-24", "due_date": "2026-12-24",
+         "lines": [{{"description": "Architecture review", "quantity": "1.5", "unit_price_cents": 12000}}]}}'
+
+Then look at it:   curl -s {api}/v1/accounts/{DEMO_ACCOUNT}/invoices -H 'Authorization: Bearer {token}'
+Record a payment in QuickBooks (use the invoice's quickbooks.invoice_id):
+  curl -s -X POST {settings.qbo_base_url}/__admin/companies/{realm_id}/payments \\
+    -H 'Content-Type: application/json' -d '{{"invoice_id": "<id>", "amount": "180.00"}}'
+
+Ctrl-C stops everything; data stays in var/ for the next `make run`.
+"""
+
+
+def main() -> None:
+    settings = Settings()
+    VAR.mkdir(exist_ok=True)
+    temporal_port = port_of(settings.temporal_address)
+    api_port = port_of(settings.api_public_url)
+    emulator_port = port_of(settings.qbo_base_url)
+    busy = [port for port in (temporal_port, TEMPORAL_UI_PORT, emulator_port, api_port) if port_in_use(port)]
+    if busy:
+        raise SystemExit(f"ports already in use: {busy}. Is another `make run` still running?")
+
+    print("Preparing the database (migrations)...")
+    migrate(settings.database_url)
+
+    stack = Stack()
+    stop_requested = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        print("Starting the Temporal dev server (Web UI on port 8233)...")
+        temporal = stack.start(
+            "temporal",
+            [
+                str(BIN / "temporal"), "server", "start-dev",
+                "--ip", "127.0.0.1", "--port", str(temporal_port),
+                "--ui-ip", "127.0.0.1", "--ui-port", str(TEMPORAL_UI_PORT),
+                "--db-filename", str(VAR / "temporal.db"),
+                "--ui-codec-endpoint", f"{settings.api_public_url}/codec",
+                "--ui-disable-news-fetch",
+                *[arg for key in search_attributes.ALL for arg in ("--search-attribute", f"{key.name}=Keyword")],
+            ],
+        )  # fmt: skip
+        wait_for_port(temporal_port, temporal, "temporal")
+        wait_for_port(TEMPORAL_UI_PORT, temporal, "temporal")
+
+        print("Starting the QuickBooks emulator...")
+        emulator = stack.start(
+            "emulator",
+            [
+                sys.executable, "-m", "emulator",
+                "--host", "127.0.0.1", "--port", str(emulator_port),
+                "--state-file", str(VAR / "emulator.json"),
+                "--client-id", settings.qbo_client_id,
+                "--client-secret", settings.qbo_client_secret.get_secret_value(),
+                "--redirect-uri", settings.qbo_redirect_uri,
+                "--verifier-token", settings.qbo_webhook_verifier_token.get_secret_value(),
+                "--webhook-url", f"{settings.api_public_url}/webhooks/quickbooks",
+            ],
+        )  # fmt: skip
+        wait_for_port(emulator_port, emulator, "emulator")
+
+        print("Starting the API and a worker...")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        api = stack.start(
+            "api",
+            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(api_port)],
+            env=env,
+        )
+        stack.start("worker", [sys.executable, "worker.py"], env=env)
+        wait_for_port(api_port, api, "api")
+
+        realm_id = asyncio.run(connect_demo_account(settings))
+        print(instructions(settings, realm_id))
+        while not stop_requested:
+            dead = stack.dead()
+            if dead:
+                print(f"{', '.join(dead)} stopped unexpectedly; see var/<name>.log. Stopping everything.")
+                break
+            time.sleep(0.5)
+    finally:
+        print("\nStopping...")
+        stack.stop()
+        print("Stopped.")
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
