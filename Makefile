@@ -24,8 +24,8 @@ run: $(STAMP)
 	$(BIN)/python scripts/run_local.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check --no-cache .
+	$(BIN)/ruff format --no-cache --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy .

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+
 from qbo.client import QboClient, endpoints_for
 from qbo.limits import RealmLimiter
 from qbo.oauth import QboOAuth
-
 from tests.support import TEST_CLIENT_ID, TEST_CLIENT_SECRET, Emulator
 
 SEED_REDIRECT_URI = "http://127.0.0.1/callback"
