@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -145,3 +146,59 @@ async def test_reconnecting_to_the_same_company_keeps_the_connection_date(engine
         lambda: engine.connection_status(account), lambda s: s["status"] == "connected"
     )
     assert after["connected_at"] == before["connected_at"]
+
+
+class _FormFields(HTMLParser):
+    """The hidden inputs of the consent page's form, as a browser would submit them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "input" and values.get("type") == "hidden" and values.get("name"):
+            self.fields[str(values["name"])] = values.get("value") or ""
+
+
+async def consent_page(engine: Engine, account_id: str, browser: httpx.AsyncClient) -> dict[str, str]:
+    started = await engine.api.post(f"/v1/accounts/{account_id}/quickbooks/connect")
+    page = await browser.get(started.json()["authorization_url"])
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "Authorize" in page.text
+    form = _FormFields()
+    form.feed(page.text)
+    return form.fields
+
+
+async def test_connecting_through_intuits_consent_page_like_a_browser(engine: Engine) -> None:
+    account = await engine.create_account()
+    async with httpx.AsyncClient(timeout=30) as browser:
+        fields = await consent_page(engine, account, browser)
+        consented = await browser.post(
+            f"{engine.emulator.base_url}/connect/oauth2",
+            data={**fields, "user_email": "owner@example.com", "realm_id": "new",
+                  "company_name": "Browser Made Co", "action": "authorize"},
+        )  # fmt: skip
+        assert consented.status_code in (302, 303)
+        assert consented.headers["location"].startswith(engine.settings.qbo_redirect_uri)
+        landed = outcome(await browser.get(consented.headers["location"]))
+    assert landed["quickbooks"] == "connected"
+    status = await engine.wait_for(
+        lambda: engine.connection_status(account), lambda s: s["status"] == "connected"
+    )
+    company = await engine.emulator.company(status["realm_id"])
+    assert company["name"] == "Browser Made Co"
+
+
+async def test_cancel_on_the_consent_page_comes_back_as_denied(engine: Engine) -> None:
+    account = await engine.create_account()
+    async with httpx.AsyncClient(timeout=30) as browser:
+        fields = await consent_page(engine, account, browser)
+        cancelled = await browser.post(
+            f"{engine.emulator.base_url}/connect/oauth2",
+            data={**fields, "user_email": "owner@example.com", "realm_id": "new", "action": "cancel"},
+        )
+        landed = outcome(await browser.get(cancelled.headers["location"]))
+    assert (landed["quickbooks"], landed["reason"]) == ("error", "access_denied")
+    assert (await engine.connection_status(account))["status"] == "not_connected"
