@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     platform_events_url: str | None = None
     platform_events_secret: SecretStr = SecretStr(DEV_PLATFORM_EVENTS_SECRET)
 
+    # Connection health: warn ("expires soon") this long before the authorization ends; sweep for changes
+    # webhooks missed this often; make the cheap daily call that notices a revocation this often.
+    connection_expiry_warning_days: int = Field(default=14, ge=0)
+    cdc_sweep_interval_seconds: int = Field(default=900, gt=0)
+    connection_health_check_interval_seconds: int = Field(default=86_400, gt=0)
+
     oauth_state_ttl_seconds: int = Field(default=600, gt=0)
     webhook_max_body_bytes: int = Field(default=1_048_576, gt=0)
 

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.plans import Plan
-from workflows.messages import ConnectionStatus, InvoiceLine, InvoiceSnapshot, InvoiceStatus
+from workflows.messages import ConnectionStatus, DisconnectMode, InvoiceLine, InvoiceSnapshot, InvoiceStatus
 
 # Deliberately simple: one @, no spaces, a dot in the domain. QuickBooks caps addresses at 100 characters.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -59,14 +59,43 @@ class ConnectStart(BaseModel):
     state_expires_at: datetime
 
 
+class DisconnectFailure(BaseModel):
+    invoice_id: str
+    number: str
+    reason: str | None = None
+
+
+class DisconnectProgress(BaseModel):
+    """How far "Disconnect & Void" is: counts, and the invoices QuickBooks would not void."""
+
+    mode: DisconnectMode
+    total: int
+    voided: int
+    failed: int
+    left: int
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    failures: list[DisconnectFailure] = Field(default_factory=list)
+
+
 class ConnectionPublic(BaseModel):
     status: ConnectionStatus
     realm_id: str | None = None
     connected_at: datetime | None = None
     reason: str | None = None
-    action: Literal["connect", "reconnect"] | None = None
-    expires_at: datetime | None = Field(
-        default=None, description="When the authorization ends (expiring only)."
+    action: Literal["connect", "reconnect", "upgrade"] | None = None
+    expires_at: datetime | None = Field(default=None, description="When the authorization ends (expiring only).")
+    sync_paused_reason: str | None = Field(default=None, description="Set while the plan does not include QuickBooks.")
+    disconnect: DisconnectProgress | None = None
+    last_sweep_at: datetime | None = None
+    missed_changes_caught: int = Field(default=0, description="Changes the periodic sweep found that webhooks missed.")
+
+
+class DisconnectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: DisconnectMode = Field(
+        description="`disconnect_only` stops syncing; `disconnect_and_void` first voids every synced invoice."
     )
 
 

@@ -94,6 +94,16 @@ class QuickBooksConnection(SQLModel, table=True):
         default=None, sa_column=Column(UTCDateTime(), nullable=True)
     )
     last_refreshed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    last_health_check_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    # Change-data-capture sweeps: QuickBooks' own clock for the next window, and how many misses they caught.
+    cdc_watermark: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    cdc_last_sweep_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    cdc_caught_total: int = 0
+    # Disconnecting: the mode and how many invoices "Disconnect & Void" has to void (outcomes are per invoice).
+    disconnect_mode: str | None = Field(default=None, max_length=24)
+    disconnect_total: int = 0
+    disconnect_started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    disconnect_finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
@@ -128,6 +138,9 @@ class InvoiceSync(SQLModel, table=True):
     realm_id: str | None = Field(default=None, max_length=32)
     qbo_invoice_id: str | None = Field(default=None, max_length=32)
     qbo_customer_id: str | None = Field(default=None, max_length=32)
+    qbo_sync_token: int | None = None
+    # "voided", "refused" or "failed" once Disconnect & Void has dealt with this invoice.
+    disconnect_outcome: str | None = Field(default=None, max_length=16)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     sent_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     synced_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
