@@ -77,6 +77,7 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
         http=resources.http,
         limiter=resources.limiter,
         api_base_url=endpoints.api_base_url,
+        task_queue=settings.temporal_task_queue,
         minor_version=settings.qbo_minor_version,
         timeout=settings.qbo_request_timeout_seconds,
     )
@@ -101,6 +102,9 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
             quickbooks.sync_invoice,
             quickbooks.void_invoice,
             quickbooks.process_pending_events,
+            quickbooks.check_connection,
+            quickbooks.sweep_changes,
+            quickbooks.void_for_disconnect,
             store.record_invoice,
             store.pause_invoice,
             platform.deliver_platform_event,
@@ -115,6 +119,8 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
             connection.record_connection,
             connection.signal_invoices,
             connection.drain_realm_events,
+            connection.begin_disconnect,
+            connection.finish_disconnect,
         ],
     )
     return [main, tokens]

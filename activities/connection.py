@@ -9,31 +9,38 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import ColumnElement, func
 from sqlmodel import col, select, update
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from activities.heartbeat import heartbeating
 from models.crypto import TokenCipher
 from models.db import SessionFactory
 from models.queries import for_update, insert_ignoring_conflicts
 from models.tables import InvoiceSync, Notification, QuickBooksConnection, QuickBooksGrant
-from qbo.errors import InvalidGrant
+from qbo.errors import InvalidClient, InvalidGrant, QboOAuthError
 from qbo.oauth import QboOAuth, TokenSet
 from workflows.ids import invoice_workflow_id, realm_events_workflow_id
 from workflows.messages import (
     USABLE_CONNECTION_STATUSES,
     AdoptGrantInput,
     AdoptGrantResult,
+    BeginDisconnectInput,
+    BeginDisconnectResult,
     ConnectionInfo,
     ConnectionRecord,
     ConnectionStatus,
+    DisconnectMode,
+    InvoiceStatus,
     RealmEventsInput,
     RefreshTokensInput,
     RefreshTokensResult,
     SignalInvoicesInput,
     SignalInvoicesResult,
+    TokenLifetimes,
 )
 
 logger = logging.getLogger(__name__)
@@ -91,7 +98,7 @@ class ConnectionActivities:
             row = (await session.exec(statement)).first()
             if grant.adopted_at is not None:
                 assert row is not None
-                return AdoptGrantResult(info=connection_info(row))
+                return AdoptGrantResult(info=connection_info(row), lifetimes=lifetimes_from_row(row))
             if row is None:
                 row = QuickBooksConnection(
                     account_id=request.account_id, status=ConnectionStatus.NOT_CONNECTED
@@ -112,6 +119,12 @@ class ConnectionActivities:
             row.status_reason = None
             row.last_refreshed_at = now
             row.updated_at = now
+            if realm_changed or row.disconnect_mode is not None:
+                # A new start: the previous company's sweeps and disconnect are history.
+                row.cdc_watermark = None
+                row.disconnect_mode = None
+                row.disconnect_total = 0
+                row.disconnect_started_at = row.disconnect_finished_at = None
             # The connection row now holds the only copy of these tokens.
             grant.access_token_enc = None
             grant.refresh_token_enc = None
@@ -120,7 +133,10 @@ class ConnectionActivities:
             session.add(grant)
             await session.commit()
             return AdoptGrantResult(
-                info=connection_info(row), realm_changed=realm_changed, previous_realm_id=previous_realm
+                info=connection_info(row),
+                realm_changed=realm_changed,
+                previous_realm_id=previous_realm,
+                lifetimes=lifetimes_from_row(row),
             )
 
     @activity.defn
@@ -135,12 +151,15 @@ class ConnectionActivities:
             if row is None:
                 raise ApplicationError("no connection to refresh", non_retryable=True)
             if row.token_version != request.expected_version or row.status not in USABLE_CONNECTION_STATUSES:
-                return RefreshTokensResult(info=connection_info(row), refreshed=False)
+                return RefreshTokensResult(
+                    info=connection_info(row), refreshed=False, lifetimes=lifetimes_from_row(row)
+                )
             assert row.refresh_token_enc is not None
             refresh_token = self._cipher.decrypt(row.refresh_token_enc)
 
         try:
-            tokens = await self._oauth.refresh(refresh_token)
+            async with heartbeating():
+                tokens = await self._oauth.refresh(refresh_token)
         except InvalidGrant:
             reason = (
                 "QuickBooks no longer accepts this connection's authorization (it was revoked or expired)."
@@ -168,7 +187,8 @@ class ConnectionActivities:
             row = await session.get(QuickBooksConnection, request.account_id, populate_existing=True)
             assert row is not None
             refreshed = getattr(result, "rowcount", 0) == 1
-            return RefreshTokensResult(info=connection_info(row), refreshed=refreshed)
+            lifetimes = lifetimes_from_tokens(tokens) if refreshed else lifetimes_from_row(row)
+            return RefreshTokensResult(info=connection_info(row), refreshed=refreshed, lifetimes=lifetimes)
 
     @activity.defn
     async def record_connection(self, record: ConnectionRecord) -> ConnectionInfo:
@@ -243,6 +263,76 @@ class ConnectionActivities:
         return SignalInvoicesResult(signalled=signalled)
 
     @activity.defn
+    async def begin_disconnect(self, request: BeginDisconnectInput) -> BeginDisconnectResult:
+        """Stop syncing at once (status `disconnecting`) and count what Disconnect & Void has to void."""
+        account_id = request.account_id
+        now = _now()
+        async with self._sessions() as session:
+            row = await session.get(QuickBooksConnection, account_id)
+            if row is None:
+                raise ApplicationError("no connection to disconnect", non_retryable=True)
+            to_void = 0
+            if request.mode == DisconnectMode.DISCONNECT_AND_VOID:
+                to_void = (
+                    await session.exec(
+                        select(func.count())
+                        .select_from(InvoiceSync)
+                        .where(InvoiceSync.account_id == account_id, *voidable_on_disconnect())
+                    )
+                ).one()
+            if row.status != ConnectionStatus.DISCONNECTING:
+                row.status = ConnectionStatus.DISCONNECTING.value
+                row.status_reason = None
+                row.disconnect_mode = request.mode.value
+                row.disconnect_total = to_void
+                row.disconnect_started_at = now
+                row.disconnect_finished_at = None
+                row.updated_at = now
+                session.add(row)
+                await session.commit()
+            return BeginDisconnectResult(to_void=row.disconnect_total)
+
+    @activity.defn
+    async def finish_disconnect(self, account_id: str) -> ConnectionInfo:
+        """Revoke the authorization at Intuit (best effort: it may be dead already) and forget the tokens."""
+        async with self._sessions() as session:
+            row = await session.get(QuickBooksConnection, account_id)
+            if row is None:
+                raise ApplicationError("no connection to disconnect", non_retryable=True)
+            refresh_token = self._cipher.decrypt(row.refresh_token_enc) if row.refresh_token_enc else None
+        if refresh_token is not None:
+            try:
+                await self._oauth.revoke(refresh_token)
+            except InvalidClient:
+                raise
+            except QboOAuthError as exc:
+                # Intuit could not be asked; the tokens are forgotten here either way and expire on their own.
+                logger.warning("revoking %s's authorization failed: %s", account_id, exc)
+        now = _now()
+        async with self._sessions() as session:
+            row = await session.get(QuickBooksConnection, account_id)
+            assert row is not None
+            row.status = ConnectionStatus.DISCONNECTED.value
+            row.status_reason = None
+            row.access_token_enc = None
+            row.refresh_token_enc = None
+            row.token_version += 1
+            row.disconnect_finished_at = now
+            row.updated_at = now
+            session.add(row)
+            await session.exec(
+                update(Notification)
+                .where(
+                    col(Notification.account_id) == account_id,
+                    col(Notification.invoice_id).is_(None),
+                    col(Notification.resolved_at).is_(None),
+                )
+                .values(resolved_at=now)
+            )
+            await session.commit()
+            return connection_info(row)
+
+    @activity.defn
     async def drain_realm_events(self, realm_id: str) -> None:
         """Have the company's events workflow process what waited while no connection was usable."""
         await start_realm_events(self._temporal, realm_id, self._task_queue)
@@ -291,6 +381,40 @@ def _token_columns(cipher: TokenCipher, tokens: TokenSet) -> dict[str, object]:
         "refresh_expires_at": tokens.refresh_expires_at,
         "refresh_hard_expires_at": tokens.refresh_hard_expires_at,
     }
+
+
+def lifetimes_from_tokens(tokens: TokenSet) -> TokenLifetimes:
+    return TokenLifetimes(
+        access_seconds=float(tokens.expires_in),
+        refresh_seconds=float(tokens.refresh_token_expires_in) if tokens.refresh_token_expires_in else None,
+        hard_seconds=float(tokens.refresh_token_hard_expires_in)
+        if tokens.refresh_token_hard_expires_in
+        else None,
+    )
+
+
+def lifetimes_from_row(row: QuickBooksConnection) -> TokenLifetimes:
+    now = _now()
+
+    def left(at: datetime | None) -> float | None:
+        return (at - now).total_seconds() if at is not None else None
+
+    return TokenLifetimes(
+        access_seconds=max(left(row.access_expires_at) or 0.0, 0.0),
+        refresh_seconds=left(row.refresh_expires_at),
+        hard_seconds=left(row.refresh_hard_expires_at),
+    )
+
+
+def voidable_on_disconnect() -> list[ColumnElement[bool]]:
+    """Invoices Disconnect & Void must void: in QuickBooks, not voided, not yet dealt with."""
+    return [
+        col(InvoiceSync.qbo_invoice_id).is_not(None),
+        col(InvoiceSync.status).in_(
+            [InvoiceStatus.SYNCED.value, InvoiceStatus.PARTIALLY_PAID.value, InvoiceStatus.PAID.value]
+        ),
+        col(InvoiceSync.disconnect_outcome).is_(None),
+    ]
 
 
 def grant_columns(cipher: TokenCipher, tokens: TokenSet) -> dict[str, object]:

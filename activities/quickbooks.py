@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -12,12 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import func
 from sqlmodel import col, select
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from activities.connection import start_realm_events, voidable_on_disconnect
 from activities.heartbeat import heartbeating
 from activities.mapping import (
     SERVICE_ITEM_NAME,
@@ -45,8 +48,10 @@ from models.tables import (
     RealmCacheEntry,
     utcnow,
 )
-from qbo.client import QboClient, quote, request_id
+from qbo.client import QboClient, parse_server_time, quote, request_id
 from qbo.errors import (
+    QboAuthenticationError,
+    QboAuthorizationError,
     QboDuplicateDocNumber,
     QboDuplicateName,
     QboError,
@@ -60,14 +65,22 @@ from workflows.messages import (
     CONNECTION_UNAVAILABLE,
     QUICKBOOKS_REJECTED,
     USABLE_CONNECTION_STATUSES,
+    ConnectionChange,
+    ConnectionStatus,
+    DisconnectMode,
+    HealthResult,
     InvoiceObservation,
     InvoiceStatus,
     ProcessEventsInput,
     ProcessEventsResult,
     RefreshRequest,
     RefreshResult,
+    SweepInput,
+    SweepResult,
     SyncInvoiceInput,
     SyncInvoiceResult,
+    VoidForDisconnectInput,
+    VoidForDisconnectResult,
     VoidInvoiceInput,
     VoidInvoiceResult,
 )
@@ -78,6 +91,19 @@ logger = logging.getLogger(__name__)
 ACCESS_TOKEN_MARGIN = timedelta(seconds=60)
 # Events that failed this many times are parked as `failed` (visible to operators) instead of retried forever.
 EVENT_MAX_ATTEMPTS = 10
+# Sweeps overlap the previous window a little (clock skew) and leave the newest changes to their webhooks.
+CDC_OVERLAP = timedelta(minutes=5)
+CDC_GRACE = timedelta(minutes=2)
+CDC_MAX_LOOKBACK = timedelta(days=29)
+# Voids in flight at once for Disconnect & Void (the per-company limiter caps all calls at 10 and 500/min).
+DISCONNECT_VOID_CONCURRENCY = 8
+DISCONNECT_VOID_ATTEMPTS = 3
+# Invoices whose QuickBooks state is still followed (sweeps look only at these).
+_FOLLOWED_STATUSES = [
+    InvoiceStatus.SYNCED.value,
+    InvoiceStatus.PARTIALLY_PAID.value,
+    InvoiceStatus.PAID.value,
+]
 
 
 def connection_unavailable(reason: str) -> ApplicationError:
@@ -98,8 +124,17 @@ class ConnectionTokens:
     activities hit a 401 at once, Intuit sees one refresh.
     """
 
-    def __init__(self, *, account_id: str, sessions: SessionFactory, cipher: TokenCipher, temporal: Client):
+    def __init__(
+        self,
+        *,
+        account_id: str,
+        sessions: SessionFactory,
+        cipher: TokenCipher,
+        temporal: Client,
+        allow_disconnecting: bool = False,
+    ):
         self._account_id = account_id
+        self._allow_disconnecting = allow_disconnecting
         self._sessions = sessions
         self._cipher = cipher
         self._temporal = temporal
@@ -112,10 +147,15 @@ class ConnectionTokens:
         async with self._sessions() as session:
             row = await session.get(QuickBooksConnection, self._account_id)
             account = await session.get(Account, self._account_id)
-        if row is None or row.status not in USABLE_CONNECTION_STATUSES or row.access_token_enc is None:
-            status = row.status if row is not None else "not_connected"
-            raise connection_unavailable(f"QuickBooks is not connected (connection is {status}).")
-        if account is None or not quickbooks_entitled(account.plan, account.quickbooks_addon):
+        usable = USABLE_CONNECTION_STATUSES | (
+            {ConnectionStatus.DISCONNECTING} if self._allow_disconnecting else set()
+        )
+        if row is None or row.status not in usable or row.access_token_enc is None:
+            raise connection_unavailable(_unusable_reason(row))
+        # Disconnect & Void still voids after a downgrade: the user asked for it while disconnecting.
+        if not self._allow_disconnecting and (
+            account is None or not quickbooks_entitled(account.plan, account.quickbooks_addon)
+        ):
             raise connection_unavailable("The account's plan no longer includes QuickBooks.")
         self._access = self._cipher.decrypt(row.access_token_enc)
         self._version = row.token_version
@@ -173,6 +213,7 @@ class QuickBooksActivities:
         http: httpx.AsyncClient,
         limiter: RealmLimiter,
         api_base_url: str,
+        task_queue: str,
         minor_version: int = 75,
         timeout: float = 30.0,
     ) -> None:
@@ -182,6 +223,7 @@ class QuickBooksActivities:
         self._http = http
         self._limiter = limiter
         self._api_base_url = api_base_url
+        self._task_queue = task_queue
         self._minor_version = minor_version
         self._timeout = timeout
 
@@ -420,9 +462,15 @@ class QuickBooksActivities:
 
         context = await self._realm_context(request.realm_id)
         if context is None:
-            # No usable connection to this company right now: the events wait; a reconnect drains them.
+            if await self._realm_may_come_back(request.realm_id):
+                # The connection is expired or paused by the plan: the events wait; a reconnect drains them.
+                return ProcessEventsResult(
+                    processed=0, deferred=len(events), invoices_signalled=0, more_pending=False
+                )
+            # No account follows this company any more (disconnected): nothing is left to update.
+            await self._finish_events(events, {event.id: ("ignored", None) for event in events if event.id})
             return ProcessEventsResult(
-                processed=0, deferred=len(events), invoices_signalled=0, more_pending=False
+                processed=len(events), deferred=0, invoices_signalled=0, more_pending=more_pending
             )
 
         outcomes: dict[int, tuple[str, str | None]] = {}
@@ -547,11 +595,234 @@ class QuickBooksActivities:
                 session.add(row)
             await session.commit()
 
+    # --- Connection health ------------------------------------------------------------------------------
+
+    @activity.defn
+    async def check_connection(self, account_id: str) -> HealthResult:
+        """The daily cheap call (CompanyInfo): notices a connection revoked at Intuit even when nothing syncs.
+
+        A revoked authorization answers 401; the refresh that follows gets invalid_grant and the connection
+        workflow marks the connection expired.
+        """
+        async with heartbeating():
+            try:
+                context = await self._context(account_id)
+                await context.client.company_info()
+            except ApplicationError as exc:
+                if exc.type == CONNECTION_UNAVAILABLE:
+                    return HealthResult(ok=False, reason=exc.message)
+                raise
+            except (QboAuthenticationError, QboAuthorizationError) as exc:
+                return HealthResult(ok=False, reason=str(exc))
+            finally:
+                await self._touch_health_check(account_id)
+        return HealthResult(ok=True)
+
+    async def _touch_health_check(self, account_id: str) -> None:
+        async with self._sessions() as session:
+            row = await session.get(QuickBooksConnection, account_id)
+            if row is not None:
+                row.last_health_check_at = utcnow()
+                session.add(row)
+                await session.commit()
+
+    @activity.defn
+    async def sweep_changes(self, request: SweepInput) -> SweepResult:
+        """Change data capture since the watermark: invoices whose change no webhook brought are fed to the events.
+
+        Changes younger than CDC_GRACE are left for the next sweep, so a webhook still on its way is not
+        counted as missed. The watermark is QuickBooks' own clock, never ours.
+        """
+        async with heartbeating():
+            return await self._sweep_changes(request)
+
+    async def _sweep_changes(self, request: SweepInput) -> SweepResult:
+        context = await self._context(request.account_id)
+        async with self._sessions() as session:
+            row = await session.get(QuickBooksConnection, request.account_id)
+            assert row is not None
+            watermark = row.cdc_watermark or row.connected_at or utcnow()
+        # Intuit looks back at most 30 days; a longer outage is swept from the oldest day it still knows.
+        since = max(watermark - CDC_OVERLAP, utcnow() - CDC_MAX_LOOKBACK)
+        with translate_errors("the change sweep"):
+            changes = await context.client.cdc(["Invoice", "Payment"], since)
+        settled_until = changes.server_time - CDC_GRACE
+        invoices = {
+            str(invoice["Id"]): invoice
+            for invoice in changes.entities.get("Invoice", [])
+            if _updated_at(invoice) is None or _updated_at(invoice) <= settled_until  # type: ignore[operator]
+        }
+        deleted = set(changes.deleted.get("Invoice", []))
+        async with self._sessions() as session:
+            for payment in changes.entities.get("Payment", []):
+                await insert_ignoring_conflicts(
+                    session,
+                    PaymentLink,
+                    [
+                        {
+                            "realm_id": context.realm_id,
+                            "payment_id": str(payment["Id"]),
+                            "qbo_invoice_id": invoice_id,
+                        }
+                        for invoice_id in sorted(linked_invoice_ids(payment))
+                    ],
+                )
+            tracked = (
+                await session.exec(
+                    select(InvoiceSync).where(
+                        InvoiceSync.realm_id == context.realm_id,
+                        col(InvoiceSync.qbo_invoice_id).in_(sorted(set(invoices) | deleted)),
+                        col(InvoiceSync.status).in_(_FOLLOWED_STATUSES),
+                    )
+                )
+            ).all()
+            missed: list[dict[str, Any]] = []
+            now = utcnow()
+            for row_invoice in tracked:
+                qbo_id = str(row_invoice.qbo_invoice_id)
+                if qbo_id in deleted:
+                    missed.append(_cdc_event(context.realm_id, qbo_id, "Delete", "deleted", now))
+                    continue
+                sync_token = int(invoices[qbo_id].get("SyncToken") or 0)
+                if sync_token > (
+                    row_invoice.qbo_sync_token if row_invoice.qbo_sync_token is not None else -1
+                ):
+                    missed.append(_cdc_event(context.realm_id, qbo_id, "Update", str(sync_token), now))
+            caught = await insert_ignoring_conflicts(session, QuickBooksEvent, missed)
+            connection = await session.get(QuickBooksConnection, request.account_id)
+            assert connection is not None
+            connection.cdc_watermark = max(settled_until, watermark)
+            connection.cdc_last_sweep_at = now
+            connection.cdc_caught_total += caught
+            session.add(connection)
+            await session.commit()
+        if caught:
+            await start_realm_events(self._temporal, context.realm_id, self._task_queue)
+        return SweepResult(caught=caught, changed=len(invoices) + len(deleted))
+
+    # --- Disconnect & Void ---------------------------------------------------------------------------------
+
+    @activity.defn
+    async def void_for_disconnect(self, request: VoidForDisconnectInput) -> VoidForDisconnectResult:
+        """Void the next batch of the account's synced invoices in QuickBooks, within the company's limits.
+
+        Each outcome is written to the invoice at once (the connection status counts them) and its workflow is
+        told. A refusal (e.g. a paid invoice) is recorded as such, never forced.
+        """
+        async with heartbeating():
+            return await self._void_for_disconnect(request)
+
+    async def _void_for_disconnect(self, request: VoidForDisconnectInput) -> VoidForDisconnectResult:
+        context: QuickBooksContext | None = None
+        lost_reason = ""
+        try:
+            context = await self._context(request.account_id, allow_disconnecting=True)
+        except ApplicationError as exc:
+            if exc.type != CONNECTION_UNAVAILABLE:
+                raise
+            lost_reason = exc.message
+        async with self._sessions() as session:
+            rows = list(
+                (
+                    await session.exec(
+                        select(InvoiceSync)
+                        .where(InvoiceSync.account_id == request.account_id, *voidable_on_disconnect())
+                        .order_by(col(InvoiceSync.sent_at))
+                        .limit(request.batch_size)
+                    )
+                ).all()
+            )
+        outcomes: list[tuple[InvoiceSync, str, str | None]]
+        if context is None:
+            # The authorization died mid-way: what is left cannot be voided; say so on each invoice.
+            outcomes = [
+                (row, "failed", f"QuickBooks can no longer be reached: {lost_reason}") for row in rows
+            ]
+        else:
+            gate = asyncio.Semaphore(DISCONNECT_VOID_CONCURRENCY)
+            live = context
+
+            async def void_one(row: InvoiceSync) -> tuple[InvoiceSync, str, str | None]:
+                async with gate:
+                    outcome, reason = await self._void_one_for_disconnect(live, row)
+                    return row, outcome, reason
+
+            outcomes = list(await asyncio.gather(*(void_one(row) for row in rows)))
+        async with self._sessions() as session:
+            for row, outcome, reason in outcomes:
+                stored = await session.get(InvoiceSync, (row.account_id, row.invoice_id))
+                assert stored is not None
+                stored.disconnect_outcome = outcome
+                if reason:
+                    stored.last_error = reason
+                session.add(stored)
+            await session.commit()
+            remaining = (
+                await session.exec(
+                    select(func.count())
+                    .select_from(InvoiceSync)
+                    .where(InvoiceSync.account_id == request.account_id, *voidable_on_disconnect())
+                )
+            ).one()
+        for row, outcome, reason in outcomes:
+            handle = self._temporal.get_workflow_handle(invoice_workflow_id(row.account_id, row.invoice_id))
+            change = ConnectionChange(
+                usable=False,
+                reason=reason,
+                disconnect_mode=DisconnectMode.DISCONNECT_AND_VOID.value,
+                void_outcome=outcome,
+            )
+            try:
+                await handle.signal("connection_changed", change)
+            except RPCError as exc:
+                logger.info("invoice workflow %s not told about the disconnect: %s", handle.id, exc.message)
+        failed = sum(1 for _, outcome, _ in outcomes if outcome in ("refused", "failed"))
+        return VoidForDisconnectResult(voided=len(outcomes) - failed, failed=failed, remaining=remaining)
+
+    async def _void_one_for_disconnect(
+        self, context: QuickBooksContext, row: InvoiceSync
+    ) -> tuple[str, str | None]:
+        """One void, usually one call: the SyncToken we know is tried first, and re-read only when stale."""
+        assert row.qbo_invoice_id is not None
+        workflow_id = invoice_workflow_id(row.account_id, row.invoice_id)
+        sync_token = row.qbo_sync_token
+        for attempt in range(1, DISCONNECT_VOID_ATTEMPTS + 1):
+            try:
+                if sync_token is None:
+                    invoice = await context.client.read("Invoice", row.qbo_invoice_id)
+                    if is_voided(invoice):
+                        return "voided", None
+                    sync_token = int(invoice["SyncToken"])
+                await context.client.void_invoice(
+                    row.qbo_invoice_id,
+                    str(sync_token),
+                    request_id=request_id(workflow_id, "disconnect.void", str(sync_token)),
+                )
+                return "voided", None
+            except QboStaleObject:
+                sync_token = None  # changed in QuickBooks since we last saw it: read it and try again
+            except QboNotFound:
+                return "not_in_quickbooks", None
+            except QboValidationError as exc:
+                return (
+                    "refused",
+                    f"QuickBooks refused to void invoice {row.number}: {exc.detail or exc.message}",
+                )
+            except QboError as exc:
+                if attempt == DISCONNECT_VOID_ATTEMPTS:
+                    return "failed", f"Voiding invoice {row.number} in QuickBooks failed: {exc}"
+                await asyncio.sleep(2**attempt)
+        return "failed", f"Voiding invoice {row.number} in QuickBooks failed: it kept changing"
+
     # --- Plumbing -----------------------------------------------------------------------------------------
 
-    async def _context(self, account_id: str) -> QuickBooksContext:
+    async def _context(self, account_id: str, *, allow_disconnecting: bool = False) -> QuickBooksContext:
         tokens = ConnectionTokens(
-            account_id=account_id, sessions=self._sessions, cipher=self._cipher, temporal=self._temporal
+            account_id=account_id,
+            sessions=self._sessions,
+            cipher=self._cipher,
+            temporal=self._temporal,
+            allow_disconnecting=allow_disconnecting,
         )
         await tokens.load()
         assert tokens.realm_id is not None
@@ -578,6 +849,24 @@ class QuickBooksActivities:
             except ApplicationError:
                 continue
         return None
+
+    async def _realm_may_come_back(self, realm_id: str) -> bool:
+        async with self._sessions() as session:
+            waiting = (
+                await session.exec(
+                    select(QuickBooksConnection.account_id).where(
+                        QuickBooksConnection.realm_id == realm_id,
+                        col(QuickBooksConnection.status).in_(
+                            [
+                                ConnectionStatus.CONNECTED.value,
+                                ConnectionStatus.EXPIRING.value,
+                                ConnectionStatus.EXPIRED.value,
+                            ]
+                        ),
+                    )
+                )
+            ).first()
+        return waiting is not None
 
     def _client(self, realm_id: str, tokens: ConnectionTokens) -> QboClient:
         return QboClient(
@@ -614,6 +903,37 @@ class QuickBooksActivities:
             if entry is not None:
                 await session.delete(entry)
                 await session.commit()
+
+
+def _unusable_reason(row: QuickBooksConnection | None) -> str:
+    if row is None or row.status in (ConnectionStatus.NOT_CONNECTED, ConnectionStatus.DISCONNECTED):
+        return "QuickBooks is not connected."
+    if row.status == ConnectionStatus.EXPIRED:
+        return "The QuickBooks connection expired; reconnect QuickBooks to resume."
+    if row.status == ConnectionStatus.DISCONNECTING:
+        return "QuickBooks is being disconnected."
+    return f"The QuickBooks connection is {row.status}."
+
+
+def _updated_at(entity: dict[str, Any]) -> datetime | None:
+    return parse_server_time((entity.get("MetaData") or {}).get("LastUpdatedTime"))
+
+
+def _cdc_event(
+    realm_id: str, qbo_invoice_id: str, operation: str, version: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "dedupe_key": f"cdc:{realm_id}:Invoice:{qbo_invoice_id}:{version}",
+        "realm_id": realm_id,
+        "entity": "Invoice",
+        "entity_id": qbo_invoice_id,
+        "operation": operation,
+        "occurred_at": None,
+        "received_at": now,
+        "source": "cdc",
+        "status": "pending",
+        "attempts": 0,
+    }
 
 
 async def _heartbeat_while_waiting(seconds: float) -> None:

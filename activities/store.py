@@ -38,7 +38,14 @@ class StoreActivities:
         """Apply one status change of an invoice, with its timeline entry and notification."""
         now = _now()
         values: dict[str, object] = {"status": record.status.value, "updated_at": now}
-        for name in ("realm_id", "qbo_invoice_id", "qbo_customer_id", "total_cents", "balance_cents"):
+        for name in (
+            "realm_id",
+            "qbo_invoice_id",
+            "qbo_customer_id",
+            "total_cents",
+            "balance_cents",
+            "qbo_sync_token",
+        ):
             value = getattr(record, name)
             if value is not None:
                 values[name] = value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -12,23 +12,34 @@ from temporalio.exceptions import ActivityError, TimeoutError
 with workflow.unsafe.imports_passed_through():
     from activities.connection import ConnectionActivities
     from activities.notify import PlatformEventActivities
+    from activities.quickbooks import QuickBooksActivities
     from workflows.messages import (
         USABLE_CONNECTION_STATUSES,
         AdoptGrantInput,
+        BeginDisconnectInput,
         ConnectionChange,
+        ConnectionDeadlines,
         ConnectionInfo,
+        ConnectionPolicy,
         ConnectionProgress,
         ConnectionRecord,
         ConnectionStatus,
         ConnectionWorkflowInput,
+        DisconnectAccepted,
+        DisconnectMode,
+        DisconnectRequest,
         GrantSignal,
         InvoiceStatus,
         NotificationItem,
+        PlanChange,
         PlatformEvent,
         RefreshRequest,
         RefreshResult,
         RefreshTokensInput,
         SignalInvoicesInput,
+        SweepInput,
+        TokenLifetimes,
+        VoidForDisconnectInput,
     )
 
 # Token activities run on their own task queue, so they are never starved by invoice activities
@@ -37,16 +48,36 @@ TOKEN_TASK_QUEUE_SUFFIX = "-tokens"  # noqa: S105  (a task queue name)
 # Refresh this long before the access token (1 hour) expires.
 REFRESH_AHEAD = timedelta(minutes=5)
 TOKEN_ACTIVITY_TIMEOUT = timedelta(seconds=60)
+TOKEN_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
 # Intuit being unreachable is retried until it answers; invalid_grant is an answer, not an error.
 TOKEN_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=2), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=2)
 )
+# Sweeps and health checks run again at their next turn if they fail: a few attempts are enough.
+QUICKBOOKS_CHECK_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=5), backoff_coefficient=2.0, maximum_attempts=3
+)
+QUICKBOOKS_CHECK_TIMEOUT = timedelta(minutes=10)
+QUICKBOOKS_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
 FAN_OUT_TIMEOUT = timedelta(minutes=10)
 FAN_OUT_HEARTBEAT = timedelta(seconds=30)
+# Disconnect & Void works through the invoices in batches; each batch is one activity (progress in history).
+DISCONNECT_BATCH = 100
+DISCONNECT_VOID_TIMEOUT = timedelta(hours=2)
 PLATFORM_EVENT_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=5), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=10)
 )
 MAX_HISTORY_EVENTS = 5_000
+# Everything but what already ended: these invoice workflows are told when QuickBooks is disconnected.
+_NOT_FINISHED = [
+    InvoiceStatus.PENDING,
+    InvoiceStatus.SYNCING,
+    InvoiceStatus.SYNCED,
+    InvoiceStatus.PARTIALLY_PAID,
+    InvoiceStatus.PAID,
+    InvoiceStatus.FAILED,
+    InvoiceStatus.PAUSED,
+]
 
 
 def token_task_queue() -> str:
@@ -55,56 +86,109 @@ def token_task_queue() -> str:
 
 @workflow.defn
 class ConnectionWorkflow:
-    """Keeps one account's QuickBooks connection alive: adopts authorizations, refreshes tokens, notices expiry.
+    """Keeps one account's QuickBooks connection alive, healthy and honest, until it is disconnected.
+
+    It adopts authorizations, refreshes the access token before it expires, warns ahead of the authorization's
+    end (`expiring`), notices revocation (`expired`), checks the connection daily, sweeps for changes webhooks
+    missed, pauses and resumes syncing with the plan, and disconnects (optionally voiding synced invoices).
 
     Id: `connection-{account_id}` (signal-with-start from the OAuth callback).
     Signals:
       - `grant_authorized` (GrantSignal): a new authorization was stored encrypted; adopt it (connect/reconnect).
+      - `plan_changed` (PlanChange): the account's plan gained or lost QuickBooks.
     Updates:
       - `refresh_access_token` (RefreshRequest) -> RefreshResult: an activity got a 401; one refresh serves all.
+      - `disconnect` (DisconnectRequest) -> DisconnectAccepted: "disconnect_only" or "disconnect_and_void".
     Queries:
-      - `status` -> ConnectionInfo (never tokens).
+      - `status` -> ConnectionInfo (never tokens); `refresh_count` -> int; `caught_by_sweeps` -> int.
     """
 
     def __init__(self) -> None:
         self._account_id = ""
+        self._policy = ConnectionPolicy()
         self._info: ConnectionInfo | None = None
+        self._deadlines = ConnectionDeadlines()
         self._grants: list[str] = []
         self._refreshes = 0
+        self._caught = 0
+        self._plan_entitled = True
+        self._plan_change: PlanChange | None = None
+        self._disconnect: DisconnectRequest | None = None
         self._token_lock = asyncio.Lock()
         self._platform_events: list[workflow.ActivityHandle[None]] = []
 
     @workflow.run
     async def run(self, request: ConnectionWorkflowInput) -> ConnectionInfo | None:
         self._account_id = request.account_id
+        self._policy = request.policy
         if request.progress is not None:
             self._info = request.progress.info
             self._refreshes = request.progress.refreshes
+            self._deadlines = request.progress.deadlines
+            self._plan_entitled = request.progress.plan_entitled
+            self._caught = request.progress.caught_by_sweeps
         if request.grant_id is not None and request.grant_id not in self._grants:
             self._grants.insert(0, request.grant_id)
 
         while True:
             if self._grants:
                 await self._adopt(self._grants.pop(0))
-                continue
-            if self._should_continue_as_new():
+            elif self._disconnect is not None:
+                await self._disconnect_now(self._disconnect.mode)
+                break
+            elif self._plan_change is not None:
+                change, self._plan_change = self._plan_change, None
+                await self._apply_plan(change)
+            elif self._should_continue_as_new():
                 await self._finish_platform_events()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     ConnectionWorkflowInput(
                         account_id=self._account_id,
-                        progress=ConnectionProgress(info=self._info, refreshes=self._refreshes),
+                        policy=self._policy,
+                        progress=ConnectionProgress(
+                            info=self._info,
+                            refreshes=self._refreshes,
+                            deadlines=self._deadlines,
+                            plan_entitled=self._plan_entitled,
+                            caught_by_sweeps=self._caught,
+                        ),
                     )
                 )
-            try:
-                await workflow.wait_condition(
-                    lambda: bool(self._grants) or self._should_continue_as_new(),
-                    timeout=self._until_refresh_due(),
-                )
-            except TimeoutError:
-                async with self._token_lock:
-                    if self._refresh_due():
-                        await self._refresh()
+            else:
+                await self._wait_and_do_what_is_due()
+
+        await self._finish_platform_events()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._info
+
+    async def _wait_and_do_what_is_due(self) -> None:
+        try:
+            await workflow.wait_condition(
+                lambda: bool(self._grants)
+                or self._disconnect is not None
+                or self._plan_change is not None
+                or self._should_continue_as_new(),
+                timeout=self._until_next_deadline(),
+            )
+            return
+        except TimeoutError:
+            pass
+        if not self._usable():
+            return
+        now = workflow.now()
+        deadlines = self._deadlines
+        if deadlines.refresh_at is not None and deadlines.refresh_at <= now:
+            async with self._token_lock:
+                await self._refresh()
+        if self._usable():
+            await self._warn_if_expiring()
+        if self._usable() and deadlines.health_at is not None and deadlines.health_at <= now:
+            deadlines.health_at = now + timedelta(seconds=self._policy.health_check_interval_seconds)
+            await self._check_health()
+        if self._usable() and self._plan_entitled and deadlines.cdc_at is not None and deadlines.cdc_at <= now:
+            deadlines.cdc_at = now + timedelta(seconds=self._policy.cdc_interval_seconds)
+            await self._sweep()
 
     # --- Tokens ------------------------------------------------------------------------------------------
 
@@ -122,39 +206,21 @@ class ConnectionWorkflow:
                 workflow.logger.error("grant %s could not be adopted: %s", grant_id, err.cause)
                 return
             self._info = result.info
-        await workflow.execute_activity_method(
-            ConnectionActivities.record_connection,
+            self._schedule_from(result.lifetimes)
+        now = workflow.now()
+        # Catch up at once on what changed while the connection was down; check health on the usual rhythm.
+        self._deadlines.cdc_at = now
+        self._deadlines.health_at = now + timedelta(seconds=self._policy.health_check_interval_seconds)
+        self._info = await self._record(
             ConnectionRecord(
                 account_id=self._account_id,
                 status=ConnectionStatus.CONNECTED,
                 resolve_notification_kinds=["connection_expired", "connection_expiring"],
-            ),
-            task_queue=token_task_queue(),
-            start_to_close_timeout=TOKEN_ACTIVITY_TIMEOUT,
-            retry_policy=TOKEN_RETRY_POLICY,
-        )
-        # Invoices that paused while the connection was unusable carry on now.
-        await workflow.execute_activity_method(
-            ConnectionActivities.signal_invoices,
-            SignalInvoicesInput(
-                account_id=self._account_id,
-                statuses=[InvoiceStatus.PAUSED],
-                change=ConnectionChange(usable=True),
-            ),
-            task_queue=token_task_queue(),
-            start_to_close_timeout=FAN_OUT_TIMEOUT,
-            heartbeat_timeout=FAN_OUT_HEARTBEAT,
-            retry_policy=TOKEN_RETRY_POLICY,
-        )
-        if result.info.realm_id is not None:
-            await workflow.execute_activity_method(
-                ConnectionActivities.drain_realm_events,
-                result.info.realm_id,
-                task_queue=token_task_queue(),
-                start_to_close_timeout=TOKEN_ACTIVITY_TIMEOUT,
-                retry_policy=TOKEN_RETRY_POLICY,
             )
-        self._emit("connection.connected", str(result.info.token_version))
+        )
+        await self._warn_if_expiring()
+        await self._resume_paused_invoices()
+        self._emit("connection.connected", str(self._require_info().token_version))
 
     async def _refresh(self) -> None:
         """Refresh the tokens (the caller holds the token lock)."""
@@ -164,18 +230,29 @@ class ConnectionWorkflow:
             RefreshTokensInput(account_id=self._account_id, expected_version=info.token_version),
             task_queue=token_task_queue(),
             start_to_close_timeout=TOKEN_ACTIVITY_TIMEOUT,
+            heartbeat_timeout=TOKEN_HEARTBEAT_TIMEOUT,
             retry_policy=TOKEN_RETRY_POLICY,
         )
+        # The activity writes EXPIRED itself on invalid_grant; keep the status this workflow already knows.
         self._info = result.info
+        self._schedule_from(result.lifetimes)
         if result.refreshed:
             self._refreshes += 1
         if result.expired:
             await self._expired(result.reason or "QuickBooks refused the connection's tokens.")
 
+    def _schedule_from(self, lifetimes: TokenLifetimes | None) -> None:
+        """Turn the tokens' remaining lifetimes into this workflow's own deadlines."""
+        if lifetimes is None:
+            return
+        now = workflow.now()
+        self._deadlines.refresh_at = now + max(timedelta(seconds=lifetimes.access_seconds) - REFRESH_AHEAD, timedelta(0))
+        horizons = [seconds for seconds in (lifetimes.refresh_seconds, lifetimes.hard_seconds) if seconds is not None]
+        self._deadlines.horizon_at = now + timedelta(seconds=min(horizons)) if horizons else None
+
     async def _expired(self, reason: str) -> None:
         info = self._require_info()
-        self._info = await workflow.execute_activity_method(
-            ConnectionActivities.record_connection,
+        self._info = await self._record(
             ConnectionRecord(
                 account_id=self._account_id,
                 status=ConnectionStatus.EXPIRED,
@@ -187,27 +264,151 @@ class ConnectionWorkflow:
                     action="reconnect",
                 ),
                 resolve_notification_kinds=["connection_expiring"],
-            ),
+            )
+        )
+        self._emit("connection.expired", str(info.token_version), reason=reason)
+
+    async def _warn_if_expiring(self) -> None:
+        """Amber ahead of the authorization's end: the user must reconnect before it lapses."""
+        info = self._require_info()
+        horizon = self._deadlines.horizon_at
+        warning = timedelta(seconds=self._policy.expiry_warning_seconds)
+        if info.status != ConnectionStatus.CONNECTED or horizon is None or horizon - warning > workflow.now():
+            return
+        days = max((horizon - workflow.now()).days, 0)
+        reason = f"The QuickBooks authorization ends in {days} days; reconnect QuickBooks to keep syncing."
+        self._info = await self._record(
+            ConnectionRecord(
+                account_id=self._account_id,
+                status=ConnectionStatus.EXPIRING,
+                reason=reason,
+                notification=NotificationItem(
+                    kind="connection_expiring",
+                    message=f"Connection expires soon. {reason}",
+                    dedupe_key=f"{workflow.info().workflow_id}/expiring/{info.token_version}/{horizon.date()}",
+                    action="reconnect",
+                ),
+            )
+        )
+        self._emit("connection.expiring", str(horizon.date()), expires_at=horizon.isoformat())
+
+    # --- Health and missed webhooks ---------------------------------------------------------------------
+
+    async def _check_health(self) -> None:
+        try:
+            result = await workflow.execute_activity_method(
+                QuickBooksActivities.check_connection,
+                self._account_id,
+                start_to_close_timeout=QUICKBOOKS_CHECK_TIMEOUT,
+                heartbeat_timeout=QUICKBOOKS_HEARTBEAT_TIMEOUT,
+                retry_policy=QUICKBOOKS_CHECK_RETRY_POLICY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("health check failed: %s", err.cause)
+            return
+        if not result.ok:
+            workflow.logger.warning("QuickBooks connection unhealthy: %s", result.reason)
+
+    async def _sweep(self) -> None:
+        try:
+            result = await workflow.execute_activity_method(
+                QuickBooksActivities.sweep_changes,
+                SweepInput(account_id=self._account_id),
+                start_to_close_timeout=QUICKBOOKS_CHECK_TIMEOUT,
+                heartbeat_timeout=QUICKBOOKS_HEARTBEAT_TIMEOUT,
+                retry_policy=QUICKBOOKS_CHECK_RETRY_POLICY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("change sweep failed; the next one covers its window: %s", err.cause)
+            return
+        self._caught += result.caught
+
+    # --- Plan --------------------------------------------------------------------------------------------
+
+    async def _apply_plan(self, change: PlanChange) -> None:
+        if change.entitled == self._plan_entitled:
+            return
+        self._plan_entitled = change.entitled
+        info = self._require_info()
+        if not change.entitled:
+            await self._record(
+                ConnectionRecord(
+                    account_id=self._account_id,
+                    status=info.status,
+                    reason=info.status_reason,
+                    notification=NotificationItem(
+                        kind="plan_paused",
+                        message="Your plan no longer includes QuickBooks, so syncing is paused. Upgrade to "
+                        "Premium, or add the QuickBooks add-on to Pro, to resume.",
+                        dedupe_key=f"{workflow.info().workflow_id}/plan_paused/{workflow.info().get_current_history_length()}",
+                        action="upgrade",
+                    ),
+                )
+            )
+            self._emit("connection.sync_paused", str(workflow.info().get_current_history_length()), reason="plan")
+            return
+        await self._record(
+            ConnectionRecord(
+                account_id=self._account_id,
+                status=info.status,
+                reason=info.status_reason,
+                resolve_notification_kinds=["plan_paused"],
+            )
+        )
+        self._deadlines.cdc_at = workflow.now()
+        if self._usable():
+            await self._resume_paused_invoices()
+        self._emit("connection.sync_resumed", str(workflow.info().get_current_history_length()))
+
+    async def _resume_paused_invoices(self) -> None:
+        await self._signal_invoices([InvoiceStatus.PAUSED], ConnectionChange(usable=True))
+        info = self._require_info()
+        if info.realm_id is not None:
+            # Webhook events that waited for a usable connection are processed now.
+            await workflow.execute_activity_method(
+                ConnectionActivities.drain_realm_events,
+                info.realm_id,
+                task_queue=token_task_queue(),
+                start_to_close_timeout=TOKEN_ACTIVITY_TIMEOUT,
+                retry_policy=TOKEN_RETRY_POLICY,
+            )
+
+    # --- Disconnect --------------------------------------------------------------------------------------
+
+    async def _disconnect_now(self, mode: DisconnectMode) -> None:
+        """Stop syncing; with Disconnect & Void first void every synced invoice; then revoke at Intuit."""
+        started = await workflow.execute_activity_method(
+            ConnectionActivities.begin_disconnect,
+            BeginDisconnectInput(account_id=self._account_id, mode=mode),
             task_queue=token_task_queue(),
             start_to_close_timeout=TOKEN_ACTIVITY_TIMEOUT,
             retry_policy=TOKEN_RETRY_POLICY,
         )
-        self._emit("connection.expired", str(info.token_version), reason=reason)
-
-    def _until_refresh_due(self) -> timedelta | None:
-        info = self._info
-        if info is None or info.status not in USABLE_CONNECTION_STATUSES or info.access_expires_at is None:
-            return None  # nothing to refresh: wait for an authorization
-        return max(info.access_expires_at - REFRESH_AHEAD - workflow.now(), timedelta(seconds=1))
-
-    def _refresh_due(self) -> bool:
-        info = self._info
-        return (
-            info is not None
-            and info.status in USABLE_CONNECTION_STATUSES
-            and info.access_expires_at is not None
-            and info.access_expires_at - REFRESH_AHEAD <= workflow.now()
-        )
+        self._info = self._with_status(ConnectionStatus.DISCONNECTING)
+        if mode == DisconnectMode.DISCONNECT_AND_VOID:
+            remaining = started.to_void
+            while remaining > 0:
+                batch = await workflow.execute_activity_method(
+                    QuickBooksActivities.void_for_disconnect,
+                    VoidForDisconnectInput(account_id=self._account_id, batch_size=DISCONNECT_BATCH),
+                    start_to_close_timeout=DISCONNECT_VOID_TIMEOUT,
+                    heartbeat_timeout=QUICKBOOKS_HEARTBEAT_TIMEOUT,
+                    retry_policy=TOKEN_RETRY_POLICY,
+                )
+                # Invoices whose sync finished meanwhile join the remaining count and are voided too.
+                if batch.voided + batch.failed == 0:
+                    break
+                remaining = batch.remaining
+        async with self._token_lock:
+            self._info = await workflow.execute_activity_method(
+                ConnectionActivities.finish_disconnect,
+                self._account_id,
+                task_queue=token_task_queue(),
+                start_to_close_timeout=TOKEN_ACTIVITY_TIMEOUT,
+                retry_policy=TOKEN_RETRY_POLICY,
+            )
+        await self._signal_invoices(_NOT_FINISHED, ConnectionChange(usable=False, disconnect_mode=mode.value))
+        self._emit("connection.disconnected", mode.value, mode=mode.value)
 
     # --- Messages ----------------------------------------------------------------------------------------
 
@@ -215,6 +416,10 @@ class ConnectionWorkflow:
     def grant_authorized(self, signal: GrantSignal) -> None:
         if signal.grant_id not in self._grants:
             self._grants.append(signal.grant_id)
+
+    @workflow.signal
+    def plan_changed(self, change: PlanChange) -> None:
+        self._plan_change = change
 
     @workflow.update
     async def refresh_access_token(self, request: RefreshRequest) -> RefreshResult:
@@ -234,6 +439,22 @@ class ConnectionWorkflow:
         if self._info is None:
             raise ValueError("the connection has no authorization yet")
 
+    @workflow.update
+    def disconnect(self, request: DisconnectRequest) -> DisconnectAccepted:
+        self._disconnect = request
+        return DisconnectAccepted(mode=request.mode)
+
+    @disconnect.validator
+    def _validate_disconnect(self, request: DisconnectRequest) -> None:
+        if self._disconnect is not None:
+            raise ValueError(f"already disconnecting ({self._disconnect.mode.value})")
+        if self._info is None or self._info.status in (ConnectionStatus.DISCONNECTED, ConnectionStatus.NOT_CONNECTED):
+            raise ValueError("QuickBooks is not connected")
+        if request.mode == DisconnectMode.DISCONNECT_AND_VOID and self._info.status == ConnectionStatus.EXPIRED:
+            raise ValueError(
+                "the connection expired, so nothing can be voided in QuickBooks: reconnect first, or disconnect only"
+            )
+
     @workflow.query
     def status(self) -> ConnectionInfo | None:
         return self._info
@@ -242,7 +463,62 @@ class ConnectionWorkflow:
     def refresh_count(self) -> int:
         return self._refreshes
 
+    @workflow.query
+    def caught_by_sweeps(self) -> int:
+        return self._caught
+
     # --- Helpers -----------------------------------------------------------------------------------------
+
+    async def _record(self, record: ConnectionRecord) -> ConnectionInfo:
+        return await workflow.execute_activity_method(
+            ConnectionActivities.record_connection,
+            record,
+            task_queue=token_task_queue(),
+            start_to_close_timeout=TOKEN_ACTIVITY_TIMEOUT,
+            retry_policy=TOKEN_RETRY_POLICY,
+        )
+
+    async def _signal_invoices(self, statuses: list[InvoiceStatus], change: ConnectionChange) -> None:
+        await workflow.execute_activity_method(
+            ConnectionActivities.signal_invoices,
+            SignalInvoicesInput(account_id=self._account_id, statuses=statuses, change=change),
+            task_queue=token_task_queue(),
+            start_to_close_timeout=FAN_OUT_TIMEOUT,
+            heartbeat_timeout=FAN_OUT_HEARTBEAT,
+            retry_policy=TOKEN_RETRY_POLICY,
+        )
+
+    def _until_next_deadline(self) -> timedelta | None:
+        if not self._usable():
+            return None  # nothing to do until an authorization (or a disconnect) arrives
+        deadlines = self._deadlines
+        candidates: list[datetime] = [
+            at for at in (deadlines.refresh_at, deadlines.health_at) if at is not None
+        ]
+        if self._plan_entitled and deadlines.cdc_at is not None:
+            candidates.append(deadlines.cdc_at)
+        info = self._require_info()
+        if info.status == ConnectionStatus.CONNECTED and deadlines.horizon_at is not None:
+            candidates.append(deadlines.horizon_at - timedelta(seconds=self._policy.expiry_warning_seconds))
+        if not candidates:
+            return None
+        return max(min(candidates) - workflow.now(), timedelta(seconds=1))
+
+    def _usable(self) -> bool:
+        return self._info is not None and self._info.status in USABLE_CONNECTION_STATUSES
+
+    def _with_status(self, status: ConnectionStatus) -> ConnectionInfo:
+        info = self._require_info()
+        return ConnectionInfo(
+            account_id=info.account_id,
+            status=status,
+            realm_id=info.realm_id,
+            token_version=info.token_version,
+            connected_at=info.connected_at,
+            access_expires_at=info.access_expires_at,
+            refresh_expires_at=info.refresh_expires_at,
+            refresh_hard_expires_at=info.refresh_hard_expires_at,
+        )
 
     def _emit(self, event_type: str, key: str, **data: str | int | bool | None) -> None:
         info = self._require_info()

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import (
         CONNECTION_UNAVAILABLE,
         ConnectionChange,
+        DisconnectMode,
         InvoiceObservation,
         InvoiceProgress,
         InvoiceRecord,
@@ -301,6 +302,7 @@ class InvoiceWorkflow:
         progress.balance_cents = observation.balance_cents
         status = _payment_status(observation.total_cents, observation.balance_cents)
         if status == previous_status and observation.balance_cents == previous_balance:
+            await self._record(status)  # nothing the user sees changed; the stored SyncToken did
             return
         timeline: TimelineItem | None = None
         event: tuple[str, dict[str, Any]] | None = None
@@ -391,12 +393,27 @@ class InvoiceWorkflow:
         self._emit("invoice.voided", source="platform")
 
     async def _disconnected(self, mode: str) -> None:
-        self._progress.disconnect_mode = None
-        message = (
-            "QuickBooks was disconnected; this invoice is no longer synced."
-            if mode == "disconnect_only"
-            else "QuickBooks was disconnected (Disconnect & Void)."
-        )
+        """QuickBooks was disconnected; with Disconnect & Void, record what happened to this invoice there."""
+        progress = self._progress
+        outcome, reason = progress.disconnect_void_outcome, progress.disconnect_reason
+        progress.disconnect_mode = progress.disconnect_void_outcome = progress.disconnect_reason = None
+        if outcome in ("voided", "not_in_quickbooks"):
+            progress.balance_cents = 0
+            message = (
+                "Voided in QuickBooks (Disconnect & Void)."
+                if outcome == "voided"
+                else "QuickBooks was disconnected (Disconnect & Void); the invoice was no longer in QuickBooks."
+            )
+            await self._record(InvoiceStatus.VOIDED, timeline=self._timeline("voided", message))
+            self._emit("invoice.voided", source="disconnect_and_void")
+            return
+        if outcome in ("refused", "failed"):
+            progress.last_error = reason
+            message = f"QuickBooks was disconnected (Disconnect & Void), but the invoice was not voided there: {reason}"
+        elif mode == DisconnectMode.DISCONNECT_AND_VOID and self._may_be_in_quickbooks():
+            message = "QuickBooks was disconnected (Disconnect & Void) before this invoice's sync finished."
+        else:
+            message = "QuickBooks was disconnected; this invoice is no longer synced."
         await self._record(InvoiceStatus.DISCONNECTED, timeline=self._timeline("disconnected", message))
 
     # --- Messages ----------------------------------------------------------------------------------------
@@ -414,6 +431,8 @@ class InvoiceWorkflow:
     def connection_changed(self, change: ConnectionChange) -> None:
         if change.disconnect_mode is not None:
             self._progress.disconnect_mode = change.disconnect_mode
+            self._progress.disconnect_void_outcome = change.void_outcome
+            self._progress.disconnect_reason = change.reason
         elif change.usable:
             self._progress.resume_requested = True
 
@@ -488,6 +507,7 @@ class InvoiceWorkflow:
                 qbo_customer_id=progress.qbo_customer_id,
                 total_cents=progress.total_cents,
                 balance_cents=progress.balance_cents,
+                qbo_sync_token=progress.qbo_sync_token if progress.qbo_sync_token >= 0 else None,
                 last_error=None if clear_last_error else progress.last_error,
                 clear_last_error=clear_last_error,
                 timeline=timeline,

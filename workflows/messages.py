@@ -95,6 +95,8 @@ class InvoiceProgress:
     retry_requested: bool = False
     resume_requested: bool = False
     disconnect_mode: str | None = None
+    disconnect_void_outcome: str | None = None
+    disconnect_reason: str | None = None
     pending_observations: list[InvoiceObservation] = field(default_factory=list)
 
 
@@ -158,6 +160,11 @@ class VoidAccepted:
     status: InvoiceStatus
 
 
+class DisconnectMode(StrEnum):
+    DISCONNECT_ONLY = "disconnect_only"
+    DISCONNECT_AND_VOID = "disconnect_and_void"
+
+
 @dataclass
 class ConnectionChange:
     """Sent to invoice workflows by the connection workflow."""
@@ -166,6 +173,8 @@ class ConnectionChange:
     reason: str | None = None
     # "disconnect_only" / "disconnect_and_void" when the user disconnected; None for expiry or resumption.
     disconnect_mode: str | None = None
+    # What Disconnect & Void did to this invoice in QuickBooks: "voided", "not_in_quickbooks", "refused", "failed".
+    void_outcome: str | None = None
 
 
 # --- Activities of the invoice workflow ---------------------------------------------------------------------
@@ -236,6 +245,7 @@ class InvoiceRecord:
     qbo_customer_id: str | None = None
     total_cents: int | None = None
     balance_cents: int | None = None
+    qbo_sync_token: int | None = None
     last_error: str | None = None
     clear_last_error: bool = False
     timeline: TimelineItem | None = None
@@ -286,11 +296,42 @@ class ConnectionInfo:
 
 
 @dataclass
+class TokenLifetimes:
+    """Seconds each token had left when an activity looked; the workflow turns them into its own deadlines."""
+
+    access_seconds: float
+    refresh_seconds: float | None = None
+    hard_seconds: float | None = None
+
+
+@dataclass
+class ConnectionPolicy:
+    """The connection workflow's timings, from settings (the workflow cannot read settings itself)."""
+
+    expiry_warning_seconds: int = 14 * 24 * 3600
+    cdc_interval_seconds: int = 15 * 60
+    health_check_interval_seconds: int = 24 * 3600
+
+
+@dataclass
+class ConnectionDeadlines:
+    """When (in workflow time) the next refresh, sweep, health check and expiry warning are due."""
+
+    refresh_at: datetime | None = None
+    cdc_at: datetime | None = None
+    health_at: datetime | None = None
+    horizon_at: datetime | None = None  # when the authorization itself ends (rolling or hard expiry)
+
+
+@dataclass
 class ConnectionProgress:
     """What a connection workflow carries across continue-as-new."""
 
     info: ConnectionInfo | None = None
     refreshes: int = 0
+    deadlines: ConnectionDeadlines = field(default_factory=ConnectionDeadlines)
+    plan_entitled: bool = True
+    caught_by_sweeps: int = 0
 
 
 @dataclass
@@ -298,6 +339,63 @@ class ConnectionWorkflowInput:
     account_id: str
     grant_id: str | None = None
     progress: ConnectionProgress | None = None
+    policy: ConnectionPolicy = field(default_factory=ConnectionPolicy)
+
+
+@dataclass
+class PlanChange:
+    entitled: bool
+
+
+@dataclass
+class DisconnectRequest:
+    mode: DisconnectMode
+
+
+@dataclass
+class DisconnectAccepted:
+    mode: DisconnectMode
+
+
+@dataclass
+class BeginDisconnectInput:
+    account_id: str
+    mode: DisconnectMode
+
+
+@dataclass
+class BeginDisconnectResult:
+    to_void: int
+
+
+@dataclass
+class VoidForDisconnectInput:
+    account_id: str
+    batch_size: int = 100
+
+
+@dataclass
+class VoidForDisconnectResult:
+    voided: int
+    failed: int
+    remaining: int
+
+
+@dataclass
+class HealthResult:
+    ok: bool
+    reason: str | None = None
+
+
+@dataclass
+class SweepInput:
+    account_id: str
+
+
+@dataclass
+class SweepResult:
+    caught: int
+    changed: int
 
 
 @dataclass
@@ -332,6 +430,7 @@ class AdoptGrantResult:
     info: ConnectionInfo
     realm_changed: bool = False
     previous_realm_id: str | None = None
+    lifetimes: TokenLifetimes | None = None
 
 
 @dataclass
@@ -346,6 +445,7 @@ class RefreshTokensResult:
     refreshed: bool
     expired: bool = False
     reason: str | None = None
+    lifetimes: TokenLifetimes | None = None
 
 
 @dataclass
