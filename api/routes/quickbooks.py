@@ -7,31 +7,51 @@ import html
 import logging
 import secrets
 import uuid
-from datetime import timedelta
-from typing import Annotated
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, RedirectResponse
-from sqlmodel import col, update
+from sqlalchemy import func
+from sqlmodel import col, select, update
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.connection import grant_columns
 from api.deps import AccountDep, ServicesDep, SessionDep
 from api.errors import ApiError
 from models.plans import entitlement_problem, quickbooks_entitled
-from models.schemas import ConnectionPublic, ConnectStart, ErrorResponse
-from models.tables import Account, OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
+from models.schemas import (
+    ConnectionPublic,
+    ConnectStart,
+    DisconnectFailure,
+    DisconnectIn,
+    DisconnectProgress,
+    ErrorResponse,
+)
+from models.tables import Account, InvoiceSync, OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
 from qbo.errors import QboError, QboOAuthError
+from settings import Settings
 from workflows import search_attributes
 from workflows.connection import ConnectionWorkflow
 from workflows.ids import connection_workflow_id
-from workflows.messages import ConnectionStatus, ConnectionWorkflowInput, GrantSignal
+from workflows.messages import (
+    ConnectionPolicy,
+    ConnectionStatus,
+    ConnectionWorkflowInput,
+    DisconnectMode,
+    DisconnectRequest,
+    GrantSignal,
+)
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["quickbooks"])
 
+# The connection card lists at most this many invoices Disconnect & Void could not void.
+MAX_LISTED_FAILURES = 100
 # Statuses in which the account is tied to one QuickBooks company and may not silently switch to another.
 _BOUND_STATUSES = {
     ConnectionStatus.CONNECTED.value,
@@ -74,24 +94,129 @@ async def connect(account: AccountDep, session: SessionDep, services: ServicesDe
 )
 async def get_connection(account: AccountDep, session: SessionDep) -> ConnectionPublic:
     """The connection card: status, company (realm) id, connection date, and what to do next."""
-    row = await session.get(QuickBooksConnection, account.id)
+    return await connection_public(session, account)
+
+
+async def connection_public(session: SessionDep, account: Account) -> ConnectionPublic:
+    row = await session.get(QuickBooksConnection, account.id, populate_existing=True)
     if row is None or row.status == ConnectionStatus.NOT_CONNECTED:
         return ConnectionPublic(status=ConnectionStatus.NOT_CONNECTED, action="connect")
     status = ConnectionStatus(row.status)
-    action: str | None = None
+    plan_problem = entitlement_problem(account.plan, account.quickbooks_addon)
+    action: Literal["connect", "reconnect", "upgrade"] | None = None
     if status in (ConnectionStatus.EXPIRING, ConnectionStatus.EXPIRED):
         action = "reconnect"
     elif status == ConnectionStatus.DISCONNECTED:
         action = "connect"
+    elif plan_problem is not None:
+        action = "upgrade"
     return ConnectionPublic(
         status=status,
         realm_id=row.realm_id,
         connected_at=row.connected_at,
         reason=row.status_reason,
         action=action,
-        expires_at=(row.refresh_hard_expires_at or row.refresh_expires_at)
-        if status == ConnectionStatus.EXPIRING
+        expires_at=_authorization_end(row) if status == ConnectionStatus.EXPIRING else None,
+        sync_paused_reason=plan_problem
+        if status in (ConnectionStatus.CONNECTED, ConnectionStatus.EXPIRING)
         else None,
+        disconnect=await _disconnect_progress(session, row),
+        last_sweep_at=row.cdc_last_sweep_at,
+        missed_changes_caught=row.cdc_caught_total,
+    )
+
+
+def _authorization_end(row: QuickBooksConnection) -> datetime | None:
+    ends = [at for at in (row.refresh_hard_expires_at, row.refresh_expires_at) if at is not None]
+    return min(ends) if ends else None
+
+
+async def _disconnect_progress(session: SessionDep, row: QuickBooksConnection) -> DisconnectProgress | None:
+    if row.disconnect_mode is None:
+        return None
+    counts = dict(
+        (
+            await session.exec(
+                select(InvoiceSync.disconnect_outcome, func.count())
+                .where(
+                    InvoiceSync.account_id == row.account_id, col(InvoiceSync.disconnect_outcome).is_not(None)
+                )
+                .group_by(InvoiceSync.disconnect_outcome)
+            )
+        ).all()
+    )
+    voided = counts.get("voided", 0) + counts.get("not_in_quickbooks", 0)
+    failed = counts.get("refused", 0) + counts.get("failed", 0)
+    failures = (
+        await session.exec(
+            select(InvoiceSync)
+            .where(
+                InvoiceSync.account_id == row.account_id,
+                col(InvoiceSync.disconnect_outcome).in_(["refused", "failed"]),
+            )
+            .order_by(col(InvoiceSync.sent_at))
+            .limit(MAX_LISTED_FAILURES)
+        )
+    ).all()
+    total = max(row.disconnect_total, voided + failed)
+    return DisconnectProgress(
+        mode=DisconnectMode(row.disconnect_mode),
+        total=total,
+        voided=voided,
+        failed=failed,
+        left=max(total - voided - failed, 0) if row.disconnect_finished_at is None else 0,
+        started_at=row.disconnect_started_at,
+        finished_at=row.disconnect_finished_at,
+        failures=[
+            DisconnectFailure(invoice_id=failure.invoice_id, number=failure.number, reason=failure.last_error)
+            for failure in failures
+        ],
+    )
+
+
+@router.post(
+    "/v1/accounts/{account_id}/quickbooks/disconnect",
+    status_code=202,
+    responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+)
+async def disconnect(
+    body: DisconnectIn, account: AccountDep, session: SessionDep, services: ServicesDep
+) -> ConnectionPublic:
+    """Disconnect QuickBooks: `disconnect_only` stops syncing; `disconnect_and_void` first voids every synced,
+    unvoided invoice in QuickBooks (progress in `disconnect`). Either way the authorization is revoked at Intuit,
+    and connecting again later is always possible."""
+    row = await session.get(QuickBooksConnection, account.id)
+    if row is None or row.status in (ConnectionStatus.NOT_CONNECTED, ConnectionStatus.DISCONNECTED):
+        raise ApiError(409, "not_connected", "QuickBooks is not connected.")
+    if row.status == ConnectionStatus.DISCONNECTING:
+        raise ApiError(409, "already_disconnecting", "QuickBooks is already being disconnected.")
+    if body.mode == DisconnectMode.DISCONNECT_AND_VOID and row.status == ConnectionStatus.EXPIRED:
+        raise ApiError(
+            409,
+            "reconnect_required",
+            "The connection expired, so invoices cannot be voided in QuickBooks. Reconnect first, or disconnect only.",
+        )
+    handle = services.temporal.get_workflow_handle(connection_workflow_id(account.id))
+    try:
+        await handle.execute_update(ConnectionWorkflow.disconnect, DisconnectRequest(mode=body.mode))
+    except WorkflowUpdateFailedError as exc:
+        raise ApiError(
+            409, "cannot_disconnect", f"QuickBooks cannot be disconnected now: {exc.cause}"
+        ) from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise ApiError(409, "not_connected", "QuickBooks is not connected.") from exc
+        raise ApiError(
+            503, "temporarily_unavailable", "The disconnect could not be requested; try again."
+        ) from exc
+    return await connection_public(session, account)
+
+
+def connection_policy(settings: Settings) -> ConnectionPolicy:
+    return ConnectionPolicy(
+        expiry_warning_seconds=settings.connection_expiry_warning_days * 86_400,
+        cdc_interval_seconds=settings.cdc_sweep_interval_seconds,
+        health_check_interval_seconds=settings.connection_health_check_interval_seconds,
     )
 
 
@@ -224,7 +349,7 @@ async def _complete_authorization(
     try:
         await services.temporal.start_workflow(
             ConnectionWorkflow.run,
-            ConnectionWorkflowInput(account_id=account_id),
+            ConnectionWorkflowInput(account_id=account_id, policy=connection_policy(services.settings)),
             id=connection_workflow_id(account_id),
             task_queue=services.settings.temporal_task_queue,
             start_signal="grant_authorized",
