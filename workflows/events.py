@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.quickbooks import QuickBooksActivities

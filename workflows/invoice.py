@@ -8,7 +8,8 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import PlatformEventActivities
@@ -596,7 +597,7 @@ def _error_type(err: ActivityError) -> str | None:
 def _reason(err: ActivityError) -> str:
     """A human-readable reason from an activity failure (its cause's message, not a stack trace)."""
     cause = err.cause
-    if isinstance(cause, TimeoutError):
+    if isinstance(cause, ActivityTimeoutError):
         return "QuickBooks did not answer in time."
     if isinstance(cause, FailureError) and cause.message:
         return cause.message
