@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, TimeoutError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.connection import ConnectionActivities
@@ -114,6 +114,9 @@ class ConnectionWorkflow:
         self._plan_entitled = True
         self._plan_change: PlanChange | None = None
         self._disconnect: DisconnectRequest | None = None
+        self._disconnect_started = False
+        # Set when a refresh outside the main loop (an update) moved the deadlines the loop is waiting for.
+        self._rescheduled = False
         self._token_lock = asyncio.Lock()
         self._platform_events: list[workflow.ActivityHandle[None]] = []
 
@@ -127,8 +130,9 @@ class ConnectionWorkflow:
             self._deadlines = request.progress.deadlines
             self._plan_entitled = request.progress.plan_entitled
             self._caught = request.progress.caught_by_sweeps
-        if request.grant_id is not None and request.grant_id not in self._grants:
-            self._grants.insert(0, request.grant_id)
+        for grant_id in [*request.pending_grants, *([request.grant_id] if request.grant_id else [])]:
+            if grant_id not in self._grants:
+                self._grants.append(grant_id)
 
         while True:
             if self._grants:
@@ -160,15 +164,26 @@ class ConnectionWorkflow:
 
         await self._finish_platform_events()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._grants:
+            # Connected again while the disconnect was finishing: a fresh run adopts the new authorization.
+            workflow.continue_as_new(
+                ConnectionWorkflowInput(
+                    account_id=self._account_id, policy=self._policy, pending_grants=list(self._grants)
+                )
+            )
         return self._info
 
     async def _wait_and_do_what_is_due(self) -> None:
+        self._rescheduled = False
         try:
             await workflow.wait_condition(
-                lambda: bool(self._grants)
-                or self._disconnect is not None
-                or self._plan_change is not None
-                or self._should_continue_as_new(),
+                lambda: (
+                    bool(self._grants)
+                    or self._disconnect is not None
+                    or self._plan_change is not None
+                    or self._rescheduled
+                    or self._should_continue_as_new()
+                ),
                 timeout=self._until_next_deadline(),
             )
             return
@@ -186,7 +201,12 @@ class ConnectionWorkflow:
         if self._usable() and deadlines.health_at is not None and deadlines.health_at <= now:
             deadlines.health_at = now + timedelta(seconds=self._policy.health_check_interval_seconds)
             await self._check_health()
-        if self._usable() and self._plan_entitled and deadlines.cdc_at is not None and deadlines.cdc_at <= now:
+        if (
+            self._usable()
+            and self._plan_entitled
+            and deadlines.cdc_at is not None
+            and deadlines.cdc_at <= now
+        ):
             deadlines.cdc_at = now + timedelta(seconds=self._policy.cdc_interval_seconds)
             await self._sweep()
 
@@ -246,8 +266,13 @@ class ConnectionWorkflow:
         if lifetimes is None:
             return
         now = workflow.now()
-        self._deadlines.refresh_at = now + max(timedelta(seconds=lifetimes.access_seconds) - REFRESH_AHEAD, timedelta(0))
-        horizons = [seconds for seconds in (lifetimes.refresh_seconds, lifetimes.hard_seconds) if seconds is not None]
+        self._rescheduled = True
+        self._deadlines.refresh_at = now + max(
+            timedelta(seconds=lifetimes.access_seconds) - REFRESH_AHEAD, timedelta(0)
+        )
+        horizons = [
+            seconds for seconds in (lifetimes.refresh_seconds, lifetimes.hard_seconds) if seconds is not None
+        ]
         self._deadlines.horizon_at = now + timedelta(seconds=min(horizons)) if horizons else None
 
     async def _expired(self, reason: str) -> None:
@@ -345,7 +370,9 @@ class ConnectionWorkflow:
                     ),
                 )
             )
-            self._emit("connection.sync_paused", str(workflow.info().get_current_history_length()), reason="plan")
+            self._emit(
+                "connection.sync_paused", str(workflow.info().get_current_history_length()), reason="plan"
+            )
             return
         await self._record(
             ConnectionRecord(
@@ -385,6 +412,7 @@ class ConnectionWorkflow:
             retry_policy=TOKEN_RETRY_POLICY,
         )
         self._info = self._with_status(ConnectionStatus.DISCONNECTING)
+        self._disconnect_started = True
         if mode == DisconnectMode.DISCONNECT_AND_VOID:
             remaining = started.to_void
             while remaining > 0:
@@ -440,17 +468,25 @@ class ConnectionWorkflow:
             raise ValueError("the connection has no authorization yet")
 
     @workflow.update
-    def disconnect(self, request: DisconnectRequest) -> DisconnectAccepted:
+    async def disconnect(self, request: DisconnectRequest) -> DisconnectAccepted:
+        """Accepted once syncing has stopped (status `disconnecting`); the rest continues in the background."""
         self._disconnect = request
+        await workflow.wait_condition(lambda: self._disconnect_started)
         return DisconnectAccepted(mode=request.mode)
 
     @disconnect.validator
     def _validate_disconnect(self, request: DisconnectRequest) -> None:
         if self._disconnect is not None:
             raise ValueError(f"already disconnecting ({self._disconnect.mode.value})")
-        if self._info is None or self._info.status in (ConnectionStatus.DISCONNECTED, ConnectionStatus.NOT_CONNECTED):
+        if self._info is None or self._info.status in (
+            ConnectionStatus.DISCONNECTED,
+            ConnectionStatus.NOT_CONNECTED,
+        ):
             raise ValueError("QuickBooks is not connected")
-        if request.mode == DisconnectMode.DISCONNECT_AND_VOID and self._info.status == ConnectionStatus.EXPIRED:
+        if (
+            request.mode == DisconnectMode.DISCONNECT_AND_VOID
+            and self._info.status == ConnectionStatus.EXPIRED
+        ):
             raise ValueError(
                 "the connection expired, so nothing can be voided in QuickBooks: reconnect first, or disconnect only"
             )

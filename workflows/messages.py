@@ -338,6 +338,7 @@ class ConnectionProgress:
 class ConnectionWorkflowInput:
     account_id: str
     grant_id: str | None = None
+    pending_grants: list[str] = field(default_factory=list)
     progress: ConnectionProgress | None = None
     policy: ConnectionPolicy = field(default_factory=ConnectionPolicy)
 
