@@ -38,7 +38,7 @@ from activities.mapping import (
 from models.crypto import TokenCipher
 from models.db import SessionFactory
 from models.plans import quickbooks_entitled
-from models.queries import insert_ignoring_conflicts
+from models.queries import insert_ignoring_conflicts, upsert
 from models.tables import (
     Account,
     InvoiceSync,
@@ -889,12 +889,13 @@ class QuickBooksActivities:
 
     async def _remember(self, realm_id: str, kind: str, key: str, qbo_id: str) -> None:
         async with self._sessions() as session:
-            entry = await session.get(RealmCacheEntry, (realm_id, kind, key))
-            if entry is None:
-                entry = RealmCacheEntry(realm_id=realm_id, kind=kind, key=key, qbo_id=qbo_id)
-            entry.qbo_id = qbo_id
-            entry.updated_at = utcnow()
-            session.add(entry)
+            # Concurrent syncs for the same new client remember the same customer: an upsert, not a race.
+            await upsert(
+                session,
+                RealmCacheEntry,
+                {"realm_id": realm_id, "kind": kind, "key": key, "qbo_id": qbo_id, "updated_at": utcnow()},
+                update=["qbo_id", "updated_at"],
+            )
             await session.commit()
 
     async def _forget(self, realm_id: str, kind_and_key: tuple[str, str]) -> None:

@@ -24,6 +24,20 @@ async def insert_ignoring_conflicts(
     return len(result.all())
 
 
+async def upsert(
+    session: AsyncSession, table: type[SQLModel], row: dict[str, Any], update: list[str]
+) -> None:
+    """INSERT, or UPDATE the given columns when the primary key exists: safe when writers race."""
+    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
+    builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    primary_key = [column.name for column in table.__table__.primary_key.columns]  # type: ignore[attr-defined]
+    statement = builder(table).values(row)
+    statement = statement.on_conflict_do_update(
+        index_elements=primary_key, set_={name: getattr(statement.excluded, name) for name in update}
+    )
+    await session.exec(statement)
+
+
 def for_update(session: AsyncSession) -> bool:
     """Whether row locks mean anything here (SQLite serialises writers itself)."""
     return session.bind is not None and session.bind.dialect.name == "postgresql"
