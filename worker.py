@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,6 +29,9 @@ from settings import Settings, get_settings
 from workflows.connection import TOKEN_TASK_QUEUE_SUFFIX, ConnectionWorkflow
 from workflows.events import QuickBooksEventsWorkflow
 from workflows.invoice import InvoiceWorkflow
+
+# On shutdown, activities under way get this long to finish before they are abandoned (and retried elsewhere).
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 
 @dataclass
@@ -67,8 +72,13 @@ async def worker_resources(settings: Settings) -> AsyncIterator[WorkerResources]
         await engine.dispose()
 
 
-def build_workers(client: Client, settings: Settings, resources: WorkerResources) -> list[Worker]:
-    """The main worker (workflows, QuickBooks and store activities) and the token worker."""
+def build_workers(
+    client: Client, settings: Settings, resources: WorkerResources, *, max_cached_workflows: int = 1000
+) -> list[Worker]:
+    """The main worker (workflows, QuickBooks and store activities) and the token worker.
+
+    `max_cached_workflows=0` turns off the sticky cache (every workflow task replays history).
+    """
     endpoints = endpoints_for(settings.qbo_environment, settings.qbo_base_url)
     quickbooks = QuickBooksActivities(
         sessions=resources.sessions,
@@ -97,6 +107,8 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
     main = Worker(
         client,
         task_queue=settings.temporal_task_queue,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        max_cached_workflows=max_cached_workflows,
         workflows=[InvoiceWorkflow, ConnectionWorkflow, QuickBooksEventsWorkflow],
         activities=[
             quickbooks.sync_invoice,
@@ -113,6 +125,7 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
     tokens = Worker(
         client,
         task_queue=settings.temporal_task_queue + TOKEN_TASK_QUEUE_SUFFIX,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         activities=[
             connection.adopt_grant,
             connection.refresh_tokens,
@@ -127,9 +140,17 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
 
 
 async def run_workers(client: Client, settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then stop polling and let the activities under way finish."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     async with worker_resources(settings) as resources:
         workers = build_workers(client, settings, resources)
-        await asyncio.gather(*(worker.run() for worker in workers))
+        running = [asyncio.create_task(worker.run()) for worker in workers]
+        await asyncio.wait([*running, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.gather(*(worker.shutdown() for worker in workers))
+        await asyncio.gather(*running, return_exceptions=True)
 
 
 async def main() -> None:
