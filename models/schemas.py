@@ -84,11 +84,17 @@ class ConnectionPublic(BaseModel):
     connected_at: datetime | None = None
     reason: str | None = None
     action: Literal["connect", "reconnect", "upgrade"] | None = None
-    expires_at: datetime | None = Field(default=None, description="When the authorization ends (expiring only).")
-    sync_paused_reason: str | None = Field(default=None, description="Set while the plan does not include QuickBooks.")
+    expires_at: datetime | None = Field(
+        default=None, description="When the authorization ends (expiring only)."
+    )
+    sync_paused_reason: str | None = Field(
+        default=None, description="Set while the plan does not include QuickBooks."
+    )
     disconnect: DisconnectProgress | None = None
     last_sweep_at: datetime | None = None
-    missed_changes_caught: int = Field(default=0, description="Changes the periodic sweep found that webhooks missed.")
+    missed_changes_caught: int = Field(
+        default=0, description="Changes the periodic sweep found that webhooks missed."
+    )
 
 
 class DisconnectIn(BaseModel):

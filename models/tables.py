@@ -94,7 +94,9 @@ class QuickBooksConnection(SQLModel, table=True):
         default=None, sa_column=Column(UTCDateTime(), nullable=True)
     )
     last_refreshed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
-    last_health_check_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    last_health_check_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
     # Change-data-capture sweeps: QuickBooks' own clock for the next window, and how many misses they caught.
     cdc_watermark: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     cdc_last_sweep_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
@@ -102,8 +104,12 @@ class QuickBooksConnection(SQLModel, table=True):
     # Disconnecting: the mode and how many invoices "Disconnect & Void" has to void (outcomes are per invoice).
     disconnect_mode: str | None = Field(default=None, max_length=24)
     disconnect_total: int = 0
-    disconnect_started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
-    disconnect_finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    disconnect_started_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+    disconnect_finished_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
