@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import httpx
@@ -27,6 +27,7 @@ from tests.support import (
     TEST_CLIENT_SECRET,
     TEST_VERIFIER_TOKEN,
     Emulator,
+    EmulatorFactory,
     free_port,
     venv_binary,
 )
@@ -138,9 +139,6 @@ async def _wait_until_serving(client: httpx.AsyncClient, process: subprocess.Pop
                 return
         await asyncio.sleep(0.05)
     raise RuntimeError("the emulator did not start serving within 10 s")
-
-
-EmulatorFactory = Callable[..., Awaitable[Emulator]]
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -61,6 +62,23 @@ class Engine:
     emulator: Emulator
     resources: WorkerResources
     workers: list[Worker] = field(default_factory=list)
+    worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start_workers(self, *, sticky: bool = True) -> None:
+        """Start the workers. Without the sticky cache, a restart never waits on a dead worker's sticky queue
+        (which the time-skipping server waits out in virtual time, so forever)."""
+        self.workers = build_workers(
+            self.temporal, self.settings, self.resources, max_cached_workflows=1000 if sticky else 0
+        )
+        self.worker_tasks = [asyncio.create_task(worker.run()) for worker in self.workers]
+
+    async def stop_workers(self) -> None:
+        for worker in self.workers:
+            await worker.shutdown()
+        for task in self.worker_tasks:
+            with contextlib.suppress(Exception):
+                await task
+        self.workers, self.worker_tasks = [], []
 
     @property
     def sessions(self) -> SessionFactory:
@@ -157,6 +175,13 @@ class Engine:
             value = await read()
         return value
 
+    async def skip_time(self, total: timedelta, *, step: timedelta = timedelta(hours=1)) -> None:
+        """Skip time on the time-skipping server in steps (one long skip can outlast the RPC deadline)."""
+        left = total
+        while left > timedelta(0):
+            await self.env.sleep(min(step, left))
+            left -= step
+
     async def qbo_invoices(self, realm_id: str) -> list[dict[str, Any]]:
         company = await self.emulator.company(realm_id)
         invoices: list[dict[str, Any]] = company["invoices"]
@@ -206,6 +231,7 @@ async def running_engine(
     emulator: Emulator,
     task_queue: str,
     with_worker: bool = True,
+    sticky_workers: bool = True,
     webhook_format: str = "classic",
     **overrides: Any,
 ) -> AsyncIterator[Engine]:
@@ -215,6 +241,8 @@ async def running_engine(
     settings = engine_settings(
         database_url=database_url, emulator=emulator, api_url=api_url, task_queue=task_queue, **overrides
     )
+    # Faults another test left unused must not leak into this one.
+    (await emulator.admin.delete("/__admin/faults")).raise_for_status()
     # Intuit's webhooks go to this engine's API, and its callback is a registered redirect URI.
     configured = await emulator.admin.put(
         "/__admin/config",
@@ -243,10 +271,8 @@ async def running_engine(
             emulator=emulator,
             resources=resources,
         )
-        worker_tasks: list[asyncio.Task[None]] = []
         if with_worker:
-            engine.workers = build_workers(env.client, settings, resources)
-            worker_tasks = [asyncio.create_task(worker.run()) for worker in engine.workers]
+            engine.start_workers(sticky=sticky_workers)
         try:
             while not server.started:
                 if serving.done():
@@ -255,10 +281,6 @@ async def running_engine(
             yield engine
         finally:
             await engine.api.aclose()
-            for worker in engine.workers:
-                await worker.shutdown()
-            for task in worker_tasks:
-                with contextlib.suppress(Exception):
-                    await task
+            await engine.stop_workers()
             server.should_exit = True
             await serving

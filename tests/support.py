@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,9 @@ class Emulator:
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
+
+
+EmulatorFactory = Callable[..., Awaitable[Emulator]]
 
 
 @dataclass
