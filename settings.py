@@ -39,6 +39,8 @@ class Settings(BaseSettings):
 
     qbo_environment: QboEnvironment = "emulator"
     qbo_base_url: str = "http://127.0.0.1:8900"
+    # The emulator's address as the user's browser reaches it, when that differs from QBO_BASE_URL (Docker).
+    qbo_browser_base_url: str | None = None
     qbo_client_id: str = DEV_QBO_CLIENT_ID
     qbo_client_secret: SecretStr = SecretStr(DEV_QBO_CLIENT_SECRET)
     qbo_redirect_uri: str = "http://127.0.0.1:8000/oauth/quickbooks/callback"

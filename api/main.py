@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,9 +18,18 @@ from api.errors import install_error_handlers
 from api.routes import accounts, invoices, notifications, ops, quickbooks, webhooks
 from models.crypto import TokenCipher
 from models.db import create_engine, create_session_factory
-from qbo.client import endpoints_for
+from qbo.client import QboEndpoints, endpoints_for
 from qbo.oauth import QboOAuth
 from settings import Settings, get_settings
+
+
+def browser_facing_endpoints(settings: Settings) -> QboEndpoints:
+    """Intuit's endpoints, with the authorization page where the browser can reach it."""
+    endpoints = endpoints_for(settings.qbo_environment, settings.qbo_base_url)
+    if settings.qbo_environment == "emulator" and settings.qbo_browser_base_url:
+        browser = settings.qbo_browser_base_url.rstrip("/")
+        endpoints = dataclasses.replace(endpoints, authorize_url=f"{browser}/connect/oauth2")
+    return endpoints
 
 
 def create_app(settings: Settings | None = None, *, temporal: Client | None = None) -> FastAPI:
@@ -40,7 +50,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
                 client_id=settings.qbo_client_id,
                 client_secret=settings.qbo_client_secret.get_secret_value(),
                 redirect_uri=settings.qbo_redirect_uri,
-                endpoints=endpoints_for(settings.qbo_environment, settings.qbo_base_url),
+                endpoints=browser_facing_endpoints(settings),
                 http=http,
                 timeout=settings.qbo_request_timeout_seconds,
             ),

@@ -38,3 +38,18 @@ def test_production_refuses_the_emulator() -> None:
 def test_secrets_do_not_show_in_repr() -> None:
     settings = Settings(_env_file=None, qbo_client_secret="super-secret-value")
     assert "super-secret-value" not in repr(settings)
+
+
+def test_the_authorization_page_is_where_the_browser_reaches_the_emulator() -> None:
+    from api.main import browser_facing_endpoints
+
+    inside_docker = Settings(
+        _env_file=None, qbo_base_url="http://emulator:8900", qbo_browser_base_url="http://localhost:8900"
+    )
+    endpoints = browser_facing_endpoints(inside_docker)
+    assert endpoints.authorize_url == "http://localhost:8900/connect/oauth2"
+    assert endpoints.token_url.startswith("http://emulator:8900/")
+    sandbox = Settings(
+        _env_file=None, qbo_environment="sandbox", qbo_browser_base_url="http://localhost:8900"
+    )
+    assert browser_facing_endpoints(sandbox).authorize_url == "https://appcenter.intuit.com/connect/oauth2"

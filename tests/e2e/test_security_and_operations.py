@@ -1,0 +1,115 @@
+"""Secrets and personal data stay out of Temporal and the logs; operators get health, metrics and the codec."""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+import httpx
+import pytest
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
+
+from models.tables import QuickBooksConnection
+from temporal_support import payload_to_json
+from tests.engine import Engine
+from workflows.ids import connection_workflow_id, invoice_workflow_id
+
+
+async def raw_history(engine: Engine, workflow_id: str) -> bytes:
+    """The workflow's history exactly as the Temporal server stores it (no codec applied)."""
+    response = await engine.temporal.workflow_service.get_workflow_execution_history(
+        GetWorkflowExecutionHistoryRequest(
+            namespace=engine.temporal.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
+        )
+    )
+    return response.SerializeToString()
+
+
+async def stored_tokens(engine: Engine, account: str) -> list[str]:
+    async with engine.sessions() as session:
+        row = await session.get(QuickBooksConnection, account)
+        assert row is not None and row.access_token_enc and row.refresh_token_enc
+        return [
+            engine.resources.cipher.decrypt(row.access_token_enc),
+            engine.resources.cipher.decrypt(row.refresh_token_enc),
+        ]
+
+
+async def test_tokens_and_client_details_never_reach_temporal_or_the_logs(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    account = await engine.create_account()
+    await engine.connect(account)
+    await engine.send_invoice(
+        account, "inv-1", client_name="Grace Hopper", client_email="grace.hopper@example.com"
+    )
+    await engine.wait_for_invoice(account, "inv-1", "synced")
+    tokens = await stored_tokens(engine, account)
+
+    for workflow_id in (invoice_workflow_id(account, "inv-1"), connection_workflow_id(account)):
+        history = await raw_history(engine, workflow_id)
+        for secret in [*tokens, "grace.hopper@example.com", "Grace Hopper"]:
+            assert secret.encode() not in history, f"{secret[:8]}... is readable in {workflow_id}'s history"
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    for token in tokens:
+        assert token not in logged
+        assert token[:20] not in logged
+
+
+async def test_tokens_are_encrypted_at_rest(engine: Engine) -> None:
+    account = await engine.create_account()
+    await engine.connect(account)
+    tokens = await stored_tokens(engine, account)
+    async with engine.sessions() as session:
+        row = await session.get(QuickBooksConnection, account)
+        assert row is not None
+        assert all(
+            token not in (row.access_token_enc or "") + (row.refresh_token_enc or "") for token in tokens
+        )
+
+
+async def test_the_codec_endpoint_shows_operators_the_decrypted_payloads(
+    engine: Engine, http: httpx.AsyncClient
+) -> None:
+    account = await engine.create_account()
+    await engine.connect(account)
+    await engine.send_invoice(account, "inv-1", client_email="ada.codec@example.com")
+    await engine.wait_for_invoice(account, "inv-1", "synced")
+    handle = engine.temporal.get_workflow_handle(invoice_workflow_id(account, "inv-1"))
+    started = None
+    async for event in handle.fetch_history_events():
+        started = event.workflow_execution_started_event_attributes
+        break
+    assert started is not None
+    encrypted = [payload_to_json(payload) for payload in started.input.payloads]
+    assert b"ada.codec@example.com" not in str(encrypted).encode()
+
+    decoded = await http.post(
+        f"{engine.api_url}/codec/decode",
+        json={"payloads": encrypted},
+        headers={"Origin": engine.settings.temporal_ui_origin},
+    )
+    assert decoded.status_code == 200
+    assert decoded.headers["access-control-allow-origin"] == engine.settings.temporal_ui_origin
+    decrypted = [base64.b64decode(item["data"]) for item in decoded.json()["payloads"]]
+    assert any(b"ada.codec@example.com" in data for data in decrypted)
+
+
+async def test_health_readiness_and_metrics(engine: Engine, http: httpx.AsyncClient) -> None:
+    assert (await http.get(f"{engine.api_url}/healthz")).json() == {"status": "ok"}
+    assert (await http.get(f"{engine.api_url}/readyz")).json() == {"status": "ready"}
+    metrics = await http.get(f"{engine.api_url}/metrics")
+    assert metrics.status_code == 200
+    assert "qbo_sync_quickbooks_events" in metrics.text
+    assert "qbo_sync_webhook_deliveries_total" in metrics.text
+
+
+async def test_oversized_webhooks_are_refused_before_reading_them(
+    engine: Engine, http: httpx.AsyncClient
+) -> None:
+    body = b"x" * (engine.settings.webhook_max_body_bytes + 1)
+    response = await http.post(f"{engine.api_url}/webhooks/quickbooks", content=body)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"

@@ -1,0 +1,86 @@
+"""What ships beside the code stays true: migrations match the tables, .env.example and docker-compose.yml
+match the settings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine
+from sqlmodel import SQLModel
+
+import models.tables  # noqa: F401  (registers the tables)
+from models.db import alembic_config, migrate, sync_database_url
+from settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def schema_differences(url: str) -> list[Any]:
+    engine = create_engine(sync_database_url(url))
+    try:
+        with engine.connect() as connection:
+            return list(compare_metadata(MigrationContext.configure(connection), SQLModel.metadata))
+    finally:
+        engine.dispose()
+
+
+def test_migrations_build_exactly_the_tables_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    migrate(url)
+    assert schema_differences(url) == []
+    # And they go back down and up again cleanly.
+    command.downgrade(alembic_config(url), "base")
+    migrate(url)
+    assert schema_differences(url) == []
+
+
+def test_migrations_build_exactly_the_tables_on_the_test_database(migrated_database: str) -> None:
+    # PostgreSQL in CI (SQLite only where no PostgreSQL answers).
+    assert schema_differences(migrated_database) == []
+
+
+def settings_names() -> set[str]:
+    return {name.upper() for name in Settings.model_fields}
+
+
+def test_env_example_documents_every_setting_and_nothing_else() -> None:
+    text = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", text, flags=re.MULTILINE))
+    assert documented == settings_names()
+    # And its values are valid settings.
+    values = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(\S*)", text, flags=re.MULTILINE))
+    Settings(_env_file=None, **{key.lower(): value for key, value in values.items() if value})
+
+
+def test_docker_compose_runs_the_engine_on_known_settings() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "temporal", "emulator", "migrate", "api", "worker"} <= set(services)
+    for name in ("migrate", "api", "worker"):
+        environment = services[name]["environment"]
+        unknown = set(environment) - settings_names()
+        assert not unknown, f"{name} sets unknown settings: {unknown}"
+        assert environment["DATABASE_URL"].startswith("postgresql://")
+        assert services[name]["build"] == "."
+    assert services["worker"]["command"] == ["python", "worker.py"]
+    assert services["api"]["command"][:2] == ["uvicorn", "api.main:app"]
+    assert services["emulator"]["command"][:3] == ["python", "-m", "emulator"]
+    for attribute in ("QboAccountId", "QboRealmId", "QboInvoiceNumber", "QboSyncStatus"):
+        assert f"--search-attribute={attribute}=Keyword" in services["temporal"]["command"]
+    assert (ROOT / "Dockerfile").is_file()
+    assert "requirements.lock" in (ROOT / "Dockerfile").read_text()
+
+
+@pytest.mark.parametrize("path", ["README.md", ".ci/run"])
+def test_the_two_commands_are_where_a_newcomer_looks(path: str) -> None:
+    text = (ROOT / path).read_text()
+    assert "make test" in text
+    if path == "README.md":
+        assert text.index("make run") < 400 and text.index("make test") < 400
