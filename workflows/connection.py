@@ -11,8 +11,8 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.connection import ConnectionActivities
-    from activities.notify import PlatformEventActivities
     from activities.quickbooks import QuickBooksActivities
+    from workflows.common import PlatformEventOutbox, should_continue_as_new
     from workflows.messages import (
         USABLE_CONNECTION_STATUSES,
         AdoptGrantInput,
@@ -64,10 +64,6 @@ FAN_OUT_HEARTBEAT = timedelta(seconds=30)
 # Disconnect & Void works through the invoices in batches; each batch is one activity (progress in history).
 DISCONNECT_BATCH = 100
 DISCONNECT_VOID_TIMEOUT = timedelta(hours=2)
-PLATFORM_EVENT_RETRY_POLICY = RetryPolicy(
-    initial_interval=timedelta(seconds=5), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=10)
-)
-MAX_HISTORY_EVENTS = 5_000
 # Everything but what already ended: these invoice workflows are told when QuickBooks is disconnected.
 _NOT_FINISHED = [
     InvoiceStatus.PENDING,
@@ -118,7 +114,7 @@ class ConnectionWorkflow:
         # Set when a refresh outside the main loop (an update) moved the deadlines the loop is waiting for.
         self._rescheduled = False
         self._token_lock = asyncio.Lock()
-        self._platform_events: list[workflow.ActivityHandle[None]] = []
+        self._outbox = PlatformEventOutbox()
 
     @workflow.run
     async def run(self, request: ConnectionWorkflowInput) -> ConnectionInfo | None:
@@ -143,8 +139,8 @@ class ConnectionWorkflow:
             elif self._plan_change is not None:
                 change, self._plan_change = self._plan_change, None
                 await self._apply_plan(change)
-            elif self._should_continue_as_new():
-                await self._finish_platform_events()
+            elif should_continue_as_new():
+                await self._outbox.drain()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     ConnectionWorkflowInput(
@@ -162,7 +158,7 @@ class ConnectionWorkflow:
             else:
                 await self._wait_and_do_what_is_due()
 
-        await self._finish_platform_events()
+        await self._outbox.drain()
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._grants:
             # Connected again while the disconnect was finishing: a fresh run adopts the new authorization.
@@ -182,7 +178,7 @@ class ConnectionWorkflow:
                     or self._disconnect is not None
                     or self._plan_change is not None
                     or self._rescheduled
-                    or self._should_continue_as_new()
+                    or should_continue_as_new()
                 ),
                 timeout=self._until_next_deadline(),
             )
@@ -558,33 +554,16 @@ class ConnectionWorkflow:
 
     def _emit(self, event_type: str, key: str, **data: str | int | bool | None) -> None:
         info = self._require_info()
-        handle = workflow.start_activity_method(
-            PlatformEventActivities.deliver_platform_event,
+        self._outbox.send(
             PlatformEvent(
                 event_id=f"{workflow.info().workflow_id}/{event_type}/{key}",
                 type=event_type,
                 account_id=self._account_id,
                 occurred_at=workflow.now(),
                 data={"status": info.status.value, "realm_id": info.realm_id, **data},
-            ),
-            start_to_close_timeout=timedelta(seconds=30),
-            schedule_to_close_timeout=timedelta(days=3),
-            retry_policy=PLATFORM_EVENT_RETRY_POLICY,
+            )
         )
-        self._platform_events.append(handle)
-
-    async def _finish_platform_events(self) -> None:
-        for handle in self._platform_events:
-            try:
-                await handle
-            except ActivityError:
-                workflow.logger.warning("a platform event could not be delivered within its retry window")
-        self._platform_events.clear()
 
     def _require_info(self) -> ConnectionInfo:
         assert self._info is not None
         return self._info
-
-    def _should_continue_as_new(self) -> bool:
-        info = workflow.info()
-        return info.is_continue_as_new_suggested() or info.get_current_history_length() > MAX_HISTORY_EVENTS

@@ -9,6 +9,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.quickbooks import QuickBooksActivities
+    from workflows.common import should_continue_as_new
     from workflows.messages import ProcessEventsInput, ProcessEventsResult, RealmEventsInput
 
 # With nothing to do for this long, the workflow completes; the next event starts it again.
@@ -18,7 +19,6 @@ PROCESS_HEARTBEAT = timedelta(seconds=15)
 PROCESS_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=2), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=2)
 )
-MAX_HISTORY_EVENTS = 5_000
 
 
 @workflow.defn
@@ -58,8 +58,7 @@ class QuickBooksEventsWorkflow:
             self._processed += result.processed
             if result.more_pending:
                 self._pending = True
-            info = workflow.info()
-            if info.is_continue_as_new_suggested() or info.get_current_history_length() > MAX_HISTORY_EVENTS:
+            if should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     RealmEventsInput(realm_id=request.realm_id, processed_before=self._processed)

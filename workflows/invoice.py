@@ -12,10 +12,10 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notify import PlatformEventActivities
     from activities.quickbooks import QuickBooksActivities
     from activities.store import StoreActivities
     from workflows import search_attributes
+    from workflows.common import PlatformEventOutbox, should_continue_as_new
     from workflows.messages import (
         CONNECTION_UNAVAILABLE,
         ConnectionChange,
@@ -58,15 +58,8 @@ STORE_TIMEOUT = timedelta(seconds=30)
 STORE_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
-# Outbound events to the platform are retried for three days, then given up (and logged by Temporal).
-PLATFORM_EVENT_RETRY_POLICY = RetryPolicy(
-    initial_interval=timedelta(seconds=5), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=10)
-)
-PLATFORM_EVENT_SCHEDULE_TO_CLOSE = timedelta(days=3)
 # A paused invoice re-checks its connection this often, in case a resume signal was missed.
 PAUSE_RECHECK_INTERVAL = timedelta(hours=6)
-# Continue as new well before Temporal's history limits.
-MAX_HISTORY_EVENTS = 5_000
 
 IN_QUICKBOOKS = frozenset({InvoiceStatus.SYNCED, InvoiceStatus.PARTIALLY_PAID, InvoiceStatus.PAID})
 FINAL = frozenset({InvoiceStatus.VOIDED, InvoiceStatus.DELETED_IN_QUICKBOOKS, InvoiceStatus.DISCONNECTED})
@@ -92,7 +85,7 @@ class InvoiceWorkflow:
         self._account_id = ""
         self._invoice_id = ""
         self._snapshot: InvoiceSnapshot | None = None
-        self._platform_events: list[workflow.ActivityHandle[None]] = []
+        self._outbox = PlatformEventOutbox()
 
     @workflow.run
     async def run(self, request: InvoiceWorkflowInput) -> InvoiceWorkflowResult:
@@ -103,8 +96,8 @@ class InvoiceWorkflow:
             self._progress = request.progress
 
         while self._progress.status not in FINAL:
-            if self._should_continue_as_new():
-                await self._finish_platform_events()
+            if should_continue_as_new():
+                await self._outbox.drain()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     InvoiceWorkflowInput(
@@ -116,7 +109,7 @@ class InvoiceWorkflow:
                 )
             await self._step()
 
-        await self._finish_platform_events()
+        await self._outbox.drain()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return InvoiceWorkflowResult(
             status=self._progress.status, qbo_invoice_id=self._progress.qbo_invoice_id
@@ -477,7 +470,7 @@ class InvoiceWorkflow:
                 condition()
                 or (wake_on_void and progress.void_requested)
                 or progress.disconnect_mode is not None
-                or self._should_continue_as_new()
+                or should_continue_as_new()
             )
 
         try:
@@ -551,27 +544,7 @@ class InvoiceWorkflow:
                 **data,
             },
         )
-        self._platform_events.append(
-            workflow.start_activity_method(
-                PlatformEventActivities.deliver_platform_event,
-                event,
-                start_to_close_timeout=timedelta(seconds=30),
-                schedule_to_close_timeout=PLATFORM_EVENT_SCHEDULE_TO_CLOSE,
-                retry_policy=PLATFORM_EVENT_RETRY_POLICY,
-            )
-        )
-
-    async def _finish_platform_events(self) -> None:
-        for handle in self._platform_events:
-            try:
-                await handle
-            except ActivityError:
-                workflow.logger.warning("a platform event could not be delivered within its retry window")
-        self._platform_events.clear()
-
-    def _should_continue_as_new(self) -> bool:
-        info = workflow.info()
-        return info.is_continue_as_new_suggested() or info.get_current_history_length() > MAX_HISTORY_EVENTS
+        self._outbox.send(event)
 
     def _may_be_in_quickbooks(self) -> bool:
         return self._progress.qbo_invoice_id is not None or self._progress.create_attempted
