@@ -23,9 +23,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.db import migrate  # noqa: E402
-from settings import Settings  # noqa: E402
-from workflows import search_attributes  # noqa: E402
+from models.db import migrate
+from settings import Settings
+from workflows import search_attributes
 
 VAR = ROOT / "var"
 BIN = Path(sys.executable).parent
