@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make run    - start Temporal (UI :8233), the QuickBooks emulator (:8900), the API (:8000) and a worker"
 	@echo "make test   - lint, type-check and run every test against real servers"
-	@echo "make bench  - run the benchmarks in bench/ and print their figures"
+	@echo "make bench  - run the benchmarks in bench/ and print their figures (BENCH_ARGS=--quick for a short run)"
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; sys.exit("qbo-sync needs Python 3.11 (found %d.%d)" % sys.version_info[:2] if sys.version_info[:2] != (3, 11) else 0)'
@@ -34,7 +34,7 @@ test: lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

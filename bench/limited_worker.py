@@ -1,0 +1,52 @@
+"""The engine's worker with its per-company limiter set from the command line (benchmarks only).
+
+`worker.py` builds its `RealmLimiter` with Intuit's limits (10 in flight, 500 a minute per company). To see how
+fast the engine itself is once QuickBooks' limits are out of the way, the throughput benchmark runs this module
+instead: the same workers from `worker.build_workers`, the same resources, only another limiter.
+
+    python -m bench.limited_worker --per-minute 100000 --in-flight 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+
+import temporal_support
+from qbo.limits import RealmLimiter
+from settings import get_settings
+from worker import build_workers, worker_resources
+
+
+async def run(per_minute: int, in_flight: int) -> None:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    client = await temporal_support.connect(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker_resources(settings) as shipped:
+        resources = dataclasses.replace(
+            shipped, limiter=RealmLimiter(per_minute=per_minute, max_in_flight=in_flight)
+        )
+        workers = build_workers(client, settings, resources)
+        running = [asyncio.create_task(worker.run()) for worker in workers]
+        await asyncio.wait([*running, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.gather(*(worker.shutdown() for worker in workers))
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.limited_worker", description=__doc__)
+    parser.add_argument("--per-minute", type=int, required=True)
+    parser.add_argument("--in-flight", type=int, required=True)
+    args = parser.parse_args()
+    asyncio.run(run(args.per_minute, args.in_flight))
+
+
+if __name__ == "__main__":
+    main()

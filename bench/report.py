@@ -1,0 +1,190 @@
+"""The benchmarks' figures as plain-text tables (Markdown, so they paste into bench/README.md as they are)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bench.harness import describe_calls, median, percentile, runs, spread
+from bench.history import CASE_TITLES, HistoryResult, grouped
+from bench.qbo_calls import QboCallsResult
+from bench.sync_throughput import SyncThroughputResult, calls_per_invoice, latency_summary
+from bench.webhook_ack import WebhookAckResult
+
+CPU_ORDER = ("worker", "temporal", "api", "postgres", "emulator", "driver")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+
+    def line(cells: Sequence[str]) -> str:
+        return (
+            "| "
+            + " | ".join(str(cell).ljust(width) for cell, width in zip(cells, widths, strict=True))
+            + " |"
+        )
+
+    separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line(headers), separator, *(line(row) for row in rows)])
+
+
+def sync_section(result: SyncThroughputResult, repeat: int) -> str:
+    rows = []
+    cpu_rows = []
+    for item in result.variants:
+        p50, p99 = latency_summary(item.engine)
+        send_p50 = median([percentile(run.send_latencies, 0.5) for run in item.engine])
+        send_p99 = median([percentile(run.send_latencies, 0.99) for run in item.engine])
+        throttled = median([run.throttled for run in item.engine])
+        retries = "/".join(str(run.sync_retries) for run in item.engine)
+        rows.append(
+            [
+                item.variant.name,
+                spread([run.per_second for run in item.raw]),
+                spread([run.per_second for run in item.engine]),
+                f"{item.ratio:.2f}",
+                spread([run.seconds for run in item.engine]),
+                f"{calls_per_invoice(item.engine):.3f} ({calls_per_invoice(item.raw):.3f})",
+                f"{throttled:.0f}",
+                retries,
+                f"{p50:.1f} / {p99:.1f}",
+                f"{send_p50 * 1000:.0f} / {send_p99 * 1000:.0f}",
+            ]
+        )
+        per_hundred = {
+            name: median([run.cpu.get(name, 0.0) for run in item.engine]) * 100 / result.invoices
+            for name in CPU_ORDER
+        }
+        busy = median([sum(run.cpu.values()) / run.seconds for run in item.engine])
+        events = median([median(run.history_events) for run in item.engine])
+        cpu_rows.append(
+            [
+                item.variant.name,
+                *(f"{per_hundred[name]:.1f}" for name in CPU_ORDER),
+                f"{busy:.2f}",
+                f"{events:g}",
+            ]
+        )
+    variants = "\n".join(f"- `{item.variant.name}`: {item.variant.description}" for item in result.variants)
+    calls = "\n".join(
+        f"- `{item.variant.name}` engine run: {describe_calls(item.engine[len(item.engine) // 2].calls)}"
+        for item in result.variants
+    )
+    return "\n".join(
+        [
+            f"## Sync throughput: {result.invoices} invoices over {result.clients} clients, "
+            f"{result.concurrency} sends in flight",
+            "",
+            f"API send -> invoice listed as `synced` (created in QuickBooks). Median (min-max) of {runs(repeat)}; "
+            "the raw QboClient baseline ran interleaved with the engine in the same run.",
+            "",
+            variants,
+            "",
+            table(
+                [
+                    "variant",
+                    "raw QboClient inv/s",
+                    "engine inv/s",
+                    "engine/raw",
+                    "engine s",
+                    "QBO calls/inv engine (raw)",
+                    "429s",
+                    "syncs retried (each run)",
+                    "sync latency p50/p99 s",
+                    "API send p50/p99 ms",
+                ],
+                rows,
+            ),
+            "",
+            "CPU seconds per 100 invoices during the engine's runs, by process (median), average busy cores, and "
+            "the median invoice workflow's history length after the run:",
+            "",
+            table(["variant", *CPU_ORDER, "busy cores", "history events/inv"], cpu_rows),
+            "",
+            "QuickBooks calls of one engine run (the median run's log):",
+            "",
+            calls,
+        ]
+    )
+
+
+def calls_section(result: QboCallsResult) -> str:
+    assert result.first_in_company is not None
+    assert result.new_client is not None
+    steady = result.steady[len(result.steady) // 2]
+    lifecycle = result.lifecycles[len(result.lifecycles) // 2]
+    sync, payment, total = result.lifecycle_median
+    rows = [
+        ["first invoice in a new company (new client, no item)", str(result.first_in_company.total),
+         describe_calls(result.first_in_company.calls)],
+        ["first invoice for a new client (item remembered)", str(result.new_client.total),
+         describe_calls(result.new_client.calls)],
+        ["steady state (customer and item remembered)", f"{result.steady_median:g}", describe_calls(steady.calls)],
+        ["lifecycle: send -> synced", f"{sync:g}", describe_calls(lifecycle.sync.calls)],
+        ["lifecycle: payment in QuickBooks -> webhook -> paid", f"{payment:g}", describe_calls(lifecycle.payment.calls)],
+        ["lifecycle: send -> synced -> paid, in all", f"{total:g}", ""],
+    ]  # fmt: skip
+    return "\n".join(
+        [
+            "## QuickBooks calls per invoice",
+            "",
+            "Accounting API calls in the emulator's request log, invoices sent one at a time, each counted until "
+            f"the engine is idle again; steady state and lifecycle are medians of {runs(result.samples, 'invoice')}.",
+            "",
+            table(["invoice", "calls", "by kind"], rows),
+        ]
+    )
+
+
+def history_section(result: HistoryResult) -> str:
+    rows = []
+    for case, lifecycles in result.cases.items():
+        families = grouped(lifecycles[len(lifecycles) // 2].by_type)
+        rows.append(
+            [
+                CASE_TITLES[case],
+                spread([float(item.events) for item in lifecycles], digits=0),
+                *(str(families.get(name, 0)) for name in HISTORY_FAMILIES),
+                ", ".join(lifecycles[len(lifecycles) // 2].activities),
+            ]
+        )
+    return "\n".join(
+        [
+            "## Temporal history events per invoice lifecycle",
+            "",
+            f"`fetch_history()` of invoice workflows once idle; median (min-max) of {runs(result.samples, 'invoice')} each, "
+            "with the median one's events by family and the activities it ran.",
+            "",
+            table(["lifecycle", "events", *HISTORY_FAMILIES, "activities scheduled"], rows),
+        ]
+    )
+
+
+HISTORY_FAMILIES = ("workflow task", "activity", "signal", "update", "search attributes", "timer", "other")
+
+
+def webhook_section(result: WebhookAckResult) -> str:
+    health_p50, health_p99 = result.medians(result.healthz)
+    hook_p50, hook_p99 = result.medians(result.webhooks)
+    rows = [
+        ["GET /healthz (baseline)", f"{health_p50 * 1000:.0f}", f"{health_p99 * 1000:.0f}",
+         spread([burst.seconds for burst in result.healthz], digits=2)],
+        ["POST /webhooks/quickbooks", f"{hook_p50 * 1000:.0f}", f"{hook_p99 * 1000:.0f}",
+         spread([burst.seconds for burst in result.webhooks], digits=2)],
+        ["webhook / healthz", f"{hook_p50 / health_p50:.1f}x", f"{hook_p99 / health_p99:.1f}x", ""],
+    ]  # fmt: skip
+    cpu = {name: median([burst.get(name, 0.0) for burst in result.cpu]) for name in CPU_ORDER}
+    return "\n".join(
+        [
+            f"## Webhook acknowledgment: {result.concurrency} concurrent signed deliveries",
+            "",
+            f"Client-side latency per request; medians over {runs(len(result.webhooks), 'burst')} of each, same server "
+            "and client, every request on its own connection opened before the burst.",
+            "",
+            table(["route", "p50 ms", "p99 ms", "whole burst s"], rows),
+            "",
+            f"After each webhook burst the engine processed all {result.concurrency} events in "
+            f"{spread(result.drain_seconds)} s. CPU seconds during a webhook burst (median): "
+            + ", ".join(f"{name} {cpu[name]:.2f}" for name in CPU_ORDER)
+            + ".",
+        ]
+    )
