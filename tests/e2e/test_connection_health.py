@@ -137,13 +137,15 @@ async def test_twenty_concurrent_401s_cause_one_refresh(clock_engine: Engine) ->
     # Every access token Intuit issued is now past its hour; the refresh tokens still work.
     await advance_intuit_clock(engine, 3700)
     seen = await last_seq(engine)
+    # Intuit answers the refresh slowly, so the other syncs meet the expired token while it is under way.
+    await fault(engine, count=1, method="POST", path_contains=TOKEN_PATH, status=None, latency_ms=2000)
 
     await asyncio.gather(*(engine.send_invoice(account, f"inv-{n}", number=f"N-{n}") for n in range(1, 21)))
     for n in range(1, 21):
         await engine.wait_for_invoice(account, f"inv-{n}", "synced", timeout=60)
 
     unauthorized = [r for r in await engine.qbo_requests(realm, since_seq=seen) if r["status"] == 401]
-    assert len(unauthorized) >= 2  # several calls really hit the expired token at once
+    assert len(unauthorized) >= 5  # many calls really hit the expired token at once
     assert len(await token_refreshes(engine, seen)) == 1
     assert len(await engine.qbo_invoices(realm)) == 21
 
