@@ -7,7 +7,6 @@ from typing import Any
 from tests.engine import Engine
 from tests.qbo_access import qbo_client_for
 
-
 # The connection's own housekeeping (the change sweep, the daily check) runs on its clock, not the sync's.
 HOUSEKEEPING = {"GET /cdc", "GET /companyinfo"}
 
