@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     qbo_redirect_uri: str = "http://127.0.0.1:8000/oauth/quickbooks/callback"
     qbo_webhook_verifier_token: SecretStr = SecretStr(DEV_WEBHOOK_VERIFIER_TOKEN)
     qbo_minor_version: int = 75
+    # Each worker process keeps every company within these (Intuit: 10 in flight, 500 requests a minute).
+    qbo_max_in_flight_per_company: int = Field(default=10, ge=1)
+    qbo_requests_per_minute_per_company: int = Field(default=500, ge=1)
     qbo_request_timeout_seconds: float = 30.0
 
     token_encryption_key: SecretStr = SecretStr(DEV_TOKEN_ENCRYPTION_KEY)

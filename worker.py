@@ -65,7 +65,10 @@ async def worker_resources(settings: Settings) -> AsyncIterator[WorkerResources]
                 http=http,
                 timeout=settings.qbo_request_timeout_seconds,
             ),
-            limiter=RealmLimiter(),
+            limiter=RealmLimiter(
+                max_in_flight=settings.qbo_max_in_flight_per_company,
+                per_minute=settings.qbo_requests_per_minute_per_company,
+            ),
         )
     finally:
         await http.aclose()
