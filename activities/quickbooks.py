@@ -98,6 +98,8 @@ CDC_MAX_LOOKBACK = timedelta(days=29)
 # Voids in flight at once for Disconnect & Void (the per-company limiter caps all calls at 10 and 500/min).
 DISCONNECT_VOID_CONCURRENCY = 8
 DISCONNECT_VOID_ATTEMPTS = 3
+# Invoice workflows told of a batch's outcomes at once.
+DISCONNECT_SIGNAL_CONCURRENCY = 16
 # Invoices whose QuickBooks state is still followed (sweeps look only at these).
 _FOLLOWED_STATUSES = [
     InvoiceStatus.SYNCED.value,
@@ -764,7 +766,9 @@ class QuickBooksActivities:
                     .where(InvoiceSync.account_id == request.account_id, *voidable_on_disconnect())
                 )
             ).one()
-        for row, outcome, reason in outcomes:
+        signal_gate = asyncio.Semaphore(DISCONNECT_SIGNAL_CONCURRENCY)
+
+        async def tell(row: InvoiceSync, outcome: str, reason: str | None) -> None:
             handle = self._temporal.get_workflow_handle(invoice_workflow_id(row.account_id, row.invoice_id))
             change = ConnectionChange(
                 usable=False,
@@ -772,10 +776,16 @@ class QuickBooksActivities:
                 disconnect_mode=DisconnectMode.DISCONNECT_AND_VOID.value,
                 void_outcome=outcome,
             )
-            try:
-                await handle.signal("connection_changed", change)
-            except RPCError as exc:
-                logger.info("invoice workflow %s not told about the disconnect: %s", handle.id, exc.message)
+            async with signal_gate:
+                try:
+                    await handle.signal("connection_changed", change)
+                except RPCError as exc:
+                    logger.info(
+                        "invoice workflow %s not told about the disconnect: %s", handle.id, exc.message
+                    )
+
+        # Each invoice's workflow is independent: told side by side, the batch ends sooner and the next starts.
+        await asyncio.gather(*(tell(row, outcome, reason) for row, outcome, reason in outcomes))
         failed = sum(1 for _, outcome, _ in outcomes if outcome in ("refused", "failed"))
         return VoidForDisconnectResult(voided=len(outcomes) - failed, failed=failed, remaining=remaining)
 
