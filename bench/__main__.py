@@ -17,10 +17,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import history, qbo_calls, report, sync_throughput, webhook_ack
+from bench import disconnect_void, history, qbo_calls, report, sync_throughput, webhook_ack
 from bench.harness import log, running_stack
 
-BENCHMARKS = ("calls", "history", "webhooks", "sync")
+BENCHMARKS = ("calls", "history", "webhooks", "sync", "disconnect")
+# Runs when --repeat is not given: Disconnect & Void prepares 2 x 1,000 invoices at 500 calls a minute per run.
+DEFAULT_REPEAT = 3
+DEFAULT_DISCONNECT_REPEAT = 1
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -28,7 +31,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--invoices", type=int, default=500, help="invoices per sync run (default 500)")
     parser.add_argument("--clients", type=int, default=50, help="distinct clients they go to (default 50)")
     parser.add_argument("--concurrency", type=int, default=50, help="sends in flight (default 50)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each sync variant and webhook burst")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help=f"runs of each sync variant and webhook burst (default {DEFAULT_REPEAT}) and of Disconnect & Void "
+        f"(default {DEFAULT_DISCONNECT_REPEAT})",
+    )
+    parser.add_argument(
+        "--disconnect-invoices",
+        type=int,
+        default=1000,
+        help="synced invoices Disconnect & Void voids (default 1000)",
+    )
+    parser.add_argument(
+        "--paid",
+        type=int,
+        default=10,
+        help="of those, paid in QuickBooks first, so QuickBooks refuses to void them (default 10)",
+    )
     parser.add_argument(
         "--samples", type=int, default=3, help="invoices per lifecycle for calls and history (default 3)"
     )
@@ -39,6 +59,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--variants",
         default=",".join(sync_throughput.VARIANTS),
         help=f"sync variants to run (default all: {','.join(sync_throughput.VARIANTS)})",
+    )
+    parser.add_argument(
+        "--disconnect-variants",
+        default=",".join(disconnect_void.VARIANTS),
+        help=f"Disconnect & Void variants to run (default all: {','.join(disconnect_void.VARIANTS)})",
     )
     parser.add_argument(
         "--only", default=",".join(BENCHMARKS), help=f"benchmarks to run ({','.join(BENCHMARKS)})"
@@ -57,12 +82,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.invoices, args.repeat, args.samples = 100, 1, 2
+        args.invoices, args.disconnect_invoices, args.repeat, args.samples = 100, 100, 1, 2
+    args.disconnect_repeat = args.repeat or DEFAULT_DISCONNECT_REPEAT
+    args.repeat = args.repeat or DEFAULT_REPEAT
     args.only = [name for name in args.only.split(",") if name]
     args.variants = [name for name in args.variants.split(",") if name]
-    unknown = [name for name in args.only if name not in BENCHMARKS] + [
-        name for name in args.variants if name not in sync_throughput.VARIANTS
-    ]
+    args.disconnect_variants = [name for name in args.disconnect_variants.split(",") if name]
+    unknown = (
+        [name for name in args.only if name not in BENCHMARKS]
+        + [name for name in args.variants if name not in sync_throughput.VARIANTS]
+        + [name for name in args.disconnect_variants if name not in disconnect_void.VARIANTS]
+    )
     if unknown:
         parser.error(f"unknown benchmark or variant: {', '.join(unknown)}")
     return args
@@ -109,6 +139,22 @@ async def run(args: argparse.Namespace, command: str) -> None:
             )
             sections.append(report.sync_section(sync, args.repeat))
             figures["sync"] = sync_throughput.describe(sync)
+        if "disconnect" in args.only:
+            log(
+                f"Disconnect & Void, {args.disconnect_invoices} invoices ({args.paid} paid), "
+                f"variants {', '.join(args.disconnect_variants)}"
+            )
+            disconnect = await disconnect_void.run(
+                stack,
+                invoices=args.disconnect_invoices,
+                paid=args.paid,
+                clients=args.clients,
+                concurrency=args.concurrency,
+                repeat=args.disconnect_repeat,
+                variants=args.disconnect_variants,
+            )
+            sections.append(report.disconnect_section(disconnect))
+            figures["disconnect"] = disconnect_void.describe(disconnect)
     # Others' work on a shared machine shows here: the load average should stay near what the benchmark adds.
     load = f"Load average (1 min) at the start {load_before:.1f}, at the end {os.getloadavg()[0]:.1f}."
     figures["load"] = load

@@ -66,9 +66,12 @@ class Limits:
 
     per_minute: int
     in_flight: int
+    # How long a call counts against `per_minute` in our limiters (the emulator's window is always 60 s).
+    window_seconds: float = 60.0
 
     def describe(self) -> str:
-        return f"{self.per_minute}/min, {self.in_flight} in flight"
+        window = "" if self.window_seconds == 60.0 else f" (counted over {self.window_seconds:g} s)"
+        return f"{self.per_minute}/min{window}, {self.in_flight} in flight"
 
 
 # Intuit's documented limits, which the emulator enforces by default and the engine's RealmLimiter mirrors.
@@ -268,7 +271,8 @@ class Stack:
         """The worker as shipped (`python worker.py`), or with its per-company limiter set to `engine_limits`.
 
         The limiter override is this package's `limited_worker` module: the same workers, built by
-        `worker.build_workers`, with another `RealmLimiter`. It exists to show the engine's own speed.
+        `worker.build_workers`, with another `RealmLimiter`. It exists to show the engine's own speed, and what
+        another window length would change.
         """
         if engine_limits is None:
             command = [sys.executable, str(ROOT / "worker.py")]
@@ -278,6 +282,7 @@ class Stack:
                 sys.executable, "-m", "bench.limited_worker",
                 "--per-minute", str(engine_limits.per_minute),
                 "--in-flight", str(engine_limits.in_flight),
+                "--window-seconds", str(engine_limits.window_seconds),
             ]  # fmt: skip
             name = f"worker-{engine_limits.per_minute}-{engine_limits.in_flight}"
         child = start_child(name, command, self.workdir, self.engine_env())
@@ -352,7 +357,11 @@ class Stack:
                 api_base_url=self.emulator_url,
                 tokens=StaticTokens(tokens.access_token),
                 http=http,
-                limiter=RealmLimiter(per_minute=limits.per_minute, max_in_flight=limits.in_flight),
+                limiter=RealmLimiter(
+                    per_minute=limits.per_minute,
+                    max_in_flight=limits.in_flight,
+                    window_seconds=limits.window_seconds,
+                ),
                 max_throttle_wait=None,
             )
 

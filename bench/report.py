@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from bench.disconnect_void import DisconnectVoidResult, VariantResult, VoidRun
 from bench.harness import describe_calls, median, percentile, runs, spread
 from bench.history import CASE_TITLES, HistoryResult, grouped
 from bench.qbo_calls import QboCallsResult
@@ -186,5 +187,104 @@ def webhook_section(result: WebhookAckResult) -> str:
             f"{spread(result.drain_seconds)} s. CPU seconds during a webhook burst (median): "
             + ", ".join(f"{name} {cpu[name]:.2f}" for name in CPU_ORDER)
             + ".",
+        ]
+    )
+
+
+def disconnect_section(result: DisconnectVoidResult) -> str:
+    columns: list[tuple[str, VariantResult, str]] = []
+    for item in result.variants:
+        suffix = "" if item.variant.name == "intuit" else f" [{item.variant.name}]"
+        columns += [(f"engine{suffix}", item, "engine"), (f"raw QboClient{suffix}", item, "raw")]
+
+    def each(figure: Callable[[VoidRun], float], digits: int = 1) -> list[str]:
+        return [
+            spread([figure(getattr(rep, who)) for rep in item.repetitions], digits)
+            for _, item, who in columns
+        ]
+
+    def of_median(figure: Callable[[VoidRun], str]) -> list[str]:
+        return [figure(item.median_run(who)) for _, item, who in columns]
+
+    def over_floor(run: VoidRun) -> str:
+        return f"{run.seconds / run.window_floor:.2f}" if run.window_floor else "-"
+
+    rows = [
+        ["wall time, s", *each(lambda run: run.seconds)],
+        ["engine / raw wall time", *[f"{item.ratio:.2f}" if who == "engine" else "" for _, item, who in columns]],
+        ["Accounting API calls: void POSTs + others", *of_median(lambda run: f"{run.served_calls}: {run.void_calls} + {run.other_calls}")],
+        ["429 answers", *each(lambda run: run.throttled, 0)],
+        ["calls per minute achieved", *each(lambda run: run.per_minute, 0)],
+        ["wall time / (calls / 500 per min)", *each(lambda run: run.over_rate, 2)],
+        ["wall time / sliding-window floor", *of_median(over_floor)],
+        ["most calls Intuit admitted in any 60 s", *each(lambda run: run.split.peak_per_window, 0)],
+        ["voided / refused", *of_median(lambda run: f"{run.voided} / {run.refused}")],
+    ]  # fmt: skip
+    split_rows = [
+        [what, *(f"{dict(item.median_run(who).split.rows())[what]:.1f}" for _, item, who in columns)]
+        for what, _ in columns[0][1].median_run(columns[0][2]).split.rows()
+    ]
+    split_rows.append(
+        [
+            "idle stretches with room in both, >= 0.25 s",
+            *of_median(lambda run: str(run.split.pauses)),
+        ]
+    )
+    engines = [(title, item.median_run(who)) for title, item, who in columns if who == "engine"]
+    phase_rows = [
+        [what, *(f"{dict(run.phases).get(what, 0.0):.1f}" for _, run in engines)]
+        for what, _ in engines[0][1].phases
+    ]
+    phase_rows.append(["void batches (activities)", *(str(run.batches) for _, run in engines)])
+    notes = []
+    for title, item, who in columns:
+        run = item.median_run(who)
+        stretches = ", ".join(
+            f"{start:.1f}-{end:.1f} s ({held_by})" for start, end, held_by in run.split.long_idle
+        )
+        throttled = ", ".join(f"{at:.1f}" for at in run.throttled_at)
+        notes.append(
+            f"- {title}: calls {describe_calls(run.calls)}; 429s: {f'at {throttled} s' if throttled else 'none'}; "
+            f"idle stretches of 1 s or more: {stretches or 'none'}."
+        )
+        if who == "engine":
+            steps = ", ".join(
+                f"{at:.0f} s: {voided}/{failed}" for at, voided, failed in run.progress_steps[1:]
+            )
+            outcomes = "-" if run.outcomes_seconds is None else f"{run.outcomes_seconds:.1f} s"
+            cpu = ", ".join(f"{name} {run.cpu.get(name, 0.0):.1f}" for name in CPU_ORDER)
+            notes.append(
+                f"  The API answered the disconnect (202) after {run.accepted_seconds or 0:.2f} s; the status' "
+                f"voided/failed counts moved {runs(len(run.progress_steps) - 1, 'time')} ({steps}); every invoice "
+                f"showed its outcome {outcomes} after `disconnected`. CPU seconds in the window: {cpu}."
+            )
+        notes.append(f"  Checks: {'; '.join(run.checks)}.")
+    variants = "\n".join(f"- `{item.variant.name}`: {item.variant.description}" for item in result.variants)
+    return "\n".join(
+        [
+            f"## Disconnect & Void: {result.invoices} synced invoices, {result.paid} of them paid in QuickBooks",
+            "",
+            "Intuit's limits throughout (the emulator: 500 calls a minute per company, a sliding 60 s window, and 10 in "
+            'flight). Engine: from `POST .../quickbooks/disconnect` `{"mode": "disconnect_and_void"}` until the '
+            "connection reads `disconnected` (polled every 0.1 s). Baseline: the raw QboClient with a RealmLimiter "
+            "at the same limits voiding a second company prepared the same way, with the SyncTokens it knows, 10 in "
+            "flight. Every company starts with empty windows. Calls and 429s from the emulator's request log of each "
+            f"window; median (min-max) of {runs(result.repeat)}.",
+            "",
+            variants,
+            "",
+            table(["", *(title for title, _, _ in columns)], rows),
+            "",
+            "Where the wall time went (median run; seconds, from the request log; the limiter's count includes its "
+            "429'd attempts, Intuit's does not):",
+            "",
+            table(["", *(title for title, _, _ in columns)], split_rows),
+            "",
+            "The engine's wall time by phase of its connection workflow (median run; seconds, from the workflow's "
+            "history and the request log):",
+            "",
+            table(["", *(title for title, _ in engines)], phase_rows),
+            "",
+            "\n".join(notes),
         ]
     )

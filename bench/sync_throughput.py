@@ -234,31 +234,42 @@ async def run_raw(stack: Stack, invoices: int, clients: int, concurrency: int, l
         after_seq = await stack.last_seq(realm_id)
         cpu_before = cpu_seconds(stack)
         started = time.monotonic()
-        item_id = await _ensure_item(client)
-        people = sorted({client_of(index, clients) for index in range(min(invoices, clients))})
-        customer_ids = dict(
-            await bounded(
-                concurrency,
-                [partial(_ensure_customer, client, name, email) for name, email in people],
-            )
-        )
-
-        async def create(index: int) -> None:
-            name, email = client_of(index, clients)
-            number = invoice_number("R", index)
-            body = invoice_body(
-                snapshot(number, name, email),
-                customer_id=customer_ids[email],
-                item_id=item_id,
-                workflow_id=f"raw-{realm_id}-{index}",
-            )
-            await client.create("Invoice", body, request_id=request_id(realm_id, "raw.invoice", str(index)))
-
-        await bounded(concurrency, [partial(create, index) for index in range(invoices)])
+        await create_invoices_directly(client, invoices, clients, concurrency)
         seconds = time.monotonic() - started
         cpu = cpu_used(cpu_before, cpu_seconds(stack))
     calls = summarize_calls(await stack.qbo_requests(realm_id, after_seq))
     return Run(invoices, seconds, calls, cpu=cpu)
+
+
+async def create_invoices_directly(
+    client: QboClient, invoices: int, clients: int, concurrency: int
+) -> list[str]:
+    """The item, each customer and each invoice, made with `QboClient` directly; the invoices' QuickBooks ids."""
+    realm_id = client.realm_id
+    item_id = await _ensure_item(client)
+    people = sorted({client_of(index, clients) for index in range(min(invoices, clients))})
+    customer_ids = dict(
+        await bounded(
+            concurrency,
+            [partial(_ensure_customer, client, name, email) for name, email in people],
+        )
+    )
+
+    async def create(index: int) -> str:
+        name, email = client_of(index, clients)
+        number = invoice_number("R", index)
+        body = invoice_body(
+            snapshot(number, name, email),
+            customer_id=customer_ids[email],
+            item_id=item_id,
+            workflow_id=f"raw-{realm_id}-{index}",
+        )
+        created = await client.create(
+            "Invoice", body, request_id=request_id(realm_id, "raw.invoice", str(index))
+        )
+        return str(created["Id"])
+
+    return list(await bounded(concurrency, [partial(create, index) for index in range(invoices)]))
 
 
 async def _ensure_item(client: QboClient) -> str:
