@@ -415,12 +415,15 @@ class QboClient:
         headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
         if content_type is not None:
             headers["Content-Type"] = content_type
-        async with self._limiter.slot(self.realm_id, on_wait=self._on_wait):
+        async with self._limiter.slot(self.realm_id, on_wait=self._on_wait) as admission:
             started = time.monotonic()
             try:
                 response = await self._http.request(
                     method, url, params=params, content=content, headers=headers, timeout=self._timeout
                 )
+                if response.status_code == 429:
+                    # Intuit did not count it; its retry must not wait behind it in our window.
+                    admission.not_counted()
             except httpx.TimeoutException as exc:
                 logger.debug("QuickBooks %s %s timed out after %.1f s", method, _log_path(url), self._timeout)
                 raise QboUnavailable(

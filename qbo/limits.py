@@ -25,11 +25,33 @@ _SWEEP_EVERY = 1000
 
 @dataclass
 class _RealmState:
-    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    # Each waiter's future is resolved with its admission time.
+    waiters: deque[asyncio.Future[float]] = field(default_factory=deque)
     in_flight: int = 0
     # Admission times inside the rolling window, oldest first.
     starts: deque[float] = field(default_factory=deque)
     timer: asyncio.Task[None] | None = None
+
+
+class Admission:
+    """One admitted request. `not_counted()` takes it out of the per-minute window again: for a call QuickBooks
+    answered 429, which Intuit's window does not count either. Without that, a call throttled at the window's
+    edge would keep its retry waiting for up to a whole minute behind its own failed attempt."""
+
+    def __init__(self, limiter: RealmLimiter, state: _RealmState, started: float) -> None:
+        self._limiter = limiter
+        self._state = state
+        self._started = started
+        self._counted = True
+
+    def not_counted(self) -> None:
+        if not self._counted:
+            return
+        self._counted = False
+        # Equal stamps are interchangeable, and one that already left the window needs no removal.
+        with contextlib.suppress(ValueError):
+            self._state.starts.remove(self._started)
+        self._limiter._pump(self._state)
 
 
 class RealmLimiter:
@@ -66,11 +88,12 @@ class RealmLimiter:
         *,
         on_wait: Callable[[float], Awaitable[None]] | None = None,
         notify_every: float = DEFAULT_NOTIFY_EVERY,
-    ) -> AbstractAsyncContextManager[None]:
+    ) -> AbstractAsyncContextManager[Admission]:
         """Holds one of the realm's request slots for the duration of the `async with` block.
 
         While the caller queues, `on_wait(notify_every)` is awaited every `notify_every` seconds, so a
-        caller that must show signs of life (a Temporal activity heartbeating) can do so.
+        caller that must show signs of life (a Temporal activity heartbeating) can do so. The block gets the
+        `Admission`, to give its place in the per-minute window back when QuickBooks did not count the call.
         """
         return self._slot(realm_id, on_wait, notify_every)
 
@@ -85,18 +108,18 @@ class RealmLimiter:
     @contextlib.asynccontextmanager
     async def _slot(
         self, realm_id: str, on_wait: Callable[[float], Awaitable[None]] | None, notify_every: float
-    ) -> AsyncIterator[None]:
-        await self._acquire(realm_id, on_wait, notify_every)
+    ) -> AsyncIterator[Admission]:
+        admission = await self._acquire(realm_id, on_wait, notify_every)
         try:
-            yield
+            yield admission
         finally:
             self._release(realm_id)
 
     async def _acquire(
         self, realm_id: str, on_wait: Callable[[float], Awaitable[None]] | None, notify_every: float
-    ) -> None:
+    ) -> Admission:
         state = self._realms.setdefault(realm_id, _RealmState())
-        admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        admitted: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         state.waiters.append(admitted)
         self._pump(state)
         try:
@@ -118,6 +141,7 @@ class RealmLimiter:
                     state.waiters.remove(admitted)
                 self._pump(state)
             raise
+        return Admission(self, state, admitted.result())
 
     def _release(self, realm_id: str) -> None:
         state = self._realms.get(realm_id)
@@ -148,7 +172,7 @@ class RealmLimiter:
             state.waiters.popleft()
             state.in_flight += 1
             state.starts.append(now)
-            head.set_result(None)
+            head.set_result(now)
 
     def _wake_later(self, state: _RealmState, delay: float) -> None:
         if state.timer is not None and not state.timer.done():

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime, timedelta, timezone
 
@@ -388,6 +389,25 @@ async def test_retry_after_is_honoured_when_sent(emulator_factory: EmulatorFacto
         await company.inject(status=429, path_contains="/companyinfo/")
         assert (await client.company_info())["CompanyName"]
     assert company.waits == [1.0]
+
+
+async def test_a_throttled_attempt_does_not_use_up_the_minute(company: Company) -> None:
+    # The limiter's clock never moves, so nothing ever leaves its window: with 2 calls a minute, a 429'd
+    # attempt that still counted would keep the second call waiting forever.
+    limiter = RealmLimiter(per_minute=2, clock=lambda: 1000.0)
+    client = company.client(limiter=limiter)
+    await company.inject(status=429, path_contains="/companyinfo/")
+    since = await company.last_seq()
+    assert (await asyncio.wait_for(client.company_info(), 10))["CompanyName"]
+    assert (await asyncio.wait_for(client.company_info(), 10))["CompanyName"]
+    assert [entry["status"] for entry in await company.requests(since)] == [429, 200, 200]
+    # Both answered calls count: the window is full now.
+    third = asyncio.create_task(client.company_info())
+    await asyncio.sleep(0.5)
+    assert not third.done() and limiter.waiting(company.realm_id) == 1
+    third.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await third
 
 
 async def test_old_style_403_throttle_is_waited_out_too(company: Company) -> None:

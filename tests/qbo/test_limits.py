@@ -119,6 +119,24 @@ async def test_per_minute_budget_waits_for_the_oldest_call_to_leave_the_window(f
     await callers.finish()
 
 
+async def test_a_call_not_counted_gives_its_place_in_the_window_back(fake_time: FakeTime) -> None:
+    limiter = RealmLimiter(max_in_flight=10, per_minute=2, clock=fake_time.clock, sleep=fake_time.sleep)
+    async with limiter.slot("realm-1"):
+        pass
+    async with limiter.slot("realm-1") as throttled:
+        throttled.not_counted()
+        throttled.not_counted()  # twice is once
+    callers = Caller(limiter)
+    callers.start("retry")
+    callers.start("next")
+    await settle()
+    # The window holds one counted call: the retry goes at once, the next waits for the minute.
+    assert callers.admitted == ["retry"]
+    await fake_time.advance(60)
+    assert callers.admitted == ["retry", "next"]
+    await callers.finish()
+
+
 async def test_a_new_arrival_never_overtakes_a_waiter(fake_time: FakeTime) -> None:
     limiter = RealmLimiter(max_in_flight=1, per_minute=2, clock=fake_time.clock, sleep=fake_time.sleep)
     callers = Caller(limiter)
