@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sys
 import time
 from importlib.metadata import version
@@ -99,6 +100,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace, command: str) -> None:
+    # `kill` stops the run as Ctrl-C does: the servers it started are stopped and the database dropped.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     figures: dict[str, Any] = {"command": command}
@@ -169,7 +174,10 @@ async def run(args: argparse.Namespace, command: str) -> None:
 def main() -> None:
     argv = sys.argv[1:]
     args = parse_args(argv)
-    asyncio.run(run(args, shlex.join(["python", "-m", "bench", *argv])))
+    try:
+        asyncio.run(run(args, shlex.join(["python", "-m", "bench", *argv])))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        sys.exit("bench: stopped; the servers it started are stopped and its database dropped")
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ the second company directly, with the SyncToken it knows (read-free, as the engi
 the limiter allows; refusals are counted, never forced.
 
 Where the time goes is read from the request log: before the first call, calls in flight, idle while Intuit's
-60-second window held 500 calls (the rate limit binding), idle while only the caller's own count was full (a
-`RealmLimiter` counts every attempt it admits, the ones QuickBooks answered 429 too; Intuit does not), idle with
-room in both (the caller's own pauses), and after the last call.
+60-second window held 500 calls (the rate limit binding), idle while only the caller's own window was full (a
+`RealmLimiter` counts the calls QuickBooks answered, as Intuit does, not the ones it answered 429, but over its own
+window length), idle with room in both (the caller's own pauses), and after the last call.
 
 Variants: `intuit`, the engine's worker and the baseline's limiter as shipped (500 calls counted over 60 s);
 `margin`, a diagnostic: both limiters count over 61 s (`bench.limited_worker --window-seconds 61`), so that they
@@ -75,7 +75,7 @@ PAUSE_SECONDS = 0.25
 # Idle stretches at least this long are listed with when they happened.
 LONG_IDLE_SECONDS = 1.0
 INTUIT_FULL = "Intuit's window full"
-LIMITER_FULL = "only the limiter's count full"
+LIMITER_FULL = "only the limiter's longer window full"
 ROOM = "room in both"
 
 
@@ -129,7 +129,7 @@ class TimeSplit:
             ("before the first call", self.before_first_call),
             ("calls in flight", self.in_flight),
             ("idle, Intuit's 60 s window full (the rate limit)", self.idle_intuit_full),
-            ("idle, only the limiter's count full (429'd attempts in it)", self.idle_limiter_full),
+            ("idle, only the limiter's window full (when it is longer than 60 s)", self.idle_limiter_full),
             ("idle, room in both (the caller's own pauses)", self.idle_with_room),
             ("after the last call", self.after_last_call),
         ]
@@ -245,13 +245,13 @@ def split_time(
 ) -> TimeSplit:
     """Split [started, finished] (Unix seconds) by what the company's calls were doing.
 
-    Intuit's window counts the calls it admits, on arrival, over 60 s; the caller's limiter counts every attempt
-    it admits (429'd ones too) over its own window. Arrival stands in for admission: they are milliseconds apart.
+    Intuit's window counts the calls it admits, on arrival, over 60 s; the caller's limiter counts the same calls
+    (it gives back the ones answered 429) over its own window. Arrival stands in for admission: they are
+    milliseconds apart.
     """
     spans = sorted(_instant(entry) for entry in entries)
     if not spans:
         return TimeSplit(finished - started, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)
-    attempts = [start for start, _ in spans]
     admitted = sorted(_instant(entry)[0] for entry in entries if entry.get("status") != 429)
 
     def counted(stamps: list[float], moment: float, seconds: float) -> int:
@@ -260,7 +260,7 @@ def split_time(
     def state(moment: float) -> str:
         if counted(admitted, moment, WINDOW_SECONDS) >= limits.per_minute:
             return INTUIT_FULL
-        if counted(attempts, moment, limits.window_seconds) >= limits.per_minute:
+        if counted(admitted, moment, limits.window_seconds) >= limits.per_minute:
             return LIMITER_FULL
         return ROOM
 

@@ -275,8 +275,8 @@ def disconnect_section(result: DisconnectVoidResult) -> str:
             "",
             table(["", *(title for title, _, _ in columns)], rows),
             "",
-            "Where the wall time went (median run; seconds, from the request log; the limiter's count includes its "
-            "429'd attempts, Intuit's does not):",
+            "Where the wall time went (median run; seconds, from the request log; Intuit and the limiters count the "
+            "calls answered, not the 429s):",
             "",
             table(["", *(title for title, _, _ in columns)], split_rows),
             "",
