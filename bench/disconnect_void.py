@@ -19,7 +19,7 @@ the limiter allows; refusals are counted, never forced.
 
 Where the time goes is read from the request log: before the first call, calls in flight, idle while Intuit's
 60-second window held 500 calls (the rate limit binding), idle while only the caller's own window was full (a
-`RealmLimiter` counts the calls QuickBooks answered, as Intuit does, not the ones it answered 429, but over its own
+`RealmLimiter` counts the calls QuickBooks answered, as the emulator does, not the ones it answered 429, over its own
 window length), idle with room in both (the caller's own pauses), and after the last call.
 
 Variants: `intuit`, the engine's worker and the baseline's limiter as shipped (500 calls counted over 60 s);
@@ -93,7 +93,7 @@ VARIANTS = {
     for variant in (
         Variant(
             "intuit",
-            "as shipped: the engine's limiter and the baseline's count 500 calls over 60 s, as Intuit does",
+            "as shipped: the engine's limiter and the baseline's count 500 calls over 60 s, as the emulator does",
             None,
             INTUIT_LIMITS,
         ),

@@ -422,7 +422,7 @@ class QboClient:
                     method, url, params=params, content=content, headers=headers, timeout=self._timeout
                 )
                 if response.status_code == 429:
-                    # Intuit did not count it; its retry must not wait behind it in our window.
+                    # QuickBooks did not serve it; its retry must not wait a minute behind it in our window.
                     admission.not_counted()
             except httpx.TimeoutException as exc:
                 logger.debug("QuickBooks %s %s timed out after %.1f s", method, _log_path(url), self._timeout)

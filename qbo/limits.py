@@ -35,8 +35,8 @@ class _RealmState:
 
 class Admission:
     """One admitted request. `not_counted()` takes it out of the per-minute window again: for a call QuickBooks
-    answered 429, which Intuit's window does not count either. Without that, a call throttled at the window's
-    edge would keep its retry waiting for up to a whole minute behind its own failed attempt."""
+    answered 429, which its window does not count (the emulator's does not; Intuit does not say). Without that, a
+    call throttled at the window's edge keeps its retry waiting up to a minute behind its own failed attempt."""
 
     def __init__(self, limiter: RealmLimiter, state: _RealmState, started: float) -> None:
         self._limiter = limiter
