@@ -37,7 +37,7 @@ from temporalio.testing import WorkflowEnvironment
 import temporal_support
 from models.db import migrate
 from qbo.client import QboClient, endpoints_for
-from qbo.limits import RealmLimiter
+from qbo.limits import WINDOW_SECONDS, RealmLimiter
 from qbo.oauth import QboOAuth
 from settings import Settings
 from workflows import search_attributes
@@ -66,11 +66,12 @@ class Limits:
 
     per_minute: int
     in_flight: int
-    # How long a call counts against `per_minute` in our limiters (the emulator's window is always 60 s).
-    window_seconds: float = 60.0
+    # How long a call counts against `per_minute` in our limiters: the shipped 61 s by default (the emulator's
+    # window is always 60 s).
+    window_seconds: float = WINDOW_SECONDS
 
     def describe(self) -> str:
-        window = "" if self.window_seconds == 60.0 else f" (counted over {self.window_seconds:g} s)"
+        window = "" if self.window_seconds == WINDOW_SECONDS else f" (counted over {self.window_seconds:g} s)"
         return f"{self.per_minute}/min{window}, {self.in_flight} in flight"
 
 

@@ -24,6 +24,7 @@ from qbo.errors import (
     QboUnavailable,
     intuit_tid_of,
     parse_fault,
+    parse_retry_after,
     redact,
 )
 from qbo.limits import RealmLimiter
@@ -422,8 +423,9 @@ class QboClient:
                     method, url, params=params, content=content, headers=headers, timeout=self._timeout
                 )
                 if response.status_code == 429:
-                    # QuickBooks did not serve it; its retry must not wait a minute behind it in our window.
-                    admission.not_counted()
+                    # Not served, so not counted; and nothing new goes out before this call would retry.
+                    retry_after = parse_retry_after(response.headers.get("retry-after"))
+                    admission.throttled(self._backoff_initial / 2 if retry_after is None else retry_after)
             except httpx.TimeoutException as exc:
                 logger.debug("QuickBooks %s %s timed out after %.1f s", method, _log_path(url), self._timeout)
                 raise QboUnavailable(

@@ -16,7 +16,11 @@ Sleep = Callable[[float], Awaitable[None]]
 # Intuit's documented limits per app and company (reference §7.1).
 DEFAULT_MAX_IN_FLIGHT = 10
 DEFAULT_PER_MINUTE = 500
-WINDOW_SECONDS = 60.0
+# Intuit counts a minute; the limiter counts each call a second longer, for the time a call takes to reach
+# Intuit, so that it does not admit a call a moment before Intuit's window has let the matching one go.
+INTUIT_WINDOW_SECONDS = 60.0
+WINDOW_MARGIN_SECONDS = 1.0
+WINDOW_SECONDS = INTUIT_WINDOW_SECONDS + WINDOW_MARGIN_SECONDS
 # How often a queued caller hears that it is still waiting (below any sensible heartbeat timeout).
 DEFAULT_NOTIFY_EVERY = 5.0
 # Forgetting idle realms is a sweep over all of them, so it runs only every this many releases.
@@ -30,13 +34,20 @@ class _RealmState:
     in_flight: int = 0
     # Admission times inside the rolling window, oldest first.
     starts: deque[float] = field(default_factory=deque)
+    # After a 429, nothing new is admitted before this moment.
+    hold_until: float = 0.0
     timer: asyncio.Task[None] | None = None
+    timer_at: float = 0.0
 
 
 class Admission:
-    """One admitted request. `not_counted()` takes it out of the per-minute window again: for a call QuickBooks
-    answered 429, which its window does not count (the emulator's does not; Intuit does not say). Without that, a
-    call throttled at the window's edge keeps its retry waiting up to a minute behind its own failed attempt."""
+    """One admitted request, which the caller reports `throttled` when QuickBooks answered it 429.
+
+    A throttled call leaves the per-minute window again, since QuickBooks' window did not count it (the
+    emulator's does not; Intuit does not say); otherwise a call throttled at the window's edge would keep its own
+    retry waiting up to a minute behind it. And the realm admits nothing new for `pause` seconds, so the calls
+    queued behind it do not run into the same edge one after another.
+    """
 
     def __init__(self, limiter: RealmLimiter, state: _RealmState, started: float) -> None:
         self._limiter = limiter
@@ -44,14 +55,16 @@ class Admission:
         self._started = started
         self._counted = True
 
-    def not_counted(self) -> None:
+    def throttled(self, pause: float) -> None:
         if not self._counted:
             return
         self._counted = False
+        state = self._state
         # Equal stamps are interchangeable, and one that already left the window needs no removal.
         with contextlib.suppress(ValueError):
-            self._state.starts.remove(self._started)
-        self._limiter._pump(self._state)
+            state.starts.remove(self._started)
+        state.hold_until = max(state.hold_until, self._limiter.now() + pause)
+        self._limiter._pump(state)
 
 
 class RealmLimiter:
@@ -93,9 +106,12 @@ class RealmLimiter:
 
         While the caller queues, `on_wait(notify_every)` is awaited every `notify_every` seconds, so a
         caller that must show signs of life (a Temporal activity heartbeating) can do so. The block gets the
-        `Admission`, to give its place in the per-minute window back when QuickBooks did not count the call.
+        `Admission`, to report a call QuickBooks throttled.
         """
         return self._slot(realm_id, on_wait, notify_every)
+
+    def now(self) -> float:
+        return self._clock()
 
     def in_flight(self, realm_id: str) -> int:
         state = self._realms.get(realm_id)
@@ -166,6 +182,9 @@ class RealmLimiter:
                 continue
             if state.in_flight >= self.max_in_flight:
                 return
+            if now < state.hold_until:
+                self._wake_later(state, state.hold_until - now)
+                return
             if len(state.starts) >= self.per_minute:
                 self._wake_later(state, state.starts[0] + self.window_seconds - now)
                 return
@@ -175,8 +194,13 @@ class RealmLimiter:
             head.set_result(now)
 
     def _wake_later(self, state: _RealmState, delay: float) -> None:
+        """One timer per realm, for the earliest moment something may change."""
+        wake_at = self._clock() + max(delay, 0.0)
         if state.timer is not None and not state.timer.done():
-            return
+            if state.timer_at <= wake_at:
+                return
+            state.timer.cancel()
+        state.timer_at = wake_at
         state.timer = asyncio.get_running_loop().create_task(self._wake(state, max(delay, 0.0)))
 
     async def _wake(self, state: _RealmState, delay: float) -> None:

@@ -392,9 +392,9 @@ async def test_retry_after_is_honoured_when_sent(emulator_factory: EmulatorFacto
 
 
 async def test_a_throttled_attempt_does_not_use_up_the_minute(company: Company) -> None:
-    # The limiter's clock never moves, so nothing ever leaves its window: with 2 calls a minute, a 429'd
-    # attempt that still counted would keep the second call waiting forever.
-    limiter = RealmLimiter(per_minute=2, clock=lambda: 1000.0)
+    # Nothing leaves this limiter's hour-long window during the test: with 2 calls allowed, a 429'd attempt
+    # that still counted would keep the second call waiting for an hour.
+    limiter = RealmLimiter(per_minute=2, window_seconds=3600)
     client = company.client(limiter=limiter)
     await company.inject(status=429, path_contains="/companyinfo/")
     since = await company.last_seq()

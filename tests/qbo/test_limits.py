@@ -97,7 +97,9 @@ async def test_at_most_max_in_flight_and_first_come_first_served(fake_time: Fake
 
 
 async def test_per_minute_budget_waits_for_the_oldest_call_to_leave_the_window(fake_time: FakeTime) -> None:
-    limiter = RealmLimiter(max_in_flight=10, per_minute=3, clock=fake_time.clock, sleep=fake_time.sleep)
+    limiter = RealmLimiter(
+        max_in_flight=10, per_minute=3, window_seconds=60, clock=fake_time.clock, sleep=fake_time.sleep
+    )
     callers = Caller(limiter)
     for name in ("a", "b", "c"):
         callers.start(name)
@@ -119,26 +121,55 @@ async def test_per_minute_budget_waits_for_the_oldest_call_to_leave_the_window(f
     await callers.finish()
 
 
-async def test_a_call_not_counted_gives_its_place_in_the_window_back(fake_time: FakeTime) -> None:
-    limiter = RealmLimiter(max_in_flight=10, per_minute=2, clock=fake_time.clock, sleep=fake_time.sleep)
+async def test_a_throttled_call_leaves_the_window_and_holds_the_realm_briefly(fake_time: FakeTime) -> None:
+    limiter = RealmLimiter(
+        max_in_flight=10, per_minute=2, window_seconds=60, clock=fake_time.clock, sleep=fake_time.sleep
+    )
     async with limiter.slot("realm-1"):
         pass
-    async with limiter.slot("realm-1") as throttled:
-        throttled.not_counted()
-        throttled.not_counted()  # twice is once
     callers = Caller(limiter)
-    callers.start("retry")
-    callers.start("next")
+    async with limiter.slot("realm-1") as admission:
+        callers.start("retry")
+        callers.start("next")
+        await settle()
+        assert callers.admitted == []  # 2 calls in the window
+        admission.throttled(pause=0.5)
+        admission.throttled(pause=5.0)  # reported once
     await settle()
-    # The window holds one counted call: the retry goes at once, the next waits for the minute.
+    # The window has room for one again, but the realm holds for the pause first.
+    assert callers.admitted == []
+    await fake_time.advance(0.5)
     assert callers.admitted == ["retry"]
-    await fake_time.advance(60)
+    # The other waits for the first call to leave the window, a minute after it was admitted.
+    await fake_time.advance(59.4)
+    assert callers.admitted == ["retry"]
+    await fake_time.advance(0.1)
     assert callers.admitted == ["retry", "next"]
     await callers.finish()
 
 
+async def test_a_hold_shorter_than_the_window_wait_wakes_the_realm_sooner(fake_time: FakeTime) -> None:
+    limiter = RealmLimiter(
+        max_in_flight=10, per_minute=1, window_seconds=60, clock=fake_time.clock, sleep=fake_time.sleep
+    )
+    callers = Caller(limiter)
+    async with limiter.slot("realm-1") as admission:
+        callers.start("retry")
+        await settle()
+        # Waiting for the window: one timer, a minute away.
+        assert [deadline - fake_time.now for deadline, _ in fake_time.sleepers] == [60.0]
+        admission.throttled(pause=1.0)
+    await settle()
+    assert [deadline - fake_time.now for deadline, wake in fake_time.sleepers if not wake.done()] == [1.0]
+    await fake_time.advance(1.0)
+    assert callers.admitted == ["retry"]
+    await callers.finish()
+
+
 async def test_a_new_arrival_never_overtakes_a_waiter(fake_time: FakeTime) -> None:
-    limiter = RealmLimiter(max_in_flight=1, per_minute=2, clock=fake_time.clock, sleep=fake_time.sleep)
+    limiter = RealmLimiter(
+        max_in_flight=1, per_minute=2, window_seconds=60, clock=fake_time.clock, sleep=fake_time.sleep
+    )
     callers = Caller(limiter)
     callers.start("first")
     callers.start("second")
@@ -226,6 +257,10 @@ async def _use(limiter: RealmLimiter) -> None:
     async with limiter.slot("realm-1"):
         assert limiter.in_flight("realm-1") <= 10
         await asyncio.sleep(0)
+
+
+def test_the_limiter_counts_each_call_a_second_longer_than_intuit() -> None:
+    assert RealmLimiter().window_seconds == 61.0
 
 
 def test_limits_must_be_positive() -> None:
