@@ -32,7 +32,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(session: SessionDep, services: ServicesDep) -> dict[str, str]:
     """The database and Temporal answer."""
     try:
-        await session.execute(text("SELECT 1"))
+        connection = await session.connection()
+        await connection.execute(text("SELECT 1"))
     except Exception as exc:
         logger.warning("database not ready: %s", type(exc).__name__)
         raise ApiError(503, "not_ready", "The database does not answer.") from exc
