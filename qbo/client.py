@@ -24,10 +24,9 @@ from qbo.errors import (
     QboUnavailable,
     intuit_tid_of,
     parse_fault,
-    parse_retry_after,
     redact,
 )
-from qbo.limits import RealmLimiter
+from qbo.limits import Admission, RealmLimiter
 
 __all__ = [
     "CdcResult",
@@ -366,7 +365,7 @@ class QboClient:
         throttle_attempt = 0
         waited = 0.0
         while True:
-            response = await self._send(method, url, query, token, content, content_type)
+            response, admission = await self._send(method, url, query, token, content, content_type)
             status = response.status_code
             if 200 <= status < 300:
                 return self._json(response)
@@ -380,6 +379,8 @@ class QboClient:
                 continue
             if isinstance(error, QboThrottled):
                 delay = self._throttle_delay(error.retry_after, throttle_attempt)
+                # Not served, so not counted; and the company's other calls hold off while this one waits.
+                admission.throttled(pause=delay)
                 if self._max_throttle_wait is not None and waited + delay > self._max_throttle_wait:
                     raise error
                 logger.info(
@@ -412,7 +413,8 @@ class QboClient:
         token: str,
         content: bytes | None,
         content_type: str | None,
-    ) -> httpx.Response:
+    ) -> tuple[httpx.Response, Admission]:
+        """One HTTP request within the company's limits; the admission lets the caller report a throttle."""
         headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
         if content_type is not None:
             headers["Content-Type"] = content_type
@@ -422,10 +424,6 @@ class QboClient:
                 response = await self._http.request(
                     method, url, params=params, content=content, headers=headers, timeout=self._timeout
                 )
-                if response.status_code == 429:
-                    # Not served, so not counted; and nothing new goes out before this call would retry.
-                    retry_after = parse_retry_after(response.headers.get("retry-after"))
-                    admission.throttled(self._backoff_initial / 2 if retry_after is None else retry_after)
             except httpx.TimeoutException as exc:
                 logger.debug("QuickBooks %s %s timed out after %.1f s", method, _log_path(url), self._timeout)
                 raise QboUnavailable(
@@ -445,7 +443,7 @@ class QboClient:
             intuit_tid_of(response.headers),
             (time.monotonic() - started) * 1000,
         )
-        return response
+        return response, admission
 
     @staticmethod
     def _json(response: httpx.Response) -> dict[str, Any]:

@@ -46,25 +46,19 @@ class Admission:
     A throttled call leaves the per-minute window again, since QuickBooks' window did not count it (the
     emulator's does not; Intuit does not say); otherwise a call throttled at the window's edge would keep its own
     retry waiting up to a minute behind it. And the realm admits nothing new for `pause` seconds, so the calls
-    queued behind it do not run into the same edge one after another.
+    queued behind it do not run into the same edge one after another. Reported more than once, it counts once.
     """
 
-    def __init__(self, limiter: RealmLimiter, state: _RealmState, started: float) -> None:
+    def __init__(self, limiter: RealmLimiter, state: _RealmState, admitted_at: float) -> None:
         self._limiter = limiter
         self._state = state
-        self._started = started
-        self._counted = True
+        self._admitted_at = admitted_at
+        self._reported = False
 
     def throttled(self, pause: float) -> None:
-        if not self._counted:
-            return
-        self._counted = False
-        state = self._state
-        # Equal stamps are interchangeable, and one that already left the window needs no removal.
-        with contextlib.suppress(ValueError):
-            state.starts.remove(self._started)
-        state.hold_until = max(state.hold_until, self._limiter.now() + pause)
-        self._limiter._pump(state)
+        if not self._reported:
+            self._reported = True
+            self._limiter._give_back(self._state, self._admitted_at, pause)
 
 
 class RealmLimiter:
@@ -109,9 +103,6 @@ class RealmLimiter:
         `Admission`, to report a call QuickBooks throttled.
         """
         return self._slot(realm_id, on_wait, notify_every)
-
-    def now(self) -> float:
-        return self._clock()
 
     def in_flight(self, realm_id: str) -> int:
         state = self._realms.get(realm_id)
@@ -158,6 +149,13 @@ class RealmLimiter:
                 self._pump(state)
             raise
         return Admission(self, state, admitted.result())
+
+    def _give_back(self, state: _RealmState, admitted_at: float, pause: float) -> None:
+        # Equal stamps are interchangeable, and one that already left the window needs no removal.
+        with contextlib.suppress(ValueError):
+            state.starts.remove(admitted_at)
+        state.hold_until = max(state.hold_until, self._clock() + pause)
+        self._pump(state)
 
     def _release(self, realm_id: str) -> None:
         state = self._realms.get(realm_id)
