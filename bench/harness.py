@@ -15,7 +15,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,16 +33,14 @@ import psycopg
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-import temporal_support
 from models.db import migrate
-from qbo.client import QboClient, endpoints_for
+from qbo.client import QboClient
 from qbo.limits import WINDOW_SECONDS, RealmLimiter
-from qbo.oauth import QboOAuth
 from settings import Settings
-from workflows import search_attributes
+from tests.qbo_access import StaticTokens, access_token_through_consent
+from tests.support import free_port, start_dev_server
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 
 API_TOKEN = "bench-service-token"  # noqa: S105 - the local API's service token
 CLIENT_ID = "bench-client-id"
@@ -83,12 +80,6 @@ RAISED_LIMITS = Limits(per_minute=100_000, in_flight=1_000)
 def log(message: str) -> None:
     """Progress on stderr, so stdout holds only the figures."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -211,19 +202,6 @@ async def wait_until_serving(child: Child, url: str, within: float = STARTUP_TIM
 # --- The running engine ------------------------------------------------------------------------------------
 
 
-class StaticTokens:
-    """The raw baseline's TokenSource: one access token, valid for far longer than a benchmark."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    async def access_token(self) -> str:
-        return self._token
-
-    async def refresh_after_unauthorized(self, rejected: str) -> str:
-        raise RuntimeError("the raw baseline's access token was refused")
-
-
 @dataclass
 class Stack:
     """Temporal, the emulator, the database and the API are up; workers come and go with `running_worker`."""
@@ -334,29 +312,19 @@ class Stack:
         async with httpx.AsyncClient(
             timeout=30, limits=httpx.Limits(max_connections=200, max_keepalive_connections=200)
         ) as http:
-            oauth = QboOAuth(
+            token = await access_token_through_consent(
+                admin=self.admin,
+                base_url=self.emulator_url,
+                http=http,
+                realm_id=realm_id,
                 client_id=CLIENT_ID,
                 client_secret=CLIENT_SECRET,
                 redirect_uri=RAW_CLIENT_REDIRECT_URI,
-                endpoints=endpoints_for("emulator", self.emulator_url),
-                http=http,
             )
-            consent = await self.admin.post(
-                f"/__admin/companies/{realm_id}/authorize",
-                json={
-                    "client_id": CLIENT_ID,
-                    "redirect_uri": RAW_CLIENT_REDIRECT_URI,
-                    "state": "bench",
-                    "scope": "com.intuit.quickbooks.accounting",
-                },
-            )
-            consent.raise_for_status()
-            code = parse_qs(urlsplit(consent.json()["redirect_url"]).query)["code"][0]
-            tokens = await oauth.exchange_code(code, realm_id)
             yield QboClient(
                 realm_id=realm_id,
                 api_base_url=self.emulator_url,
-                tokens=StaticTokens(tokens.access_token),
+                tokens=StaticTokens(token),
                 http=http,
                 limiter=RealmLimiter(
                     per_minute=limits.per_minute,
@@ -598,26 +566,10 @@ async def _start_temporal() -> WorkflowEnvironment:
     saved = os.dup(1)
     os.dup2(2, 1)
     try:
-        return await WorkflowEnvironment.start_local(
-            data_converter=temporal_support.data_converter(Settings(_env_file=None)),
-            dev_server_existing_path=_venv_binary("temporal"),
-            ip="127.0.0.1",
-            port=free_port(),
-            ui=False,
-            search_attributes=search_attributes.ALL,
-            dev_server_log_level="error",
-        )
+        return await start_dev_server()
     finally:
         os.dup2(saved, 1)
         os.close(saved)
-
-
-def _venv_binary(name: str) -> str:
-    candidate = BIN / name
-    found = str(candidate) if candidate.exists() else shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} is not installed; `make bench` builds .venv with it")
-    return found
 
 
 # --- Where the CPU goes -----------------------------------------------------------------------------------

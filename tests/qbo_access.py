@@ -17,6 +17,8 @@ SEED_REDIRECT_URI = "http://127.0.0.1/callback"
 
 
 class StaticTokens:
+    """A TokenSource with one access token, for a client that never outlives it (tests, the bench baseline)."""
+
     def __init__(self, token: str) -> None:
         self._token = token
 
@@ -24,36 +26,53 @@ class StaticTokens:
         return self._token
 
     async def refresh_after_unauthorized(self, rejected: str) -> str:
-        raise AssertionError("the seeding token should not expire during a test")
+        raise AssertionError("this access token should not expire while it is used")
+
+
+async def access_token_through_consent(
+    *,
+    admin: httpx.AsyncClient,
+    base_url: str,
+    http: httpx.AsyncClient,
+    realm_id: str,
+    client_id: str = TEST_CLIENT_ID,
+    client_secret: str = TEST_CLIENT_SECRET,
+    redirect_uri: str = SEED_REDIRECT_URI,
+) -> str:
+    """An access token for the company, as another app gets one: the emulator's consent (admin) route, then the
+    code exchanged at its token endpoint."""
+    oauth = QboOAuth(
+        client_id=client_id,
+        client_secret=client_secret,
+        redirect_uri=redirect_uri,
+        endpoints=endpoints_for("emulator", base_url),
+        http=http,
+    )
+    consent = await admin.post(
+        f"/__admin/companies/{realm_id}/authorize",
+        json={
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "state": "direct",
+            "scope": "com.intuit.quickbooks.accounting",
+        },
+    )
+    consent.raise_for_status()
+    code = parse_qs(urlsplit(consent.json()["redirect_url"]).query)["code"][0]
+    return (await oauth.exchange_code(code, realm_id)).access_token
 
 
 @contextlib.asynccontextmanager
 async def qbo_client_for(emulator: Emulator, realm_id: str) -> AsyncIterator[QboClient]:
     """A QuickBooks client for the company, authorized through the emulator's consent (admin) route."""
     async with httpx.AsyncClient(timeout=30) as http:
-        oauth = QboOAuth(
-            client_id=TEST_CLIENT_ID,
-            client_secret=TEST_CLIENT_SECRET,
-            redirect_uri=SEED_REDIRECT_URI,
-            endpoints=endpoints_for("emulator", emulator.base_url),
-            http=http,
+        token = await access_token_through_consent(
+            admin=emulator.admin, base_url=emulator.base_url, http=http, realm_id=realm_id
         )
-        consent = await emulator.admin.post(
-            f"/__admin/companies/{realm_id}/authorize",
-            json={
-                "client_id": TEST_CLIENT_ID,
-                "redirect_uri": SEED_REDIRECT_URI,
-                "state": "seed",
-                "scope": "com.intuit.quickbooks.accounting",
-            },
-        )
-        consent.raise_for_status()
-        code = parse_qs(urlsplit(consent.json()["redirect_url"]).query)["code"][0]
-        tokens = await oauth.exchange_code(code, realm_id)
         yield QboClient(
             realm_id=realm_id,
             api_base_url=emulator.base_url,
-            tokens=StaticTokens(tokens.access_token),
+            tokens=StaticTokens(token),
             http=http,
             limiter=RealmLimiter(),
         )

