@@ -46,7 +46,9 @@ from bench.harness import (
     THROTTLED,
     Limits,
     Stack,
+    Variant,
     bounded,
+    by_name,
     cpu_seconds,
     cpu_used,
     log,
@@ -80,34 +82,22 @@ LIMITER_FULL = "only the limiter's longer window full"
 ROOM = "room in both"
 
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    description: str
-    # None: the worker exactly as shipped (`python worker.py`).
-    engine_limits: Limits | None
-    raw_limits: Limits
-
-
-VARIANTS = {
-    variant.name: variant
-    for variant in (
-        Variant(
-            "intuit",
-            "as shipped: the engine's limiter and the baseline's count 500 calls, each for 61 s (Intuit's minute "
-            "and a second's margin)",
-            None,
-            INTUIT_LIMITS,
-        ),
-        Variant(
-            "edge",
-            "diagnostic: both limiters count each call for exactly Intuit's 60 s, without the margin "
-            "(bench.limited_worker --window-seconds 60)",
-            EDGE_LIMITS,
-            EDGE_LIMITS,
-        ),
-    )
-}
+VARIANTS = by_name(
+    Variant(
+        "intuit",
+        "as shipped: the engine's limiter and the baseline's count 500 calls, each for 61 s (Intuit's minute "
+        "and a second's margin)",
+        engine_limits=None,
+        raw_limits=INTUIT_LIMITS,
+    ),
+    Variant(
+        "edge",
+        "diagnostic: both limiters count each call for exactly Intuit's 60 s, without the margin "
+        "(bench.limited_worker --window-seconds 60)",
+        engine_limits=EDGE_LIMITS,
+        raw_limits=EDGE_LIMITS,
+    ),
+)
 
 
 @dataclass

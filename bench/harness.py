@@ -77,6 +77,22 @@ INTUIT_LIMITS = Limits(per_minute=500, in_flight=10)
 RAISED_LIMITS = Limits(per_minute=100_000, in_flight=1_000)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """Limits a benchmark runs under: the emulator's, the engine worker's and the raw baseline's limiter's."""
+
+    name: str
+    description: str
+    # None: the worker exactly as shipped (`python worker.py`, whose limiter has Intuit's limits).
+    engine_limits: Limits | None
+    raw_limits: Limits
+    emulator_limits: Limits = INTUIT_LIMITS
+
+
+def by_name(*variants: Variant) -> dict[str, Variant]:
+    return {variant.name: variant for variant in variants}
+
+
 def log(message: str) -> None:
     """Progress on stderr, so stdout holds only the figures."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

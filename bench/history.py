@@ -17,7 +17,7 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 
-from bench.harness import Stack, log, median
+from bench.harness import Stack, log
 from bench.workload import send_payload
 from workflows.ids import invoice_workflow_id
 
@@ -42,9 +42,6 @@ class Lifecycle:
 class HistoryResult:
     samples: int
     cases: dict[str, list[Lifecycle]] = field(default_factory=dict)
-
-    def median_events(self, case: str) -> float:
-        return median([lifecycle.events for lifecycle in self.cases[case]])
 
 
 def lifecycle_of(history: WorkflowHistory) -> Lifecycle:

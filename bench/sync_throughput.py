@@ -30,7 +30,9 @@ from bench.harness import (
     THROTTLED,
     Limits,
     Stack,
+    Variant,
     bounded,
+    by_name,
     cpu_seconds,
     cpu_used,
     log,
@@ -47,42 +49,28 @@ WARM_UP_INVOICES = 20
 SYNC_TIMEOUT = 900.0
 
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    description: str
-    emulator_limits: Limits
-    # None: the worker exactly as shipped (`python worker.py`, whose limiter has Intuit's limits).
-    engine_limits: Limits | None
-    raw_limits: Limits
-
-
-VARIANTS = {
-    variant.name: variant
-    for variant in (
-        Variant(
-            "intuit",
-            "Intuit's limits: emulator 500/min and 10 in flight per company; engine as shipped",
-            INTUIT_LIMITS,
-            None,
-            INTUIT_LIMITS,
-        ),
-        Variant(
-            "raised",
-            "emulator limits raised (100000/min, 1000 in flight); engine as shipped (its limiter: 500/min, 10)",
-            RAISED_LIMITS,
-            None,
-            RAISED_LIMITS,
-        ),
-        Variant(
-            "unthrottled",
-            "emulator limits raised; engine limiter raised too (bench.limited_worker)",
-            RAISED_LIMITS,
-            RAISED_LIMITS,
-            RAISED_LIMITS,
-        ),
-    )
-}
+VARIANTS = by_name(
+    Variant(
+        "intuit",
+        "Intuit's limits: emulator 500/min and 10 in flight per company; engine as shipped",
+        engine_limits=None,
+        raw_limits=INTUIT_LIMITS,
+    ),
+    Variant(
+        "raised",
+        "emulator limits raised (100000/min, 1000 in flight); engine as shipped (its limiter: 500/min, 10)",
+        engine_limits=None,
+        raw_limits=RAISED_LIMITS,
+        emulator_limits=RAISED_LIMITS,
+    ),
+    Variant(
+        "unthrottled",
+        "emulator limits raised; engine limiter raised too (bench.limited_worker)",
+        engine_limits=RAISED_LIMITS,
+        raw_limits=RAISED_LIMITS,
+        emulator_limits=RAISED_LIMITS,
+    ),
+)
 
 
 @dataclass
