@@ -391,16 +391,19 @@ async def test_retry_after_is_honoured_when_sent(emulator_factory: EmulatorFacto
     assert company.waits == [1.0]
 
 
-async def test_a_throttled_attempt_does_not_use_up_the_minute(company: Company) -> None:
-    # Nothing leaves this limiter's hour-long window during the test: with 2 calls allowed, a 429'd attempt
+@pytest.mark.parametrize(("status", "fault_code"), [(429, None), (403, "3001")], ids=["429", "old-style 403"])
+async def test_a_throttled_attempt_does_not_use_up_the_minute(
+    company: Company, status: int, fault_code: str | None
+) -> None:
+    # Nothing leaves this limiter's hour-long window during the test: with 2 calls allowed, a throttled attempt
     # that still counted would keep the second call waiting for an hour.
     limiter = RealmLimiter(per_minute=2, window_seconds=3600)
     client = company.client(limiter=limiter)
-    await company.inject(status=429, path_contains="/companyinfo/")
+    await company.inject(status=status, fault_code=fault_code, path_contains="/companyinfo/")
     since = await company.last_seq()
     assert (await asyncio.wait_for(client.company_info(), 10))["CompanyName"]
     assert (await asyncio.wait_for(client.company_info(), 10))["CompanyName"]
-    assert [entry["status"] for entry in await company.requests(since)] == [429, 200, 200]
+    assert [entry["status"] for entry in await company.requests(since)] == [status, 200, 200]
     # Both answered calls count: the window is full now.
     third = asyncio.create_task(client.company_info())
     await asyncio.sleep(0.5)
