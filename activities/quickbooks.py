@@ -60,6 +60,7 @@ from qbo.errors import (
     QboValidationError,
 )
 from qbo.limits import RealmLimiter
+from qbo.webhooks import event_dedupe_key
 from workflows.ids import connection_workflow_id, invoice_workflow_id
 from workflows.messages import (
     CONNECTION_UNAVAILABLE,
@@ -934,7 +935,7 @@ def _cdc_event(
     realm_id: str, qbo_invoice_id: str, operation: str, version: str, now: datetime
 ) -> dict[str, Any]:
     return {
-        "dedupe_key": f"cdc:{realm_id}:Invoice:{qbo_invoice_id}:{version}",
+        "dedupe_key": event_dedupe_key("cdc", realm_id, "Invoice", qbo_invoice_id, version),
         "realm_id": realm_id,
         "entity": "Invoice",
         "entity_id": qbo_invoice_id,

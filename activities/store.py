@@ -12,6 +12,7 @@ from models.db import SessionFactory
 from models.plans import quickbooks_entitled
 from models.queries import for_update, insert_ignoring_conflicts
 from models.tables import Account, InvoiceSync, Notification, QuickBooksConnection, TimelineEntry
+from workflows.ids import invoice_workflow_id
 from workflows.messages import (
     USABLE_CONNECTION_STATUSES,
     InvoiceRecord,
@@ -119,7 +120,7 @@ class StoreActivities:
                     TimelineItem(
                         kind="paused",
                         message=f"Syncing paused: {request.reason}",
-                        dedupe_key=f"{request.account_id}/{request.invoice_id}/paused/{now.isoformat()}",
+                        dedupe_key=f"{invoice_workflow_id(request.account_id, request.invoice_id)}/paused/{now.isoformat()}",
                     ),
                     now,
                 )

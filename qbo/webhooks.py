@@ -94,8 +94,17 @@ class WebhookEvent:
     def dedupe_key(self) -> str:
         """Stable across redeliveries: CloudEvents reuse their id; classic events repeat the same fields."""
         if self.event_id:
-            return self.event_id
-        return f"classic:{self.realm_id}:{self.entity}:{self.entity_id}:{self.operation}:{self.occurred_at_raw or ''}"
+            return event_dedupe_key("cloudevent", self.event_id)
+        return event_dedupe_key(
+            "classic", self.realm_id, self.entity, self.entity_id, self.operation, self.occurred_at_raw or ""
+        )
+
+
+def event_dedupe_key(source: str, *parts: str) -> str:
+    """A stored event's dedupe key: injective over its parts (JSON keeps ("a:b", "c") and ("a", "b:c") apart),
+    and of bounded length whatever Intuit sends (a digest), so it always fits its column."""
+    digest = hashlib.sha256(json.dumps([source, *parts], ensure_ascii=False).encode()).hexdigest()
+    return f"{source}:{digest}"
 
 
 def signature_of(body: bytes, verifier_token: str) -> str:

@@ -88,7 +88,7 @@ class ConnectionWorkflow:
     end (`expiring`), notices revocation (`expired`), checks the connection daily, sweeps for changes webhooks
     missed, pauses and resumes syncing with the plan, and disconnects (optionally voiding synced invoices).
 
-    Id: `connection-{account_id}` (signal-with-start from the OAuth callback).
+    Id: `connection:{account_id}`, percent-encoded (signal-with-start from the OAuth callback).
     Signals:
       - `grant_authorized` (GrantSignal): a new authorization was stored encrypted; adopt it (connect/reconnect).
       - `plan_changed` (PlanChange): the account's plan gained or lost QuickBooks.

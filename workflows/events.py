@@ -25,7 +25,7 @@ PROCESS_RETRY_POLICY = RetryPolicy(
 class QuickBooksEventsWorkflow:
     """Turns a company's stored QuickBooks events into signals to invoice workflows, one batch at a time.
 
-    Id: `quickbooks-events-{realm_id}` (signal-with-start by the webhook route, CDC sweeps and reconnects).
+    Id: `quickbooks-events:{realm_id}` (signal-with-start by the webhook route, CDC sweeps and reconnects).
     Signals:
       - `events_arrived`: new events are stored; process them.
     Queries:

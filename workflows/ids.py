@@ -1,13 +1,32 @@
-"""Workflow ids, derived from business keys."""
+"""Workflow ids, derived from business keys, injectively: no two different keys ever give one id.
+
+Each part is percent-encoded (`urllib.parse.quote` with nothing kept safe but letters, digits and `-._~`), so an
+encoded part never contains the `:` that separates parts, and decoding gives the part back. Account `acme` with
+invoice `corp-17` is `invoice:acme:corp-17`; account `acme-corp` with invoice `17` is `invoice:acme-corp:17`.
+Every kind has its own prefix, so ids of different kinds never meet either. Dedupe keys that append
+`/<kind>/<key>` to a workflow id stay unambiguous too: an encoded id never contains `/`.
+"""
+
+from urllib.parse import quote
+
+SEPARATOR = ":"
+
+
+def _encoded(part: str) -> str:
+    return quote(part, safe="")
+
+
+def _workflow_id(kind: str, *parts: str) -> str:
+    return SEPARATOR.join([kind, *(_encoded(part) for part in parts)])
 
 
 def invoice_workflow_id(account_id: str, invoice_id: str) -> str:
-    return f"invoice-{account_id}-{invoice_id}"
+    return _workflow_id("invoice", account_id, invoice_id)
 
 
 def connection_workflow_id(account_id: str) -> str:
-    return f"connection-{account_id}"
+    return _workflow_id("connection", account_id)
 
 
 def realm_events_workflow_id(realm_id: str) -> str:
-    return f"quickbooks-events-{realm_id}"
+    return _workflow_id("quickbooks-events", realm_id)

@@ -69,7 +69,7 @@ FINAL = frozenset({InvoiceStatus.VOIDED, InvoiceStatus.DELETED_IN_QUICKBOOKS, In
 class InvoiceWorkflow:
     """Syncs one platform invoice to QuickBooks and follows it until it is voided (or QuickBooks is disconnected).
 
-    Id: `invoice-{account_id}-{invoice_id}`.
+    Id: `invoice:{account_id}:{invoice_id}`, each part percent-encoded (workflows/ids.py).
     Signals:
       - `retry_sync` (RetrySyncRequest): retry a `failed` sync now (also what the API's manual retry sends).
       - `quickbooks_invoice_changed` (InvoiceObservation): QuickBooks' current state of the invoice.

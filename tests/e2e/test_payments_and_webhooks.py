@@ -15,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.notify import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 from models.tables import QuickBooksEvent, WebhookDelivery
+from qbo.webhooks import event_dedupe_key
 from tests.engine import Engine, running_engine
 from tests.support import TEST_VERIFIER_TOKEN, Emulator, recording_server
 
@@ -167,7 +168,9 @@ async def test_an_accepted_event_is_stored_once_with_its_dedupe_key(
     async with engine.sessions() as session:
         rows = (
             await session.exec(
-                select(QuickBooksEvent).where(QuickBooksEvent.dedupe_key == "evt-123-Payment-999")
+                select(QuickBooksEvent).where(
+                    QuickBooksEvent.dedupe_key == event_dedupe_key("cloudevent", "evt-123-Payment-999")
+                )
             )
         ).all()
         assert [(row.entity, row.entity_id, row.operation) for row in rows] == [("Payment", "999", "Create")]

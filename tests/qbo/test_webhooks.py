@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from qbo.webhooks import WebhookPayloadError, parse_timestamp, parse_webhook, signature_of, verify_signature
+from qbo.webhooks import (
+    WebhookPayloadError,
+    event_dedupe_key,
+    parse_timestamp,
+    parse_webhook,
+    signature_of,
+    verify_signature,
+)
 
 # Reference §2.4: Java SDK WebhooksServiceTest and python-quickbooks test_client.
 JAVA_SDK_TOKEN = "b5771f19b12ddb4bcdb9f08bdc50bc63878a"
@@ -122,8 +129,17 @@ def test_classic_payload() -> None:
     assert created.event_id is None
     assert created.deleted_id is None
     assert created.format == "classic"
-    assert created.dedupe_key == "classic:1185883450:Customer:1:Create:2015-10-05T14:42:19-0700"
+    assert created.dedupe_key == event_dedupe_key(
+        "classic", "1185883450", "Customer", "1", "Create", "2015-10-05T14:42:19-0700"
+    )
     assert (merged.operation, merged.entity_id, merged.deleted_id) == ("Merge", "27", "26")
+
+
+def test_dedupe_keys_are_injective_and_bounded() -> None:
+    # Joined with ":" these two were one key.
+    assert event_dedupe_key("classic", "1:Invoice", "2") != event_dedupe_key("classic", "1", "Invoice:2")
+    assert event_dedupe_key("cloudevent", "x") != event_dedupe_key("classic", "x")
+    assert len(event_dedupe_key("cloudevent", "e" * 10_000)) <= 255
 
 
 def test_classic_dedupe_key_is_stable_across_redeliveries() -> None:
@@ -187,7 +203,7 @@ def test_cloudevents_payload() -> None:
         "Create",
     )
     assert account.event_id == "88cd52aa-33b6-4351-9aa4-47572edbd068"
-    assert account.dedupe_key == "88cd52aa-33b6-4351-9aa4-47572edbd068"
+    assert account.dedupe_key == event_dedupe_key("cloudevent", "88cd52aa-33b6-4351-9aa4-47572edbd068")
     # Nanoseconds are cut to microseconds.
     assert account.occurred_at == datetime(2025, 9, 10, 21, 31, 25, 179851, tzinfo=UTC)
     assert account.format == "cloudevents"
