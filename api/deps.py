@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 
-from api.auth import is_account_token, is_service_token
+from api.auth import account_of_token, is_service_token
 from api.errors import ApiError
 from models.crypto import TokenCipher
 from models.db import SessionFactory
@@ -65,6 +65,7 @@ def get_settings_dep(services: ServicesDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 _bearer = HTTPBearer(auto_error=False, description="API_TOKEN (any account) or the account's own token")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 @dataclass(frozen=True)
@@ -73,31 +74,59 @@ class Caller:
     is_service: bool
 
 
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _presented_token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise _unauthorized("Send `Authorization: Bearer <token>` with the API token.")
+    return credentials.credentials
+
+
 def authenticate(
     services: ServicesDep,
     account_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: BearerDep,
 ) -> Caller:
     """The caller may act for this account: the service token, or this account's own token."""
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "Send `Authorization: Bearer <token>` with the API token.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    presented = _presented_token(credentials)
     service_token = services.settings.api_token.get_secret_value()
-    presented = credentials.credentials
     if is_service_token(service_token, presented):
         return Caller(account_id=account_id, is_service=True)
-    if is_account_token(service_token, account_id, presented):
-        return Caller(account_id=account_id, is_service=False)
-    if presented.startswith("qbs_acct_"):
+    owner = account_of_token(service_token, presented)
+    if owner is None:
+        raise _unauthorized("The API token is not valid.")
+    if owner != account_id:
         raise ApiError(403, "forbidden", "This token belongs to another account.")
-    raise ApiError(401, "unauthorized", "The API token is not valid.", headers={"WWW-Authenticate": "Bearer"})
+    return Caller(account_id=account_id, is_service=False)
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]
+
+
+def service_only(caller: CallerDep) -> Caller:
+    """Only the platform's backend (the service token) may do this: an account's own token is refused."""
+    if not caller.is_service:
+        raise ApiError(403, "forbidden", "Only the platform's service token may do this.")
+    return caller
+
+
+ServiceCallerDep = Annotated[Caller, Depends(service_only)]
+
+
+def service_token_only(services: ServicesDep, credentials: BearerDep) -> None:
+    """For routes of no account (operations): the service token only."""
+    presented = _presented_token(credentials)
+    service_token = services.settings.api_token.get_secret_value()
+    if is_service_token(service_token, presented):
+        return
+    if account_of_token(service_token, presented) is not None:
+        raise ApiError(403, "forbidden", "Only the platform's service token may do this.")
+    raise _unauthorized("The API token is not valid.")
+
+
+ServiceTokenDep = Depends(service_token_only)
 
 
 async def get_account(caller: CallerDep, session: SessionDep) -> Account:

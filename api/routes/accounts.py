@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from temporalio.service import RPCError
 
 from api.auth import account_token
-from api.deps import AccountDep, CallerDep, ServicesDep, SessionDep
+from api.deps import AccountDep, ServiceCallerDep, ServicesDep, SessionDep
 from models.plans import entitlement_problem, quickbooks_entitled
 from models.schemas import AccountPublic, AccountUpdate, ErrorResponse
 from models.tables import Account, QuickBooksConnection, utcnow
@@ -33,11 +33,16 @@ def account_public(account: Account, *, token: str | None = None) -> AccountPubl
     )
 
 
-@router.put("", responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+@router.put(
+    "",
+    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+)
 async def put_account(
-    body: AccountUpdate, caller: CallerDep, session: SessionDep, services: ServicesDep
+    body: AccountUpdate, caller: ServiceCallerDep, session: SessionDep, services: ServicesDep
 ) -> AccountPublic:
-    """Create the account or change its plan (`free`, `pro` with or without the add-on, `premium`)."""
+    """Create the account or change its plan (`free`, `pro` with or without the add-on, `premium`).
+
+    The platform sets plans (service token only): an account's own token would otherwise buy itself Premium."""
     account = await session.get(Account, caller.account_id)
     if account is None:
         account = Account(id=caller.account_id, plan=body.plan.value, quickbooks_addon=body.quickbooks_addon)
@@ -50,12 +55,9 @@ async def put_account(
     entitled = quickbooks_entitled(account.plan, account.quickbooks_addon)
     if entitled != was_entitled:
         await _tell_connection(services, session, account.id, entitled)
-    token = (
-        account_token(services.settings.api_token.get_secret_value(), account.id)
-        if caller.is_service
-        else None
+    return account_public(
+        account, token=account_token(services.settings.api_token.get_secret_value(), account.id)
     )
-    return account_public(account, token=token)
 
 
 async def _tell_connection(

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import func, text
 from sqlmodel import select
 
-from api.deps import ServicesDep, SessionDep
+from api.deps import ServicesDep, ServiceTokenDep, SessionDep
 from api.errors import ApiError
 from models.tables import QuickBooksEvent
 from temporal_support import EncryptionCodec, payload_from_json, payload_to_json
@@ -45,8 +45,9 @@ async def readyz(session: SessionDep, services: ServicesDep) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[ServiceTokenDep])
 async def metrics(session: SessionDep) -> Response:
+    """Prometheus metrics, for the service token (scrape with `authorization: credentials: <API_TOKEN>`)."""
     rows = (
         await session.exec(select(QuickBooksEvent.status, func.count()).group_by(QuickBooksEvent.status))
     ).all()

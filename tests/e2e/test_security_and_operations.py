@@ -100,7 +100,8 @@ async def test_the_codec_endpoint_shows_operators_the_decrypted_payloads(
 async def test_health_readiness_and_metrics(engine: Engine, http: httpx.AsyncClient) -> None:
     assert (await http.get(f"{engine.api_url}/healthz")).json() == {"status": "ok"}
     assert (await http.get(f"{engine.api_url}/readyz")).json() == {"status": "ready"}
-    metrics = await http.get(f"{engine.api_url}/metrics")
+    assert (await http.get(f"{engine.api_url}/metrics")).status_code == 401
+    metrics = await engine.api.get("/metrics")
     assert metrics.status_code == 200
     assert "qbo_sync_quickbooks_events" in metrics.text
     assert "qbo_sync_webhook_deliveries_total" in metrics.text
