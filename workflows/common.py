@@ -28,26 +28,52 @@ def should_continue_as_new() -> bool:
 
 
 class PlatformEventOutbox:
-    """Starts event deliveries without waiting for them; `drain` awaits them before completing or continuing."""
+    """Starts event deliveries without waiting for them.
+
+    A workflow that completes `drain`s them first. One that continues as new `hand_over`s what is still undelivered
+    to its next run instead: Temporal retries a delivery for up to three days, and waiting for it there would stop
+    the lifecycle (voids, payments, refreshes) for as long as the platform is down. The platform drops the
+    duplicate that a cancelled attempt may still deliver by the event id.
+    """
 
     def __init__(self) -> None:
-        self._deliveries: list[workflow.ActivityHandle[None]] = []
+        self._deliveries: list[tuple[PlatformEvent, workflow.ActivityHandle[None]]] = []
 
     def send(self, event: PlatformEvent) -> None:
+        # An event carried over from an earlier run keeps the rest of its three days, counted from when it happened.
+        left = PLATFORM_EVENT_SCHEDULE_TO_CLOSE - (workflow.now() - event.occurred_at)
+        if left <= timedelta(0):
+            workflow.logger.warning(
+                "platform event %s given up: not delivered within its window", event.event_id
+            )
+            return
         self._deliveries.append(
-            workflow.start_activity_method(
-                PlatformEventActivities.deliver_platform_event,
+            (
                 event,
-                start_to_close_timeout=PLATFORM_EVENT_TIMEOUT,
-                schedule_to_close_timeout=PLATFORM_EVENT_SCHEDULE_TO_CLOSE,
-                retry_policy=PLATFORM_EVENT_RETRY_POLICY,
+                workflow.start_activity_method(
+                    PlatformEventActivities.deliver_platform_event,
+                    event,
+                    start_to_close_timeout=PLATFORM_EVENT_TIMEOUT,
+                    schedule_to_close_timeout=left,
+                    retry_policy=PLATFORM_EVENT_RETRY_POLICY,
+                ),
             )
         )
 
     async def drain(self) -> None:
-        for delivery in self._deliveries:
+        for event, delivery in self._deliveries:
             try:
                 await delivery
             except ActivityError:
-                workflow.logger.warning("a platform event could not be delivered within its retry window")
+                workflow.logger.warning("platform event %s not delivered within its window", event.event_id)
         self._deliveries.clear()
+
+    def hand_over(self) -> list[PlatformEvent]:
+        """The events not delivered yet, their deliveries here cancelled: the next run sends them again."""
+        undelivered = []
+        for event, delivery in self._deliveries:
+            if not delivery.done():
+                delivery.cancel()
+                undelivered.append(event)
+        self._deliveries.clear()
+        return undelivered

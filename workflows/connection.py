@@ -129,6 +129,8 @@ class ConnectionWorkflow:
         for grant_id in [*request.pending_grants, *([request.grant_id] if request.grant_id else [])]:
             if grant_id not in self._grants:
                 self._grants.append(grant_id)
+        for event in request.undelivered_events:
+            self._outbox.send(event)
 
         while True:
             if self._grants:
@@ -140,12 +142,13 @@ class ConnectionWorkflow:
                 change, self._plan_change = self._plan_change, None
                 await self._apply_plan(change)
             elif should_continue_as_new():
-                await self._outbox.drain()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     ConnectionWorkflowInput(
                         account_id=self._account_id,
                         policy=self._policy,
+                        pending_grants=list(self._grants),
+                        undelivered_events=self._outbox.hand_over(),
                         progress=ConnectionProgress(
                             info=self._info,
                             refreshes=self._refreshes,
@@ -158,15 +161,18 @@ class ConnectionWorkflow:
             else:
                 await self._wait_and_do_what_is_due()
 
-        await self._outbox.drain()
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._grants:
             # Connected again while the disconnect was finishing: a fresh run adopts the new authorization.
             workflow.continue_as_new(
                 ConnectionWorkflowInput(
-                    account_id=self._account_id, policy=self._policy, pending_grants=list(self._grants)
+                    account_id=self._account_id,
+                    policy=self._policy,
+                    pending_grants=list(self._grants),
+                    undelivered_events=self._outbox.hand_over(),
                 )
             )
+        await self._outbox.drain()
         return self._info
 
     async def _wait_and_do_what_is_due(self) -> None:

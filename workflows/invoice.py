@@ -94,10 +94,11 @@ class InvoiceWorkflow:
         self._snapshot = request.snapshot
         if request.progress is not None:
             self._progress = request.progress
+        for event in request.undelivered_events:
+            self._outbox.send(event)
 
         while self._progress.status not in FINAL:
             if should_continue_as_new():
-                await self._outbox.drain()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     InvoiceWorkflowInput(
@@ -105,6 +106,7 @@ class InvoiceWorkflow:
                         invoice_id=self._invoice_id,
                         snapshot=request.snapshot,
                         progress=self._progress,
+                        undelivered_events=self._outbox.hand_over(),
                     )
                 )
             await self._step()
@@ -424,9 +426,13 @@ class InvoiceWorkflow:
     @workflow.signal
     def connection_changed(self, change: ConnectionChange) -> None:
         if change.disconnect_mode is not None:
-            self._progress.disconnect_mode = change.disconnect_mode
-            self._progress.disconnect_void_outcome = change.void_outcome
-            self._progress.disconnect_reason = change.reason
+            # Disconnect & Void tells an invoice what it did, and the disconnect's fan-out to every invoice
+            # follows without an outcome: what one told is kept, never replaced by a later silence.
+            progress = self._progress
+            progress.disconnect_mode = change.disconnect_mode
+            if change.void_outcome is not None:
+                progress.disconnect_void_outcome = change.void_outcome
+                progress.disconnect_reason = change.reason
         elif change.usable:
             self._progress.resume_requested = True
 

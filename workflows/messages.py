@@ -106,6 +106,8 @@ class InvoiceWorkflowInput:
     invoice_id: str
     snapshot: InvoiceSnapshot
     progress: InvoiceProgress | None = None
+    # Platform events the previous run had not delivered when it continued as new: this run sends them.
+    undelivered_events: list[PlatformEvent] = field(default_factory=list)
 
 
 @dataclass
@@ -341,6 +343,7 @@ class ConnectionWorkflowInput:
     pending_grants: list[str] = field(default_factory=list)
     progress: ConnectionProgress | None = None
     policy: ConnectionPolicy = field(default_factory=ConnectionPolicy)
+    undelivered_events: list[PlatformEvent] = field(default_factory=list)
 
 
 @dataclass

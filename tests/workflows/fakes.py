@@ -1,0 +1,122 @@
+"""Activities replaced for workflow tests (the Temporal samples' pattern: fakes registered under the same names).
+
+The fakes keep what the workflow asked for, so a test reads the state machine's moves without a database or
+QuickBooks; gates let a test hold an activity open while it sends signals, so they land in one workflow task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from workflows.invoice import InvoiceWorkflow
+from workflows.messages import (
+    InvoiceLine,
+    InvoiceRecord,
+    InvoiceSnapshot,
+    InvoiceStatus,
+    PauseInput,
+    PauseResult,
+    PlatformEvent,
+    SyncInvoiceInput,
+    SyncInvoiceResult,
+    VoidInvoiceInput,
+    VoidInvoiceResult,
+)
+
+
+def snapshot(number: str = "INV-1") -> InvoiceSnapshot:
+    return InvoiceSnapshot(
+        number=number,
+        client_name="Ada Lovelace",
+        client_email="ada@example.com",
+        currency="USD",
+        issue_date="2026-11-24",
+        due_date="2026-12-24",
+        lines=[InvoiceLine(description="Review", quantity="1", unit_price_cents=10_000)],
+    )
+
+
+@dataclass
+class FakeInvoiceActivities:
+    """What the invoice workflow's activities were asked, and gates to hold them open."""
+
+    records: list[InvoiceRecord] = field(default_factory=list)
+    syncs: list[SyncInvoiceInput] = field(default_factory=list)
+    voids: list[VoidInvoiceInput] = field(default_factory=list)
+    events: list[PlatformEvent] = field(default_factory=list)
+    # Set to hold `record_invoice` for the given status until the event is set.
+    hold_record: dict[InvoiceStatus, asyncio.Event] = field(default_factory=dict)
+    held: asyncio.Event = field(default_factory=asyncio.Event)
+    sync_result: Callable[[SyncInvoiceInput], SyncInvoiceResult] | None = None
+    void_outcome: str = "voided"
+    connection_usable: bool = True
+    # The platform's event endpoint is down: every delivery attempt fails.
+    platform_down: bool = False
+
+    @property
+    def statuses(self) -> list[InvoiceStatus]:
+        return [record.status for record in self.records]
+
+    @activity.defn(name="record_invoice")
+    async def record_invoice(self, record: InvoiceRecord) -> None:
+        self.records.append(record)
+        gate = self.hold_record.get(record.status)
+        if gate is not None:
+            self.held.set()
+            await gate.wait()
+
+    @activity.defn(name="pause_invoice")
+    async def pause_invoice(self, request: PauseInput) -> PauseResult:
+        return PauseResult(resume_now=self.connection_usable)
+
+    @activity.defn(name="sync_invoice")
+    async def sync_invoice(self, request: SyncInvoiceInput) -> SyncInvoiceResult:
+        self.syncs.append(request)
+        if self.sync_result is not None:
+            return self.sync_result(request)
+        total = request.snapshot.total_cents
+        return SyncInvoiceResult(
+            realm_id="9130000000000001",
+            qbo_invoice_id="145",
+            qbo_customer_id="58",
+            sync_token=0,
+            total_cents=total,
+            balance_cents=total,
+        )
+
+    @activity.defn(name="void_invoice")
+    async def void_invoice(self, request: VoidInvoiceInput) -> VoidInvoiceResult:
+        self.voids.append(request)
+        return VoidInvoiceResult(outcome=self.void_outcome)
+
+    @activity.defn(name="deliver_platform_event")
+    async def deliver_platform_event(self, event: PlatformEvent) -> None:
+        self.events.append(event)
+        if self.platform_down:
+            raise ApplicationError("platform unreachable", type="PlatformUnavailable")
+
+    def all(self) -> list[Callable[..., object]]:
+        return [
+            self.record_invoice,
+            self.pause_invoice,
+            self.sync_invoice,
+            self.void_invoice,
+            self.deliver_platform_event,
+        ]
+
+
+@asynccontextmanager
+async def invoice_worker(client: Client, fakes: FakeInvoiceActivities) -> AsyncIterator[str]:
+    """A worker running InvoiceWorkflow with the fakes on a task queue of its own (yielded)."""
+    task_queue = f"wf-{uuid.uuid4().hex[:10]}"
+    async with Worker(client, task_queue=task_queue, workflows=[InvoiceWorkflow], activities=fakes.all()):
+        yield task_queue

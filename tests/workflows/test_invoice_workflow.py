@@ -1,0 +1,112 @@
+"""The invoice workflow's state machine on the time-skipping server, its activities replaced by fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from tests.workflows.fakes import FakeInvoiceActivities, invoice_worker, snapshot
+from workflows.invoice import InvoiceWorkflow
+from workflows.messages import (
+    ConnectionChange,
+    DisconnectMode,
+    InvoiceObservation,
+    InvoiceStatus,
+    InvoiceWorkflowInput,
+    VoidRequest,
+)
+
+AND_VOID = DisconnectMode.DISCONNECT_AND_VOID.value
+
+
+async def start(client: Client, task_queue: str) -> str:
+    workflow_id = f"invoice:acct:{uuid.uuid4().hex[:8]}"
+    await client.start_workflow(
+        InvoiceWorkflow.run,
+        InvoiceWorkflowInput(account_id="acct", invoice_id="inv-1", snapshot=snapshot()),
+        id=workflow_id,
+        task_queue=task_queue,
+    )
+    return workflow_id
+
+
+@pytest.mark.parametrize(
+    ("outcome", "reason", "final", "last_error"),
+    [
+        ("voided", None, InvoiceStatus.VOIDED, None),
+        ("refused", "QuickBooks refused to void invoice INV-1: a payment is applied", InvoiceStatus.DISCONNECTED,
+         "QuickBooks refused to void invoice INV-1: a payment is applied"),
+    ],
+)  # fmt: skip
+async def test_the_disconnect_fan_out_never_overwrites_the_void_outcome(
+    time_skipping_env: WorkflowEnvironment,
+    outcome: str,
+    reason: str | None,
+    final: InvoiceStatus,
+    last_error: str | None,
+) -> None:
+    client = time_skipping_env.client
+    release = asyncio.Event()
+    fakes = FakeInvoiceActivities(hold_record={InvoiceStatus.SYNCED: release})
+    async with invoice_worker(client, fakes) as task_queue:
+        workflow_id = await start(client, task_queue)
+        await asyncio.wait_for(fakes.held.wait(), 10)
+        handle = client.get_workflow_handle_for(InvoiceWorkflow.run, workflow_id)
+        # Disconnect & Void tells the invoice what it did; the later fan-out to every invoice says no more.
+        told = ConnectionChange(usable=False, reason=reason, disconnect_mode=AND_VOID, void_outcome=outcome)
+        await handle.signal(InvoiceWorkflow.connection_changed, told)
+        await handle.signal(
+            InvoiceWorkflow.connection_changed, ConnectionChange(usable=False, disconnect_mode=AND_VOID)
+        )
+        release.set()
+        result = await handle.result()
+
+    assert result.status == final
+    assert fakes.statuses[-1] == final
+    assert fakes.records[-1].last_error == last_error
+    if final == InvoiceStatus.VOIDED:
+        assert fakes.records[-1].timeline is not None
+        assert fakes.records[-1].timeline.message == "Voided in QuickBooks (Disconnect & Void)."
+
+
+async def test_an_undeliverable_platform_event_never_holds_the_invoice_at_continue_as_new(
+    time_skipping_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A short history limit, so that the workflow continues as new while the platform is down.
+    monkeypatch.setattr("workflows.common.MAX_HISTORY_EVENTS", 40)
+    client = time_skipping_env.client
+    fakes = FakeInvoiceActivities(platform_down=True)
+    with time_skipping_env.auto_time_skipping_disabled():  # real time: retries of the delivery keep failing
+        async with invoice_worker(client, fakes) as task_queue:
+            workflow_id = await start(client, task_queue)
+            handle = client.get_workflow_handle_for(InvoiceWorkflow.run, workflow_id)
+            first_run = (await handle.describe()).run_id
+            paid = InvoiceObservation(
+                realm_id="9130000000000001", qbo_invoice_id="145", sync_token=1, total_cents=10_000,
+                balance_cents=0,
+            )  # fmt: skip
+            await handle.signal(InvoiceWorkflow.quickbooks_invoice_changed, paid)
+            for token in range(2, 20):  # redeliveries grow the history past its limit
+                stale = dataclasses.replace(paid, sync_token=token)
+                await handle.signal(InvoiceWorkflow.quickbooks_invoice_changed, stale)
+
+            for _ in range(100):
+                if (await handle.describe()).run_id != first_run:
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise AssertionError("the invoice never continued as new while the platform was down")
+            # The new run still serves the invoice, and keeps trying to deliver the event it carried over.
+            await asyncio.wait_for(handle.execute_update(InvoiceWorkflow.request_void, VoidRequest()), 20)
+            for _ in range(100):
+                if (await handle.query(InvoiceWorkflow.status)).status == InvoiceStatus.VOIDED:
+                    break
+                await asyncio.sleep(0.2)
+            assert fakes.statuses[-1] == InvoiceStatus.VOIDED
+    paid_events = [event for event in fakes.events if event.type == "invoice.paid"]
+    assert len({event.event_id for event in paid_events}) == 1
