@@ -18,9 +18,7 @@ with workflow.unsafe.imports_passed_through():
         AdoptGrantInput,
         BeginDisconnectInput,
         ConnectionChange,
-        ConnectionDeadlines,
         ConnectionInfo,
-        ConnectionPolicy,
         ConnectionProgress,
         ConnectionRecord,
         ConnectionStatus,
@@ -99,15 +97,22 @@ class ConnectionWorkflow:
       - `status` -> ConnectionInfo (never tokens); `refresh_count` -> int; `caught_by_sweeps` -> int.
     """
 
-    def __init__(self) -> None:
-        self._account_id = ""
-        self._policy = ConnectionPolicy()
-        self._info: ConnectionInfo | None = None
-        self._deadlines = ConnectionDeadlines()
+    @workflow.init
+    def __init__(self, request: ConnectionWorkflowInput) -> None:
+        # From the input, before any handler runs: an update or signal delivered in the first task of a run (the
+        # server hands a continued run what the previous one did not take) sees this run's connection.
+        progress = request.progress or ConnectionProgress()
+        self._account_id = request.account_id
+        self._policy = request.policy
+        self._info: ConnectionInfo | None = progress.info
+        self._deadlines = progress.deadlines
+        self._refreshes = progress.refreshes
+        self._caught = progress.caught_by_sweeps
+        self._plan_entitled = progress.plan_entitled
         self._grants: list[str] = []
-        self._refreshes = 0
-        self._caught = 0
-        self._plan_entitled = True
+        for grant_id in [*request.pending_grants, *([request.grant_id] if request.grant_id else [])]:
+            if grant_id not in self._grants:
+                self._grants.append(grant_id)
         self._plan_change: PlanChange | None = None
         self._disconnect: DisconnectRequest | None = None
         self._disconnect_started = False
@@ -118,17 +123,6 @@ class ConnectionWorkflow:
 
     @workflow.run
     async def run(self, request: ConnectionWorkflowInput) -> ConnectionInfo | None:
-        self._account_id = request.account_id
-        self._policy = request.policy
-        if request.progress is not None:
-            self._info = request.progress.info
-            self._refreshes = request.progress.refreshes
-            self._deadlines = request.progress.deadlines
-            self._plan_entitled = request.progress.plan_entitled
-            self._caught = request.progress.caught_by_sweeps
-        for grant_id in [*request.pending_grants, *([request.grant_id] if request.grant_id else [])]:
-            if grant_id not in self._grants:
-                self._grants.append(grant_id)
         for event in request.undelivered_events:
             self._outbox.send(event)
 

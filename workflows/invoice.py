@@ -23,7 +23,6 @@ with workflow.unsafe.imports_passed_through():
         InvoiceObservation,
         InvoiceProgress,
         InvoiceRecord,
-        InvoiceSnapshot,
         InvoiceStatus,
         InvoiceStatusView,
         InvoiceWorkflowInput,
@@ -80,20 +79,18 @@ class InvoiceWorkflow:
       - `status` -> InvoiceStatusView.
     """
 
-    def __init__(self) -> None:
-        self._progress = InvoiceProgress()
-        self._account_id = ""
-        self._invoice_id = ""
-        self._snapshot: InvoiceSnapshot | None = None
+    @workflow.init
+    def __init__(self, request: InvoiceWorkflowInput) -> None:
+        # From the input, before any handler runs: a signal or update delivered with the start of a run (signal-
+        # with-start, or right after a continue-as-new) acts on this run's progress, never on a blank one.
+        self._progress = request.progress or InvoiceProgress()
+        self._account_id = request.account_id
+        self._invoice_id = request.invoice_id
+        self._snapshot = request.snapshot
         self._outbox = PlatformEventOutbox()
 
     @workflow.run
     async def run(self, request: InvoiceWorkflowInput) -> InvoiceWorkflowResult:
-        self._account_id = request.account_id
-        self._invoice_id = request.invoice_id
-        self._snapshot = request.snapshot
-        if request.progress is not None:
-            self._progress = request.progress
         for event in request.undelivered_events:
             self._outbox.send(event)
 
@@ -104,7 +101,7 @@ class InvoiceWorkflow:
                     InvoiceWorkflowInput(
                         account_id=self._account_id,
                         invoice_id=self._invoice_id,
-                        snapshot=request.snapshot,
+                        snapshot=self._snapshot,
                         progress=self._progress,
                         undelivered_events=self._outbox.hand_over(),
                     )
@@ -151,7 +148,7 @@ class InvoiceWorkflow:
     # --- Sync --------------------------------------------------------------------------------------------
 
     async def _sync(self) -> None:
-        snapshot = self._require_snapshot()
+        snapshot = self._snapshot
         progress = self._progress
         may_exist = progress.create_attempted
         progress.create_attempted = True
@@ -194,7 +191,7 @@ class InvoiceWorkflow:
         )
 
     async def _sync_failed(self, reason: str) -> None:
-        snapshot = self._require_snapshot()
+        snapshot = self._snapshot
         self._progress.last_error = reason
         generation = str(self._progress.manual_retries)
         await self._record(
@@ -280,7 +277,7 @@ class InvoiceWorkflow:
                 timeline=self._timeline("deleted", "Deleted in QuickBooks.", key=key),
                 notification=NotificationItem(
                     kind="deleted_in_quickbooks",
-                    message=f"Invoice {self._require_snapshot().number} was deleted in QuickBooks.",
+                    message=f"Invoice {self._snapshot.number} was deleted in QuickBooks.",
                     dedupe_key=f"{workflow.info().workflow_id}/deleted",
                 ),
             )
@@ -310,7 +307,7 @@ class InvoiceWorkflow:
             timeline = self._timeline(
                 "partially_paid",
                 f"Partial payment recorded in QuickBooks: {_money(paid)} of {_money(observation.total_cents)} "
-                f"{self._require_snapshot().currency} paid.",
+                f"{self._snapshot.currency} paid.",
                 key=key,
             )
             event = ("invoice.partially_paid", {"paid_cents": paid})
@@ -327,7 +324,7 @@ class InvoiceWorkflow:
 
     async def _void(self) -> None:
         progress = self._progress
-        snapshot = self._require_snapshot()
+        snapshot = self._snapshot
         if not self._may_be_in_quickbooks():
             await self._voided("Voided. It had not been synced to QuickBooks.")
             return
@@ -452,7 +449,7 @@ class InvoiceWorkflow:
         return InvoiceStatusView(
             account_id=self._account_id,
             invoice_id=self._invoice_id,
-            number=self._snapshot.number if self._snapshot else "",
+            number=self._snapshot.number,
             status=progress.status,
             realm_id=progress.realm_id,
             qbo_invoice_id=progress.qbo_invoice_id,
@@ -533,7 +530,7 @@ class InvoiceWorkflow:
     def _emit(self, event_type: str, *, key: str = "", **data: Any) -> None:
         """Start delivering an event to the platform without waiting for it (awaited before completing)."""
         progress = self._progress
-        snapshot = self._require_snapshot()
+        snapshot = self._snapshot
         event = PlatformEvent(
             event_id=f"{workflow.info().workflow_id}/{event_type}/{key}",
             type=event_type,
@@ -554,10 +551,6 @@ class InvoiceWorkflow:
 
     def _may_be_in_quickbooks(self) -> bool:
         return self._progress.qbo_invoice_id is not None or self._progress.create_attempted
-
-    def _require_snapshot(self) -> InvoiceSnapshot:
-        assert self._snapshot is not None
-        return self._snapshot
 
 
 def _payment_status(total_cents: int, balance_cents: int) -> InvoiceStatus:

@@ -7,6 +7,7 @@ QuickBooks; gates let a test hold an activity open while it sends signals, so th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,8 +18,12 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from workflows.connection import TOKEN_TASK_QUEUE_SUFFIX, ConnectionWorkflow
 from workflows.invoice import InvoiceWorkflow
 from workflows.messages import (
+    ConnectionInfo,
+    ConnectionRecord,
+    HealthResult,
     InvoiceLine,
     InvoiceRecord,
     InvoiceSnapshot,
@@ -26,8 +31,13 @@ from workflows.messages import (
     PauseInput,
     PauseResult,
     PlatformEvent,
+    RefreshTokensInput,
+    RefreshTokensResult,
+    SweepInput,
+    SweepResult,
     SyncInvoiceInput,
     SyncInvoiceResult,
+    TokenLifetimes,
     VoidInvoiceInput,
     VoidInvoiceResult,
 )
@@ -119,4 +129,59 @@ async def invoice_worker(client: Client, fakes: FakeInvoiceActivities) -> AsyncI
     """A worker running InvoiceWorkflow with the fakes on a task queue of its own (yielded)."""
     task_queue = f"wf-{uuid.uuid4().hex[:10]}"
     async with Worker(client, task_queue=task_queue, workflows=[InvoiceWorkflow], activities=fakes.all()):
+        yield task_queue
+
+
+@dataclass
+class FakeConnectionActivities:
+    """The connection workflow's activities: a connection whose every refresh succeeds."""
+
+    info: ConnectionInfo
+    refreshes: list[RefreshTokensInput] = field(default_factory=list)
+    records: list[ConnectionRecord] = field(default_factory=list)
+
+    @activity.defn(name="refresh_tokens")
+    async def refresh_tokens(self, request: RefreshTokensInput) -> RefreshTokensResult:
+        self.refreshes.append(request)
+        self.info = dataclasses.replace(self.info, token_version=request.expected_version + 1)
+        return RefreshTokensResult(
+            info=self.info, refreshed=True, lifetimes=TokenLifetimes(access_seconds=3600)
+        )
+
+    @activity.defn(name="record_connection")
+    async def record_connection(self, record: ConnectionRecord) -> ConnectionInfo:
+        self.records.append(record)
+        self.info = dataclasses.replace(self.info, status=record.status, status_reason=record.reason)
+        return self.info
+
+    @activity.defn(name="check_connection")
+    async def check_connection(self, account_id: str) -> HealthResult:
+        return HealthResult(ok=True)
+
+    @activity.defn(name="sweep_changes")
+    async def sweep_changes(self, request: SweepInput) -> SweepResult:
+        return SweepResult(caught=0, changed=0)
+
+    @activity.defn(name="deliver_platform_event")
+    async def deliver_platform_event(self, event: PlatformEvent) -> None:
+        return None
+
+
+@asynccontextmanager
+async def connection_worker(client: Client, fakes: FakeConnectionActivities) -> AsyncIterator[str]:
+    """Workers running ConnectionWorkflow with the fakes, on a task queue of their own and its token queue."""
+    task_queue = f"wf-{uuid.uuid4().hex[:10]}"
+    async with (
+        Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[ConnectionWorkflow],
+            activities=[fakes.check_connection, fakes.sweep_changes, fakes.deliver_platform_event],
+        ),
+        Worker(
+            client,
+            task_queue=task_queue + TOKEN_TASK_QUEUE_SUFFIX,
+            activities=[fakes.refresh_tokens, fakes.record_connection],
+        ),
+    ):
         yield task_queue

@@ -16,6 +16,7 @@ from workflows.messages import (
     ConnectionChange,
     DisconnectMode,
     InvoiceObservation,
+    InvoiceProgress,
     InvoiceStatus,
     InvoiceWorkflowInput,
     VoidRequest,
@@ -110,3 +111,30 @@ async def test_an_undeliverable_platform_event_never_holds_the_invoice_at_contin
             assert fakes.statuses[-1] == InvoiceStatus.VOIDED
     paid_events = [event for event in fakes.events if event.type == "invoice.paid"]
     assert len({event.event_id for event in paid_events}) == 1
+
+
+async def test_a_signal_that_reaches_a_continued_run_before_it_runs_is_kept(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    # A continued run starts with its progress in the input; a signal delivered with the start (as after a
+    # continue-as-new) is handled before `run` begins, and must act on that progress, not on a blank one.
+    client = time_skipping_env.client
+    fakes = FakeInvoiceActivities()
+    synced = InvoiceProgress(
+        status=InvoiceStatus.SYNCED, realm_id="9130000000000001", qbo_invoice_id="145", qbo_sync_token=0,
+        total_cents=10_000, balance_cents=10_000, create_attempted=True,
+    )  # fmt: skip
+    async with invoice_worker(client, fakes) as task_queue:
+        handle = await client.start_workflow(
+            InvoiceWorkflow.run,
+            InvoiceWorkflowInput(account_id="acct", invoice_id="inv-1", snapshot=snapshot(), progress=synced),
+            id=f"invoice:acct:{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+            start_signal="connection_changed",
+            start_signal_args=[
+                ConnectionChange(usable=False, disconnect_mode=AND_VOID, void_outcome="voided")
+            ],
+        )
+        result = await asyncio.wait_for(handle.result(), 20)
+    assert result.status == InvoiceStatus.VOIDED
+    assert not fakes.syncs  # the continued run never synced again

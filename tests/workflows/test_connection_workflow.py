@@ -1,0 +1,56 @@
+"""The connection workflow's state machine, its activities replaced by fakes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.testing import WorkflowEnvironment
+
+from tests.workflows.fakes import FakeConnectionActivities, connection_worker
+from workflows.connection import ConnectionWorkflow
+from workflows.messages import (
+    ConnectionDeadlines,
+    ConnectionInfo,
+    ConnectionProgress,
+    ConnectionStatus,
+    ConnectionWorkflowInput,
+    RefreshRequest,
+)
+
+
+def connected(account_id: str) -> ConnectionInfo:
+    return ConnectionInfo(
+        account_id=account_id, status=ConnectionStatus.CONNECTED, realm_id="9130000000000001", token_version=3,
+        connected_at=datetime(2026, 11, 1, tzinfo=UTC),
+    )  # fmt: skip
+
+
+async def test_an_update_in_the_first_task_of_a_continued_run_is_served(dev_env: WorkflowEnvironment) -> None:
+    # After a continue-as-new the server hands an update that the old run did not take to the new one, in its
+    # first task: the validator must already know the connection the input carries.
+    client = dev_env.client
+    account_id = f"acct-{uuid.uuid4().hex[:8]}"
+    fakes = FakeConnectionActivities(info=connected(account_id))
+    far = datetime.now(UTC) + timedelta(days=1)
+    progress = ConnectionProgress(
+        info=fakes.info, deadlines=ConnectionDeadlines(refresh_at=far, cdc_at=far, health_at=far)
+    )
+    async with connection_worker(client, fakes) as task_queue:
+        start = WithStartWorkflowOperation(
+            ConnectionWorkflow.run,
+            ConnectionWorkflowInput(account_id=account_id, progress=progress),
+            id=f"connection:{account_id}",
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            task_queue=task_queue,
+        )
+        result = await client.execute_update_with_start_workflow(
+            ConnectionWorkflow.refresh_access_token,
+            RefreshRequest(seen_version=3),
+            start_workflow_operation=start,
+        )
+        assert result.usable and result.token_version == 4
+        assert [request.expected_version for request in fakes.refreshes] == [3]
+        await (await start.workflow_handle()).terminate()
