@@ -96,6 +96,8 @@ EVENT_MAX_ATTEMPTS = 10
 CDC_OVERLAP = timedelta(minutes=5)
 CDC_GRACE = timedelta(minutes=2)
 CDC_MAX_LOOKBACK = timedelta(days=29)
+# Followed invoices read per query when a sweep's change list was cut (a short statement, one page).
+FOLLOWED_READ_BATCH = 200
 # Voids in flight at once for Disconnect & Void (the per-company limiter caps all calls at 10 and 500/min).
 DISCONNECT_VOID_CONCURRENCY = 8
 DISCONNECT_VOID_ATTEMPTS = 3
@@ -649,13 +651,20 @@ class QuickBooksActivities:
         since = max(watermark - CDC_OVERLAP, utcnow() - CDC_MAX_LOOKBACK)
         with translate_errors("the change sweep"):
             changes = await context.client.cdc(["Invoice", "Payment"], since)
-        settled_until = changes.server_time - CDC_GRACE
+            settled_until = changes.server_time - CDC_GRACE
+            if changes.may_be_truncated:
+                # Intuit cuts the answer at 1,000 objects, cannot page it and does not say which it kept, so the
+                # changes past the cut are read another way: every invoice this company's accounts follow, by
+                # id, whose current SyncToken no cut can hide. The watermark then moves past the whole window.
+                changed, deleted = await self._followed_invoices(context)
+            else:
+                changed = changes.entities.get("Invoice", [])
+                deleted = set(changes.deleted.get("Invoice", []))
         invoices = {
             str(invoice["Id"]): invoice
-            for invoice in changes.entities.get("Invoice", [])
+            for invoice in changed
             if _updated_at(invoice) is None or _updated_at(invoice) <= settled_until  # type: ignore[operator]
         }
-        deleted = set(changes.deleted.get("Invoice", []))
         async with self._sessions() as session:
             for payment in changes.entities.get("Payment", []):
                 await insert_ignoring_conflicts(
@@ -702,6 +711,30 @@ class QuickBooksActivities:
         if caught:
             await start_realm_events(self._temporal, context.realm_id, self._task_queue)
         return SweepResult(caught=caught, changed=len(invoices) + len(deleted))
+
+    async def _followed_invoices(self, context: QuickBooksContext) -> tuple[list[dict[str, Any]], set[str]]:
+        """The company's invoices that accounts here follow, as QuickBooks has them now, and those it no longer
+        has (deleted)."""
+        async with self._sessions() as session:
+            followed = (
+                await session.exec(
+                    select(InvoiceSync.qbo_invoice_id).where(
+                        InvoiceSync.realm_id == context.realm_id,
+                        col(InvoiceSync.qbo_invoice_id).is_not(None),
+                        col(InvoiceSync.status).in_(_FOLLOWED_STATUSES),
+                    )
+                )
+            ).all()
+        ids = sorted({str(qbo_id) for qbo_id in followed}, key=int)
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(ids), FOLLOWED_READ_BATCH):
+            batch = ids[start : start + FOLLOWED_READ_BATCH]
+            found += await context.client.query(
+                f"SELECT * FROM Invoice WHERE Id IN ({', '.join(quote(qbo_id) for qbo_id in batch)}) "
+                f"MAXRESULTS {FOLLOWED_READ_BATCH}"
+            )
+            activity.heartbeat(start)
+        return found, set(ids) - {str(invoice["Id"]) for invoice in found}
 
     # --- Disconnect & Void ---------------------------------------------------------------------------------
 

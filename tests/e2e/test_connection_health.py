@@ -333,3 +333,39 @@ async def test_a_downgrade_pauses_syncing_and_an_upgrade_resumes_it(engine: Engi
     await engine.wait_for_invoice(account, "inv-1", "synced", timeout=60)
     assert [n for n in await notifications(engine, account) if n["kind"] == "plan_paused"] == []
     assert (await engine.connection_status(account))["sync_paused_reason"] is None
+
+
+async def test_the_sweep_sees_every_change_when_intuit_cuts_its_answer_at_1000(
+    skipping_engine: Engine,
+) -> None:
+    # After an outage the change-data-capture answer is cut at Intuit's 1,000 objects (and cannot be paged);
+    # changes past the cut must still be seen, and the watermark must not move past them unseen.
+    engine = skipping_engine
+    account = await engine.create_account()
+    realm = await engine.connect(account)
+    for invoice_id in ("inv-1", "inv-2"):
+        await engine.send_invoice(account, invoice_id, number=f"CUT-{invoice_id}")
+    synced = [await engine.wait_for_invoice(account, i, "synced") for i in ("inv-1", "inv-2")]
+    await engine.skip_time(timedelta(minutes=20), step=timedelta(minutes=5))  # the first sweeps pass
+
+    await fault(engine, kind="webhook_drop", count=10_000)
+    now = (await engine.emulator.admin.get("/__admin/clock")).json()["now"]
+    (template,) = [i for i in await engine.qbo_invoices(realm) if i["DocNumber"] == "CUT-inv-1"]
+    others = [
+        {**template, "Id": str(900_000 + n), "DocNumber": f"OTHER-{n}", "PrivateNote": "",
+         "MetaData": {"CreateTime": now, "LastUpdatedTime": now}}
+        for n in range(1_100)
+    ]  # fmt: skip
+    imported = await engine.emulator.admin.post(
+        f"/__admin/companies/{realm}/import", json={"Invoice": others}
+    )
+    imported.raise_for_status()
+    for invoice in synced:
+        await pay(engine, realm, invoice["quickbooks"]["invoice_id"], "225.50")
+    await advance_intuit_clock(engine, 300)
+    await engine.skip_time(timedelta(minutes=30), step=timedelta(minutes=5))
+
+    for invoice_id in ("inv-1", "inv-2"):
+        paid = await engine.wait_for_invoice(account, invoice_id, "paid", timeout=30)
+        assert paid["balance_cents"] == 0
+    assert (await engine.connection_status(account))["missed_changes_caught"] >= 2
