@@ -99,6 +99,9 @@ class ConnectionActivities:
             if grant.adopted_at is not None:
                 assert row is not None
                 return AdoptGrantResult(info=connection_info(row), lifetimes=lifetimes_from_row(row))
+            if grant.access_token_enc is None or grant.refresh_token_enc is None:
+                # The callback withdrew it (the workflow could not be told in time) and dropped its tokens.
+                raise ApplicationError(f"grant {request.grant_id} was withdrawn", non_retryable=True)
             if row is None:
                 row = QuickBooksConnection(
                     account_id=request.account_id, status=ConnectionStatus.NOT_CONNECTED
@@ -109,6 +112,7 @@ class ConnectionActivities:
             if realm_changed or row.connected_at is None or row.status in _ENDED_STATUSES:
                 row.connected_at = now
             row.realm_id = grant.realm_id
+            row.company_name = grant.company_name
             row.access_token_enc = grant.access_token_enc
             row.refresh_token_enc = grant.refresh_token_enc
             row.access_expires_at = grant.access_expires_at

@@ -81,6 +81,9 @@ class DisconnectProgress(BaseModel):
 class ConnectionPublic(BaseModel):
     status: ConnectionStatus
     realm_id: str | None = None
+    company_name: str | None = Field(
+        default=None, description="The QuickBooks company's name, as QuickBooks reported it when connecting."
+    )
     connected_at: datetime | None = None
     reason: str | None = None
     action: Literal["connect", "reconnect", "upgrade"] | None = None

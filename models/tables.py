@@ -64,6 +64,8 @@ class QuickBooksGrant(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=36)
     account_id: str = Field(foreign_key="account.id", index=True, max_length=64)
     realm_id: str = Field(max_length=32)
+    # CompanyInfo.CompanyName, read with these tokens when the callback verified the company.
+    company_name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     access_token_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     refresh_token_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     access_expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
@@ -82,6 +84,7 @@ class QuickBooksConnection(SQLModel, table=True):
 
     account_id: str = Field(primary_key=True, foreign_key="account.id", max_length=64)
     realm_id: str | None = Field(default=None, index=True, max_length=32)
+    company_name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     status: str = Field(max_length=24)
     status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     connected_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))

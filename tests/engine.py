@@ -96,6 +96,12 @@ class Engine:
 
     async def authorize(self, account_id: str, realm_id: str) -> httpx.Response:
         """What a user does: Connect QuickBooks, Authorize on Intuit's page, land on the callback."""
+        async with httpx.AsyncClient(timeout=30) as browser:
+            callback_url = await self.consent(account_id, realm_id, browser)
+            return await browser.get(callback_url, follow_redirects=False)
+
+    async def consent(self, account_id: str, realm_id: str, browser: httpx.AsyncClient) -> str:
+        """Connect QuickBooks and Authorize on Intuit's page in `browser`: the callback URL Intuit sends it to."""
         started = await self.api.post(f"/v1/accounts/{account_id}/quickbooks/connect")
         started.raise_for_status()
         query = parse_qs(urlsplit(started.json()["authorization_url"]).query)
@@ -109,8 +115,8 @@ class Engine:
             },
         )
         consent.raise_for_status()
-        async with httpx.AsyncClient(timeout=30) as browser:
-            return await browser.get(consent.json()["redirect_url"], follow_redirects=False)
+        redirect_url: str = consent.json()["redirect_url"]
+        return redirect_url
 
     async def connect(self, account_id: str, realm_id: str | None = None) -> str:
         """Connect the account to a (new) emulator company and wait until the connection is usable."""

@@ -37,6 +37,8 @@ class ConnectionStatus(StrEnum):
 
 
 USABLE_CONNECTION_STATUSES = frozenset({ConnectionStatus.CONNECTED, ConnectionStatus.EXPIRING})
+# The connection holds a live authorization it still uses (Disconnect & Void voids with it while disconnecting).
+AUTHORIZATION_HOLDING_STATUSES = USABLE_CONNECTION_STATUSES | {ConnectionStatus.DISCONNECTING}
 
 # Application error types workflows branch on (never on message text).
 CONNECTION_UNAVAILABLE = "ConnectionUnavailable"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import html
 import logging
+import re
 import secrets
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import func
 from sqlmodel import col, select, update
@@ -22,6 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.connection import grant_columns
 from api.deps import AccountDep, ServicesDep, SessionDep
 from api.errors import ApiError
+from models.connections import company_held
 from models.plans import entitlement_problem, quickbooks_entitled
 from models.schemas import (
     ConnectionPublic,
@@ -32,7 +34,8 @@ from models.schemas import (
     ErrorResponse,
 )
 from models.tables import Account, InvoiceSync, OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
-from qbo.errors import QboError, QboOAuthError
+from qbo.companies import CompanyNotVerified, CompanyVerifier, VerificationUnavailable
+from qbo.errors import QboError, QboOAuthError, QboServerError, QboUnavailable
 from settings import Settings
 from workflows import search_attributes
 from workflows.connection import ConnectionWorkflow
@@ -59,6 +62,23 @@ _BOUND_STATUSES = {
     ConnectionStatus.EXPIRED.value,
     ConnectionStatus.DISCONNECTING.value,
 }
+
+# Intuit's company ids are digit strings; the table holds 32 characters.
+_REALM_ID = re.compile(r"[0-9]{1,32}")
+_OAUTH_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+_NOT_VERIFIED = (
+    "QuickBooks could not confirm the company this sign-in named, so nothing was connected. "
+    "Start connecting again."
+)
+_UNAVAILABLE = "QuickBooks could not be connected right now. Try again in a minute."
+
+
+def get_company_verifier(request: Request) -> CompanyVerifier:
+    verifier: CompanyVerifier = request.app.state.company_verifier
+    return verifier
+
+
+CompanyVerifierDep = Annotated[CompanyVerifier, Depends(get_company_verifier)]
 
 
 def _state_hash(state: str) -> str:
@@ -113,6 +133,7 @@ async def connection_public(session: SessionDep, account: Account) -> Connection
     return ConnectionPublic(
         status=status,
         realm_id=row.realm_id,
+        company_name=row.company_name,
         connected_at=row.connected_at,
         reason=row.status_reason,
         action=action,
@@ -236,6 +257,7 @@ class CallbackOutcome(Exception):
 async def oauth_callback(
     session: SessionDep,
     services: ServicesDep,
+    verifier: CompanyVerifierDep,
     state: Annotated[str | None, Query(max_length=512)] = None,
     code: Annotated[str | None, Query(max_length=1024)] = None,
     realm_id: Annotated[str | None, Query(alias="realmId", max_length=64)] = None,
@@ -245,7 +267,7 @@ async def oauth_callback(
     return_url = services.settings.platform_return_url
     try:
         account_id = await _consume_state(session, state)
-        params = await _complete_authorization(session, services, account_id, code, realm_id, error)
+        params = await _complete_authorization(session, services, verifier, account_id, code, realm_id, error)
     except CallbackOutcome as outcome:
         params = {"quickbooks": "error", "reason": outcome.reason, "message": outcome.message}
         if outcome.account_id:
@@ -287,6 +309,7 @@ async def _consume_state(session: SessionDep, state: str | None) -> str:
 async def _complete_authorization(
     session: SessionDep,
     services: ServicesDep,
+    verifier: CompanyVerifier,
     account_id: str,
     code: str | None,
     realm_id: str | None,
@@ -297,8 +320,10 @@ async def _complete_authorization(
             raise CallbackOutcome(
                 "access_denied", "QuickBooks was not connected: access was denied.", account_id=account_id
             )
+        # Only an OAuth error code is repeated back; the parameter is whatever the browser sent.
+        shown = error if _OAUTH_ERROR_CODE.fullmatch(error) else "an unknown error"
         raise CallbackOutcome(
-            "authorization_failed", f"QuickBooks reported an error: {error}.", account_id=account_id
+            "authorization_failed", f"QuickBooks reported an error: {shown}.", account_id=account_id
         )
     if not code or not realm_id:
         raise CallbackOutcome(
@@ -306,6 +331,9 @@ async def _complete_authorization(
             "QuickBooks sent no authorization code. Start connecting again.",
             account_id=account_id,
         )
+    if not _REALM_ID.fullmatch(realm_id):
+        # Not a company id Intuit issues: the link was edited. The code is left unused (it dies in minutes).
+        raise CallbackOutcome("company_not_verified", _NOT_VERIFIED, account_id=account_id)
     account = await session.get(Account, account_id)
     if account is None or not quickbooks_entitled(account.plan, account.quickbooks_addon):
         problem = (
@@ -315,6 +343,9 @@ async def _complete_authorization(
 
     try:
         tokens = await services.oauth.exchange_code(code, realm_id)
+    except (QboUnavailable, QboServerError) as exc:
+        logger.warning("code exchange for account %s got no answer: %s", account_id, type(exc).__name__)
+        raise CallbackOutcome("unavailable", _UNAVAILABLE, account_id=account_id) from exc
     except (QboOAuthError, QboError) as exc:
         logger.warning("code exchange failed for account %s: %s", account_id, exc)
         raise CallbackOutcome(
@@ -323,25 +354,41 @@ async def _complete_authorization(
             account_id=account_id,
         ) from exc
 
+    # From here on every refusal gets rid of the tokens just obtained: nothing unverified or unwanted is kept.
+    try:
+        company = await verifier.verify(realm_id, tokens.access_token)
+    except CompanyNotVerified as exc:
+        # The tokens open some other company (the one really authorized), never the one the browser named:
+        # no connection of ours can depend on them, so they are revoked.
+        logger.warning("the company named in account %s's callback was not verified: %s", account_id, exc)
+        await _revoke_quietly(services, tokens.refresh_token)
+        raise CallbackOutcome("company_not_verified", _NOT_VERIFIED, account_id=account_id) from exc
+    except VerificationUnavailable as exc:
+        logger.warning("could not verify account %s's company: QuickBooks %s", account_id, exc)
+        await _discard_tokens(session, services, tokens.refresh_token, realm_id)
+        raise CallbackOutcome("unavailable", _UNAVAILABLE, account_id=account_id) from exc
+
     existing = await session.get(QuickBooksConnection, account_id)
     if (
         existing is not None
         and existing.status in _BOUND_STATUSES
-        and existing.realm_id not in (None, realm_id)
+        and existing.realm_id not in (None, company.realm_id)
     ):
         # Switching companies must be deliberate: disconnect first (keeping or voiding the old company's invoices).
-        await _revoke_quietly(services, tokens.refresh_token)
+        await _discard_tokens(session, services, tokens.refresh_token, company.realm_id)
         raise CallbackOutcome(
             "different_company",
-            f"This account is connected to QuickBooks company {existing.realm_id}, but company {realm_id} was "
-            "authorized. Reconnect to the same company, or disconnect first to switch companies.",
+            f"This account is connected to QuickBooks company {existing.realm_id}, but company "
+            f"{company.realm_id} was authorized. Reconnect to the same company, or disconnect first to switch "
+            "companies.",
             account_id=account_id,
         )
 
     grant = QuickBooksGrant(
         id=str(uuid.uuid4()),
         account_id=account_id,
-        realm_id=realm_id,
+        realm_id=company.realm_id,
+        company_name=company.name,
         **grant_columns(services.cipher, tokens),  # type: ignore[arg-type]
     )
     session.add(grant)
@@ -354,16 +401,21 @@ async def _complete_authorization(
             task_queue=services.settings.temporal_task_queue,
             start_signal="grant_authorized",
             start_signal_args=[GrantSignal(grant_id=grant.id)],
-            search_attributes=search_attributes_for(account_id, realm_id),
+            search_attributes=search_attributes_for(account_id, company.realm_id),
         )
     except Exception as exc:
         logger.exception("connection workflow for %s could not be signalled", account_id)
-        raise CallbackOutcome(
-            "unavailable",
-            "QuickBooks could not be connected right now. Try again in a minute.",
-            account_id=account_id,
-        ) from exc
-    return {"quickbooks": "connected", "account_id": account_id, "realm_id": realm_id}
+        # Withdraw the grant (a signal that got through after all finds nothing to adopt) and its tokens.
+        grant.access_token_enc = None
+        grant.refresh_token_enc = None
+        session.add(grant)
+        await session.commit()
+        await _discard_tokens(session, services, tokens.refresh_token, company.realm_id)
+        raise CallbackOutcome("unavailable", _UNAVAILABLE, account_id=account_id) from exc
+    connected = {"quickbooks": "connected", "account_id": account_id, "realm_id": company.realm_id}
+    if company.name:
+        connected["company_name"] = company.name
+    return connected
 
 
 def search_attributes_for(account_id: str, realm_id: str) -> TypedSearchAttributes:
@@ -382,6 +434,19 @@ async def _revoke_quietly(services: ServicesDep, token: str) -> None:
         logger.warning("could not revoke an unwanted authorization: %s", exc)
 
 
+async def _discard_tokens(
+    session: SessionDep, services: ServicesDep, refresh_token: str, realm_id: str
+) -> None:
+    """Get rid of tokens the callback will not keep: revoked at Intuit, unless a connection of ours (another
+    account's, or this account's own current one) holds the same company. Intuit documents that revoking
+    "disconnects the app from the company", which would cut that connection off; the tokens are then only
+    dropped here (never stored), and lapse at Intuit on their own."""
+    if await company_held(session, realm_id):
+        logger.info("an unwanted authorization was dropped, not revoked: the company is connected here")
+        return
+    await _revoke_quietly(services, refresh_token)
+
+
 def _with_query(url: str, params: dict[str, str]) -> str:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
@@ -395,11 +460,13 @@ async def oauth_done(
     message: str = "",
     account_id: str = "",
     realm_id: str = "",
+    company_name: str = "",
 ) -> HTMLResponse:
     """The default PLATFORM_RETURN_URL for local runs: shows how connecting ended."""
     if quickbooks == "connected":
         title = "QuickBooks connected"
-        text = f"Account {account_id} is connected to QuickBooks company {realm_id}."
+        company = company_name or f"QuickBooks company {realm_id}"
+        text = f"Account {account_id} is connected to {company}."
     else:
         title = "QuickBooks was not connected"
         text = message or reason or "Unknown outcome."

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 from html.parser import HTMLParser
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 from sqlmodel import select
@@ -43,12 +44,18 @@ async def test_connect_shows_connected_with_realm_and_date_and_stores_tokens_enc
     realm = await engine.emulator.create_company("Lovelace Consulting")
 
     landed = outcome(await engine.authorize(account, realm))
-    assert landed == {"quickbooks": "connected", "account_id": account, "realm_id": realm}
+    assert landed == {
+        "quickbooks": "connected",
+        "account_id": account,
+        "realm_id": realm,
+        "company_name": "Lovelace Consulting",
+    }
 
     status = await engine.wait_for(
         lambda: engine.connection_status(account), lambda s: s["status"] == "connected"
     )
     assert status["realm_id"] == realm
+    assert status["company_name"] == "Lovelace Consulting"
     assert status["connected_at"] is not None
     async with engine.sessions() as session:
         row = await session.get(QuickBooksConnection, account)
@@ -202,3 +209,86 @@ async def test_cancel_on_the_consent_page_comes_back_as_denied(engine: Engine) -
         landed = outcome(await browser.get(cancelled.headers["location"]))
     assert (landed["quickbooks"], landed["reason"]) == ("error", "access_denied")
     assert (await engine.connection_status(account))["status"] == "not_connected"
+
+
+def naming_realm(callback_url: str, realm_id: str) -> str:
+    """The callback URL with its `realmId` edited, as anyone can in their own browser's address bar."""
+    parts = urlsplit(callback_url)
+    query = [(key, realm_id if key == "realmId" else value) for key, value in parse_qsl(parts.query)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def grants_of(engine: Engine, account_id: str) -> list[QuickBooksGrant]:
+    async with engine.sessions() as session:
+        return list(
+            (
+                await session.exec(select(QuickBooksGrant).where(QuickBooksGrant.account_id == account_id))
+            ).all()
+        )
+
+
+def revoked(company: dict[str, Any]) -> list[bool]:
+    return [bool(authorization["revoked"]) for authorization in company["authorizations"]]
+
+
+async def test_a_callback_naming_another_company_is_refused_and_its_tokens_revoked(engine: Engine) -> None:
+    victim = await engine.create_account()
+    victims_company = await engine.connect(victim)
+    attacker = await engine.create_account()
+    attackers_company = await engine.emulator.create_company("Attacker Ltd")
+
+    async with httpx.AsyncClient(timeout=30) as browser:
+        callback_url = await engine.consent(attacker, attackers_company, browser)
+        landed = outcome(await browser.get(naming_realm(callback_url, victims_company)))
+
+    assert (landed["quickbooks"], landed["reason"]) == ("error", "company_not_verified")
+    assert landed["account_id"] == attacker
+    assert (await engine.connection_status(attacker))["status"] == "not_connected"
+    assert await grants_of(engine, attacker) == []
+    # The tokens the callback obtained (for the attacker's own company) were revoked at Intuit.
+    assert revoked(await engine.emulator.company(attackers_company)) == [True]
+    # The victim's company keeps the victim's authorization only, untouched.
+    assert revoked(await engine.emulator.company(victims_company)) == [False]
+    assert (await engine.connection_status(victim))["status"] == "connected"
+
+
+async def test_a_callback_with_a_malformed_company_id_is_refused_readably(engine: Engine) -> None:
+    account = await engine.create_account()
+    realm = await engine.emulator.create_company()
+    for bad in ("9" * 40, "../1", "12 34"):
+        async with httpx.AsyncClient(timeout=30) as browser:
+            callback_url = await engine.consent(account, realm, browser)
+            landed = outcome(await browser.get(naming_realm(callback_url, bad)))
+        assert (landed["quickbooks"], landed["reason"]) == ("error", "company_not_verified"), bad
+    assert await grants_of(engine, account) == []
+    assert (await engine.connection_status(account))["status"] == "not_connected"
+
+
+async def test_quickbooks_unreachable_while_verifying_refuses_and_revokes(engine: Engine) -> None:
+    account = await engine.create_account()
+    realm = await engine.emulator.create_company()
+    faulted = await engine.emulator.admin.post(
+        "/__admin/faults",
+        json={"kind": "http", "path_contains": "/companyinfo/", "realm_id": realm, "status": 503, "count": 1},
+    )
+    faulted.raise_for_status()
+    landed = outcome(await engine.authorize(account, realm))
+    assert (landed["quickbooks"], landed["reason"]) == ("error", "unavailable")
+    assert await grants_of(engine, account) == []
+    assert revoked(await engine.emulator.company(realm)) == [True]
+    assert (await engine.connection_status(account))["status"] == "not_connected"
+
+
+async def test_the_local_done_page_names_the_company(engine: Engine) -> None:
+    async with httpx.AsyncClient(timeout=30) as browser:
+        page = await browser.get(
+            f"{engine.api_url}/oauth/quickbooks/done",
+            params={
+                "quickbooks": "connected",
+                "account_id": "a1",
+                "realm_id": "123",
+                "company_name": "Bob's <Bakery>",
+            },
+        )
+    assert page.status_code == 200
+    assert "connected to Bob&#x27;s &lt;Bakery&gt;" in page.text
