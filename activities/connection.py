@@ -25,6 +25,7 @@ from qbo.errors import InvalidClient, InvalidGrant, QboOAuthError
 from qbo.oauth import QboOAuth, TokenSet
 from workflows.ids import invoice_workflow_id, realm_events_workflow_id
 from workflows.messages import (
+    AUTHORIZATION_HOLDING_STATUSES,
     USABLE_CONNECTION_STATUSES,
     AdoptGrantInput,
     AdoptGrantResult,
@@ -298,24 +299,49 @@ class ConnectionActivities:
 
     @activity.defn
     async def finish_disconnect(self, account_id: str) -> ConnectionInfo:
-        """Revoke the authorization at Intuit (best effort: it may be dead already) and forget the tokens."""
+        """Revoke the authorization at Intuit (best effort: it may be dead already) unless another account of
+        ours holds the same company, and forget the tokens.
+
+        Intuit documents that revoking a refresh token "disconnects the app from the company": while another
+        connection still holds the company, revoking would cut it off, so the tokens are only erased here (they
+        lapse at Intuit on their own). The company's connections stay locked from that look to the commit, so of
+        two accounts leaving one company at once the second sees the first gone, and revokes.
+        """
         async with self._sessions() as session:
-            row = await session.get(QuickBooksConnection, account_id)
+            realm_id = (
+                await session.exec(
+                    select(QuickBooksConnection.realm_id).where(QuickBooksConnection.account_id == account_id)
+                )
+            ).first()
+            company = select(QuickBooksConnection).where(
+                QuickBooksConnection.realm_id == realm_id
+                if realm_id is not None
+                else QuickBooksConnection.account_id == account_id
+            )
+            if for_update(session):
+                # One lock order (by account) for every caller, so two of them never deadlock.
+                company = company.order_by(col(QuickBooksConnection.account_id)).with_for_update()
+            rows = (await session.exec(company)).all()
+            row = next((candidate for candidate in rows if candidate.account_id == account_id), None)
             if row is None:
                 raise ApplicationError("no connection to disconnect", non_retryable=True)
-            refresh_token = self._cipher.decrypt(row.refresh_token_enc) if row.refresh_token_enc else None
-        if refresh_token is not None:
-            try:
-                await self._oauth.revoke(refresh_token)
-            except InvalidClient:
-                raise
-            except QboOAuthError as exc:
-                # Intuit could not be asked; the tokens are forgotten here either way and expire on their own.
-                logger.warning("revoking %s's authorization failed: %s", account_id, exc)
-        now = _now()
-        async with self._sessions() as session:
-            row = await session.get(QuickBooksConnection, account_id)
-            assert row is not None
+            shared = any(
+                other.account_id != account_id and other.status in AUTHORIZATION_HOLDING_STATUSES
+                for other in rows
+            )
+            if row.refresh_token_enc is not None and shared:
+                logger.info(
+                    "%s's authorization is erased, not revoked: another account holds the company", account_id
+                )
+            elif row.refresh_token_enc is not None:
+                try:
+                    await self._oauth.revoke(self._cipher.decrypt(row.refresh_token_enc))
+                except InvalidClient:
+                    raise
+                except QboOAuthError as exc:
+                    # Intuit could not be asked; the tokens are forgotten here either way and expire on their own.
+                    logger.warning("revoking %s's authorization failed: %s", account_id, exc)
+            now = _now()
             row.status = ConnectionStatus.DISCONNECTED.value
             row.status_reason = None
             row.access_token_enc = None

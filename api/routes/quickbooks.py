@@ -204,8 +204,9 @@ async def disconnect(
     body: DisconnectIn, account: AccountDep, session: SessionDep, services: ServicesDep
 ) -> ConnectionPublic:
     """Disconnect QuickBooks: `disconnect_only` stops syncing; `disconnect_and_void` first voids every synced,
-    unvoided invoice in QuickBooks (progress in `disconnect`). Either way the authorization is revoked at Intuit,
-    and connecting again later is always possible."""
+    unvoided invoice of this account in QuickBooks (progress in `disconnect`). Either way the authorization is
+    revoked at Intuit, unless another account is connected to the same company (revoking would disconnect the
+    app from it): then the tokens are erased here only. Connecting again later is always possible."""
     row = await session.get(QuickBooksConnection, account.id)
     if row is None or row.status in (ConnectionStatus.NOT_CONNECTED, ConnectionStatus.DISCONNECTED):
         raise ApiError(409, "not_connected", "QuickBooks is not connected.")
