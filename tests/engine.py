@@ -101,10 +101,15 @@ class Engine:
             return await browser.get(callback_url, follow_redirects=False)
 
     async def consent(self, account_id: str, realm_id: str, browser: httpx.AsyncClient) -> str:
-        """Connect QuickBooks and Authorize on Intuit's page in `browser`: the callback URL Intuit sends it to."""
+        """Connect QuickBooks and Authorize on Intuit's page in `browser`: the callback URL Intuit sends it to.
+
+        The platform redirects the browser to the start link, which sets the flow's cookie in `browser` and sends
+        it on to Intuit's page; the emulator's admin route plays the user's click on Authorize."""
         started = await self.api.post(f"/v1/accounts/{account_id}/quickbooks/connect")
         started.raise_for_status()
-        query = parse_qs(urlsplit(started.json()["authorization_url"]).query)
+        opened = await browser.get(started.json()["authorization_url"], follow_redirects=False)
+        assert opened.status_code == 303, opened.text
+        query = parse_qs(urlsplit(opened.headers["location"]).query)
         consent = await self.emulator.admin.post(
             f"/__admin/companies/{realm_id}/authorize",
             json={

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import html
 import logging
 import re
 import secrets
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func
 from sqlmodel import col, select, update
 from temporalio.client import WorkflowUpdateFailedError
@@ -85,26 +88,154 @@ def _state_hash(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
 
 
+# --- Binding the flow to the browser -------------------------------------------------------------------------
+#
+# `state` alone ties a callback to an account, not to a person: anyone could start connecting their own account
+# and get a victim to approve Intuit's page, linking the victim's company to the attacker's account. So the link
+# the platform gets is this service's start link; opening it sets a cookie in that browser (its hash kept with
+# the state) and goes on to Intuit; the callback is accepted only from the browser holding that cookie. The start
+# link opens once and within minutes: the platform redirects the user's browser to it straight from their click
+# and never shows, stores or sends it, since a start link forwarded unopened is the one way left to hand a flow
+# to someone else's browser. (An attacker minting a fresh one for their own account and sending a victim's browser
+# straight to it is caught only by the platform, which knows who is signed in there: README, Connect.)
+
+START_PATH = "/oauth/quickbooks/start"
+# Under https the cookie gets the __Host- prefix: browsers then accept it only from this very host over https,
+# with no Domain and Path=/, so neither a sibling subdomain nor a network attacker on http can plant a cookie of
+# their own flow in a victim's browser. Plain http (development only) keeps it on the OAuth paths.
+_SECURE_COOKIE_PREFIX = "__Host-"
+_COOKIE_NAME = "qbo_oauth_"
+
+
+@dataclass(frozen=True)
+class FlowCookie:
+    """Where and how the flow cookie is set, from API_PUBLIC_URL."""
+
+    secure: bool
+    path: str
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> FlowCookie:
+        public = urlsplit(settings.api_public_url)
+        if public.scheme == "https" or settings.app_env == "production":
+            return cls(secure=True, path="/")
+        return cls(secure=False, path=public.path.rstrip("/") + "/oauth/quickbooks")
+
+    def name(self, state: str) -> str:
+        # One cookie per flow (named from its state), so two tabs can connect at once.
+        digest = hashlib.sha256(b"qbo-sync flow cookie\0" + state.encode()).hexdigest()[:32]
+        return (_SECURE_COOKIE_PREFIX if self.secure else "") + _COOKIE_NAME + digest
+
+    def set(self, response: Response, state: str, value: str, max_age: int) -> None:
+        response.set_cookie(
+            self.name(state),
+            value,
+            max_age=max_age,
+            path=self.path,
+            secure=self.secure,
+            httponly=True,
+            # Lax: sent on the top-level GET from Intuit's page back to the callback, never on cross-site POSTs.
+            samesite="lax",
+        )
+
+    def clear(self, response: Response, state: str) -> None:
+        response.delete_cookie(
+            self.name(state), path=self.path, secure=self.secure, httponly=True, samesite="lax"
+        )
+
+
+def _private(response: Response) -> Response:
+    # Neither the start link nor the callback URL (state, code) may be cached or passed on as a Referer.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
 @router.post(
     "/v1/accounts/{account_id}/quickbooks/connect",
     responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 async def connect(account: AccountDep, session: SessionDep, services: ServicesDep) -> ConnectStart:
-    """Start connecting: send the browser to the returned Intuit authorization URL."""
+    """Start connecting: redirect the user's browser at once to the returned `authorization_url`.
+
+    It is this service's start link (single use, valid for `authorization_url_expires_at`): it binds the sign-in
+    to the browser that opens it, then goes on to Intuit's authorization page. Never show, store or send it."""
     problem = entitlement_problem(account.plan, account.quickbooks_addon)
     if problem is not None:
         raise ApiError(403, "plan_required", problem)
+    settings = services.settings
     state = secrets.token_urlsafe(32)
     now = utcnow()
-    expires_at = now + timedelta(seconds=services.settings.oauth_state_ttl_seconds)
+    expires_at = now + timedelta(seconds=settings.oauth_state_ttl_seconds)
+    launch_expires_at = min(now + timedelta(seconds=settings.oauth_launch_ttl_seconds), expires_at)
     session.add(
         OAuthState(
-            state_hash=_state_hash(state), account_id=account.id, created_at=now, expires_at=expires_at
+            state_hash=_state_hash(state),
+            account_id=account.id,
+            created_at=now,
+            expires_at=expires_at,
+            launch_expires_at=launch_expires_at,
         )
     )
     await session.commit()
+    start_url = f"{settings.api_public_url.rstrip('/')}{START_PATH}?{urlencode({'state': state})}"
     return ConnectStart(
-        authorization_url=services.oauth.authorization_url(state), state_expires_at=expires_at
+        authorization_url=start_url,
+        authorization_url_expires_at=launch_expires_at,
+        state_expires_at=expires_at,
+    )
+
+
+@router.get(START_PATH, response_class=RedirectResponse, status_code=303)
+async def oauth_start(
+    session: SessionDep,
+    services: ServicesDep,
+    state: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """The start link: binds the sign-in to this browser (a cookie) and sends it on to Intuit's authorization
+    page. Opens once, within minutes; otherwise redirects to the platform with `quickbooks=error`."""
+    cookie = FlowCookie.for_settings(services.settings)
+    value = secrets.token_urlsafe(32)
+    try:
+        row = await _launch(session, state, _state_hash(value))
+    except CallbackOutcome as outcome:
+        params = {"quickbooks": "error", "reason": outcome.reason, "message": outcome.message}
+        return _private(RedirectResponse(_with_query(services.settings.platform_return_url, params), 303))
+    assert state is not None
+    response = RedirectResponse(services.oauth.authorization_url(state), status_code=303)
+    cookie.set(response, state, value, max_age=max(int((row.expires_at - utcnow()).total_seconds()), 1))
+    return _private(response)
+
+
+async def _launch(session: SessionDep, state: str | None, browser_hash: str) -> OAuthState:
+    """Mark the state's start link opened, by the browser whose cookie hashes to `browser_hash` (once)."""
+    if not state:
+        raise CallbackOutcome("invalid_state", "The sign-in link is incomplete. Start connecting again.")
+    now = utcnow()
+    state_hash = _state_hash(state)
+    result = await session.exec(
+        update(OAuthState)
+        .where(
+            col(OAuthState.state_hash) == state_hash,
+            col(OAuthState.launched_at).is_(None),
+            col(OAuthState.used_at).is_(None),
+            col(OAuthState.launch_expires_at) > now,
+        )
+        .values(launched_at=now, browser_hash=browser_hash)
+    )
+    await session.commit()
+    row = await session.get(OAuthState, state_hash, populate_existing=True)
+    if getattr(result, "rowcount", 0) == 1 and row is not None:
+        return row
+    if row is None:
+        raise CallbackOutcome("invalid_state", "This sign-in link is not ours. Start connecting again.")
+    if row.launched_at is not None or row.used_at is not None:
+        raise CallbackOutcome(
+            "start_link_used",
+            "This QuickBooks sign-in link was already opened; it works once. Start connecting again.",
+        )
+    raise CallbackOutcome(
+        "start_link_expired", "This QuickBooks sign-in link has expired. Start connecting again."
     )
 
 
@@ -256,6 +387,7 @@ class CallbackOutcome(Exception):
     "/oauth/quickbooks/callback", include_in_schema=True, response_class=RedirectResponse, status_code=303
 )
 async def oauth_callback(
+    request: Request,
     session: SessionDep,
     services: ServicesDep,
     verifier: CompanyVerifierDep,
@@ -263,20 +395,28 @@ async def oauth_callback(
     code: Annotated[str | None, Query(max_length=1024)] = None,
     realm_id: Annotated[str | None, Query(alias="realmId", max_length=64)] = None,
     error: Annotated[str | None, Query(max_length=128)] = None,
-) -> RedirectResponse:
-    """Where Intuit sends the browser back. Redirects to the platform with `quickbooks=connected` or an error."""
+) -> Response:
+    """Where Intuit sends the browser back. Accepted only from the browser that opened the start link (its flow
+    cookie). Redirects to the platform with `quickbooks=connected` or an error, and clears the flow cookie."""
     return_url = services.settings.platform_return_url
+    cookie = FlowCookie.for_settings(services.settings)
     try:
-        account_id = await _consume_state(session, state)
+        account_id = await _consume_state(session, state, cookie, request.cookies)
         params = await _complete_authorization(session, services, verifier, account_id, code, realm_id, error)
     except CallbackOutcome as outcome:
         params = {"quickbooks": "error", "reason": outcome.reason, "message": outcome.message}
         if outcome.account_id:
             params["account_id"] = outcome.account_id
-    return RedirectResponse(_with_query(return_url, params), status_code=303)
+    response = RedirectResponse(_with_query(return_url, params), status_code=303)
+    if state:
+        cookie.clear(response, state)
+    return _private(response)
 
 
-async def _consume_state(session: SessionDep, state: str | None) -> str:
+async def _consume_state(
+    session: SessionDep, state: str | None, cookie: FlowCookie, cookies: Mapping[str, str]
+) -> str:
+    """Spend the state (once, unexpired), then check it came back to the browser that opened its start link."""
     if not state:
         raise CallbackOutcome("invalid_state", "The sign-in link is incomplete. Start connecting again.")
     now = utcnow()
@@ -291,20 +431,33 @@ async def _consume_state(session: SessionDep, state: str | None) -> str:
         .values(used_at=now)
     )
     await session.commit()
-    row = await session.get(OAuthState, state_hash)
-    if getattr(result, "rowcount", 0) == 1 and row is not None:
-        return row.account_id
+    row = await session.get(OAuthState, state_hash, populate_existing=True)
     if row is None:
         raise CallbackOutcome("invalid_state", "This sign-in link is not ours. Start connecting again.")
-    if row.used_at is not None:
+    if getattr(result, "rowcount", 0) != 1:
+        if row.used_at is not None:
+            raise CallbackOutcome(
+                "state_used",
+                "This sign-in link was already used. Start connecting again.",
+                account_id=row.account_id,
+            )
         raise CallbackOutcome(
-            "state_used",
-            "This sign-in link was already used. Start connecting again.",
-            account_id=row.account_id,
+            "state_expired", "The sign-in took too long. Start connecting again.", account_id=row.account_id
         )
-    raise CallbackOutcome(
-        "state_expired", "The sign-in took too long. Start connecting again.", account_id=row.account_id
-    )
+    # The state is spent either way: a callback from the wrong browser cannot be retried from the right one.
+    presented = cookies.get(cookie.name(state))
+    if (
+        row.browser_hash is None
+        or presented is None
+        or not hmac.compare_digest(_state_hash(presented), row.browser_hash)
+    ):
+        # Told nothing about the account: this browser did not start the sign-in.
+        raise CallbackOutcome(
+            "browser_mismatch",
+            "This QuickBooks sign-in was started in another browser, so nothing was connected. To connect your "
+            "QuickBooks, start from Connect QuickBooks in your own account.",
+        )
+    return row.account_id
 
 
 async def _complete_authorization(
