@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.heartbeat import heartbeating
+from models.connections import company_held
 from models.crypto import TokenCipher
 from models.db import SessionFactory
 from models.queries import for_update, insert_ignoring_conflicts
@@ -26,6 +27,8 @@ from qbo.oauth import QboOAuth, TokenSet
 from workflows.ids import invoice_workflow_id, realm_events_workflow_id
 from workflows.messages import (
     AUTHORIZATION_HOLDING_STATUSES,
+    COMPANY_BOUND_STATUSES,
+    DIFFERENT_COMPANY,
     USABLE_CONNECTION_STATUSES,
     AdoptGrantInput,
     AdoptGrantResult,
@@ -109,6 +112,22 @@ class ConnectionActivities:
                 )
             previous_realm = row.realm_id
             realm_changed = previous_realm is not None and previous_realm != grant.realm_id
+            if realm_changed and row.status in COMPANY_BOUND_STATUSES:
+                # The callback checks this too, but two sign-ins can both pass it before either is adopted: the
+                # connection's one writer keeps the account on its company. The grant's tokens go (revoked
+                # unless another connection holds that company, which revoking would cut off).
+                refresh_token = self._cipher.decrypt(grant.refresh_token_enc)
+                grant.access_token_enc = None
+                grant.refresh_token_enc = None
+                session.add(grant)
+                await session.commit()
+                if not await company_held(session, grant.realm_id):
+                    await self._revoke_unwanted(refresh_token)
+                raise ApplicationError(
+                    f"grant {request.grant_id} is for another company than the connection's",
+                    type=DIFFERENT_COMPANY,
+                    non_retryable=True,
+                )
             # The connection date is when this company was connected; a reconnect after expiry keeps it.
             if realm_changed or row.connected_at is None or row.status in _ENDED_STATUSES:
                 row.connected_at = now
@@ -143,6 +162,12 @@ class ConnectionActivities:
                 previous_realm_id=previous_realm,
                 lifetimes=lifetimes_from_row(row),
             )
+
+    async def _revoke_unwanted(self, refresh_token: str) -> None:
+        try:
+            await self._oauth.revoke(refresh_token)
+        except QboOAuthError as exc:
+            logger.warning("could not revoke an unwanted authorization: %s", exc)
 
     @activity.defn
     async def refresh_tokens(self, request: RefreshTokensInput) -> RefreshTokensResult:

@@ -44,6 +44,7 @@ from workflows import search_attributes
 from workflows.connection import ConnectionWorkflow
 from workflows.ids import connection_workflow_id
 from workflows.messages import (
+    COMPANY_BOUND_STATUSES,
     ConnectionPolicy,
     ConnectionStatus,
     ConnectionWorkflowInput,
@@ -58,13 +59,6 @@ router = APIRouter(tags=["quickbooks"])
 
 # The connection card lists at most this many invoices Disconnect & Void could not void.
 MAX_LISTED_FAILURES = 100
-# Statuses in which the account is tied to one QuickBooks company and may not silently switch to another.
-_BOUND_STATUSES = {
-    ConnectionStatus.CONNECTED.value,
-    ConnectionStatus.EXPIRING.value,
-    ConnectionStatus.EXPIRED.value,
-    ConnectionStatus.DISCONNECTING.value,
-}
 
 # Intuit's company ids are digit strings; the table holds 32 characters.
 _REALM_ID = re.compile(r"[0-9]{1,32}")
@@ -525,7 +519,7 @@ async def _complete_authorization(
     existing = await session.get(QuickBooksConnection, account_id)
     if (
         existing is not None
-        and existing.status in _BOUND_STATUSES
+        and existing.status in COMPANY_BOUND_STATUSES
         and existing.realm_id not in (None, company.realm_id)
     ):
         # Switching companies must be deliberate: disconnect first (keeping or voiding the old company's invoices).

@@ -518,3 +518,31 @@ async def test_every_callback_outcome_lands_readably_and_clears_the_flow_cookie(
         (await engine.api.put(f"/v1/accounts/{account}", json={"plan": "free"})).raise_for_status()
 
     assert (await finish(realm, meanwhile=downgrade))["reason"] == "plan_required"
+
+
+async def test_two_sign_ins_to_different_companies_at_once_never_switch_the_company_silently(
+    engine: Engine,
+) -> None:
+    # Two tabs: both callbacks pass before the connection workflow adopted either authorization.
+    await engine.stop_workers()
+    account = await engine.create_account()
+    first, second = await engine.emulator.create_company(), await engine.emulator.create_company()
+    assert outcome(await engine.authorize(account, first))["quickbooks"] == "connected"
+    assert outcome(await engine.authorize(account, second))["quickbooks"] == "connected"
+    engine.start_workers(sticky=False)
+
+    status = await engine.wait_for(
+        lambda: engine.connection_status(account), lambda s: s["status"] == "connected"
+    )
+    assert status["realm_id"] == first
+
+    # The second company's authorization is refused by the connection's one writer: revoked, its tokens dropped.
+    async def second_revoked() -> list[bool]:
+        return revoked(await engine.emulator.company(second))
+
+    await engine.wait_for(second_revoked, lambda states: states == [True])
+    assert (await engine.connection_status(account))["realm_id"] == first
+    assert all(
+        grant.access_token_enc is None and grant.refresh_token_enc is None
+        for grant in await grants_of(engine, account)
+    )
