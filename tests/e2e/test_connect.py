@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
@@ -546,3 +547,28 @@ async def test_two_sign_ins_to_different_companies_at_once_never_switch_the_comp
         grant.access_token_enc is None and grant.refresh_token_enc is None
         for grant in await grants_of(engine, account)
     )
+
+
+async def test_forged_missing_and_pre_binding_start_links_are_refused_readably(engine: Engine) -> None:
+    async with httpx.AsyncClient() as browser:
+        for params in ({}, {"state": "forged-state"}):
+            response = await browser.get(f"{engine.api_url}/oauth/quickbooks/start", params=params)
+            assert outcome(response)["reason"] == "invalid_state"
+            assert set_cookies(response) == {}
+    # A state issued before flows were bound to browsers has no start link and no browser: refused both ways.
+    account = await engine.create_account()
+    state = "issued-before-binding-" + "x" * 20
+    async with engine.sessions() as session:
+        session.add(
+            OAuthState(
+                state_hash=hashlib.sha256(state.encode()).hexdigest(),
+                account_id=account,
+                expires_at=utcnow() + timedelta(minutes=5),
+            )
+        )
+        await session.commit()
+    async with httpx.AsyncClient() as browser:
+        opened = await browser.get(f"{engine.api_url}/oauth/quickbooks/start", params={"state": state})
+        assert outcome(opened)["reason"] == "start_link_expired"
+        landed = outcome(await callback(engine, browser, state=state, code="abc", realmId="123"))
+    assert landed["reason"] == "browser_mismatch"
