@@ -506,8 +506,9 @@ async def _complete_authorization(
     try:
         company = await verifier.verify(realm_id, tokens.access_token)
     except CompanyNotVerified as exc:
-        # The tokens open some other company (the one really authorized), never the one the browser named:
-        # no connection of ours can depend on them, so they are revoked.
+        # The tokens are for some other company (the one really authorized, which Intuit does not name) and are
+        # revoked. That may disconnect the app from that company; only its admin could have obtained them, and
+        # they can disconnect the app there at will anyway.
         logger.warning("the company named in account %s's callback was not verified: %s", account_id, exc)
         await _revoke_quietly(services, tokens.refresh_token)
         raise CallbackOutcome("company_not_verified", _NOT_VERIFIED, account_id=account_id) from exc
