@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,6 +70,9 @@ class Settings(BaseSettings):
     connection_health_check_interval_seconds: int = Field(default=86_400, gt=0)
 
     oauth_state_ttl_seconds: int = Field(default=600, gt=0)
+    # The start link POST .../quickbooks/connect returns must be opened (once) within this: the platform sends
+    # the user's browser to it straight away, so only a link forwarded to someone else ever needs longer.
+    oauth_launch_ttl_seconds: int = Field(default=120, gt=0)
     webhook_max_body_bytes: int = Field(default=1_048_576, gt=0)
 
     @model_validator(mode="after")
@@ -88,6 +92,24 @@ class Settings(BaseSettings):
             raise ValueError(f"APP_ENV=production needs real values for: {', '.join(unset)}")
         if self.qbo_environment == "emulator":
             raise ValueError("APP_ENV=production cannot talk to the emulator; set QBO_ENVIRONMENT")
+        return self
+
+    @model_validator(mode="after")
+    def _oauth_flow_stays_on_this_host(self) -> Settings:
+        # The browser's flow cookie is set by API_PUBLIC_URL's host and must come back to the callback.
+        public = urlsplit(self.api_public_url)
+        callback = urlsplit(self.qbo_redirect_uri)
+        if (callback.scheme, callback.hostname) != (public.scheme, public.hostname):
+            raise ValueError(
+                "QBO_REDIRECT_URI must be on API_PUBLIC_URL's scheme and host (the OAuth flow's browser cookie "
+                "is set there and must reach the callback)"
+            )
+        if self.app_env == "production" and public.scheme != "https":
+            raise ValueError(
+                "APP_ENV=production needs an https API_PUBLIC_URL (the OAuth flow cookie is Secure)"
+            )
+        if self.oauth_launch_ttl_seconds > self.oauth_state_ttl_seconds:
+            raise ValueError("OAUTH_LAUNCH_TTL_SECONDS cannot be longer than OAUTH_STATE_TTL_SECONDS")
         return self
 
 

@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.heartbeat import heartbeating
+from models.connections import company_held
 from models.crypto import TokenCipher
 from models.db import SessionFactory
 from models.queries import for_update, insert_ignoring_conflicts
@@ -25,6 +26,9 @@ from qbo.errors import InvalidClient, InvalidGrant, QboOAuthError
 from qbo.oauth import QboOAuth, TokenSet
 from workflows.ids import invoice_workflow_id, realm_events_workflow_id
 from workflows.messages import (
+    AUTHORIZATION_HOLDING_STATUSES,
+    COMPANY_BOUND_STATUSES,
+    DIFFERENT_COMPANY,
     USABLE_CONNECTION_STATUSES,
     AdoptGrantInput,
     AdoptGrantResult,
@@ -99,16 +103,36 @@ class ConnectionActivities:
             if grant.adopted_at is not None:
                 assert row is not None
                 return AdoptGrantResult(info=connection_info(row), lifetimes=lifetimes_from_row(row))
+            if grant.access_token_enc is None or grant.refresh_token_enc is None:
+                # The callback withdrew it (the workflow could not be told in time) and dropped its tokens.
+                raise ApplicationError(f"grant {request.grant_id} was withdrawn", non_retryable=True)
             if row is None:
                 row = QuickBooksConnection(
                     account_id=request.account_id, status=ConnectionStatus.NOT_CONNECTED
                 )
             previous_realm = row.realm_id
             realm_changed = previous_realm is not None and previous_realm != grant.realm_id
+            if realm_changed and row.status in COMPANY_BOUND_STATUSES:
+                # The callback checks this too, but two sign-ins can both pass it before either is adopted: the
+                # connection's one writer keeps the account on its company. The grant's tokens go (revoked
+                # unless another connection holds that company, which revoking would cut off).
+                refresh_token = self._cipher.decrypt(grant.refresh_token_enc)
+                grant.access_token_enc = None
+                grant.refresh_token_enc = None
+                session.add(grant)
+                await session.commit()
+                if not await company_held(session, grant.realm_id):
+                    await self._revoke_unwanted(refresh_token)
+                raise ApplicationError(
+                    f"grant {request.grant_id} is for another company than the connection's",
+                    type=DIFFERENT_COMPANY,
+                    non_retryable=True,
+                )
             # The connection date is when this company was connected; a reconnect after expiry keeps it.
             if realm_changed or row.connected_at is None or row.status in _ENDED_STATUSES:
                 row.connected_at = now
             row.realm_id = grant.realm_id
+            row.company_name = grant.company_name
             row.access_token_enc = grant.access_token_enc
             row.refresh_token_enc = grant.refresh_token_enc
             row.access_expires_at = grant.access_expires_at
@@ -138,6 +162,12 @@ class ConnectionActivities:
                 previous_realm_id=previous_realm,
                 lifetimes=lifetimes_from_row(row),
             )
+
+    async def _revoke_unwanted(self, refresh_token: str) -> None:
+        try:
+            await self._oauth.revoke(refresh_token)
+        except QboOAuthError as exc:
+            logger.warning("could not revoke an unwanted authorization: %s", exc)
 
     @activity.defn
     async def refresh_tokens(self, request: RefreshTokensInput) -> RefreshTokensResult:
@@ -294,24 +324,49 @@ class ConnectionActivities:
 
     @activity.defn
     async def finish_disconnect(self, account_id: str) -> ConnectionInfo:
-        """Revoke the authorization at Intuit (best effort: it may be dead already) and forget the tokens."""
+        """Revoke the authorization at Intuit (best effort: it may be dead already) unless another account of
+        ours holds the same company, and forget the tokens.
+
+        Intuit documents that revoking a refresh token "disconnects the app from the company": while another
+        connection still holds the company, revoking would cut it off, so the tokens are only erased here (they
+        lapse at Intuit on their own). The company's connections stay locked from that look to the commit, so of
+        two accounts leaving one company at once the second sees the first gone, and revokes.
+        """
         async with self._sessions() as session:
-            row = await session.get(QuickBooksConnection, account_id)
+            realm_id = (
+                await session.exec(
+                    select(QuickBooksConnection.realm_id).where(QuickBooksConnection.account_id == account_id)
+                )
+            ).first()
+            company = select(QuickBooksConnection).where(
+                QuickBooksConnection.realm_id == realm_id
+                if realm_id is not None
+                else QuickBooksConnection.account_id == account_id
+            )
+            if for_update(session):
+                # One lock order (by account) for every caller, so two of them never deadlock.
+                company = company.order_by(col(QuickBooksConnection.account_id)).with_for_update()
+            rows = (await session.exec(company)).all()
+            row = next((candidate for candidate in rows if candidate.account_id == account_id), None)
             if row is None:
                 raise ApplicationError("no connection to disconnect", non_retryable=True)
-            refresh_token = self._cipher.decrypt(row.refresh_token_enc) if row.refresh_token_enc else None
-        if refresh_token is not None:
-            try:
-                await self._oauth.revoke(refresh_token)
-            except InvalidClient:
-                raise
-            except QboOAuthError as exc:
-                # Intuit could not be asked; the tokens are forgotten here either way and expire on their own.
-                logger.warning("revoking %s's authorization failed: %s", account_id, exc)
-        now = _now()
-        async with self._sessions() as session:
-            row = await session.get(QuickBooksConnection, account_id)
-            assert row is not None
+            shared = any(
+                other.account_id != account_id and other.status in AUTHORIZATION_HOLDING_STATUSES
+                for other in rows
+            )
+            if row.refresh_token_enc is not None and shared:
+                logger.info(
+                    "%s's authorization is erased, not revoked: another account holds the company", account_id
+                )
+            elif row.refresh_token_enc is not None:
+                try:
+                    await self._oauth.revoke(self._cipher.decrypt(row.refresh_token_enc))
+                except InvalidClient:
+                    raise
+                except QboOAuthError as exc:
+                    # Intuit could not be asked; the tokens are forgotten here either way and expire on their own.
+                    logger.warning("revoking %s's authorization failed: %s", account_id, exc)
+            now = _now()
             row.status = ConnectionStatus.DISCONNECTED.value
             row.status_reason = None
             row.access_token_enc = None

@@ -19,6 +19,8 @@ from api.routes import accounts, invoices, notifications, ops, quickbooks, webho
 from models.crypto import TokenCipher
 from models.db import create_engine, create_session_factory
 from qbo.client import QboEndpoints, endpoints_for
+from qbo.companies import CompanyVerifier
+from qbo.limits import RealmLimiter
 from qbo.oauth import QboOAuth
 from settings import Settings, get_settings
 
@@ -56,6 +58,18 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             ),
             cipher=TokenCipher(settings.token_encryption_key.get_secret_value()),
             http=http,
+        )
+        # The OAuth callback reads the new company's CompanyInfo before it stores anything; those calls count
+        # toward the company's limits like any other.
+        app.state.company_verifier = CompanyVerifier(
+            api_base_url=endpoints_for(settings.qbo_environment, settings.qbo_base_url).api_base_url,
+            http=http,
+            limiter=RealmLimiter(
+                max_in_flight=settings.qbo_max_in_flight_per_company,
+                per_minute=settings.qbo_requests_per_minute_per_company,
+            ),
+            minor_version=settings.qbo_minor_version,
+            timeout=settings.qbo_request_timeout_seconds,
         )
         try:
             yield

@@ -364,13 +364,17 @@ class Stack:
         """What a user does: Connect QuickBooks, Authorize on Intuit's page, land on the callback."""
         started = await self.api.post(f"/v1/accounts/{account_id}/quickbooks/connect")
         started.raise_for_status()
-        query = parse_qs(urlsplit(started.json()["authorization_url"]).query)
-        consent = await self.admin.post(
-            f"/__admin/companies/{realm_id}/authorize",
-            json={key: query[key][0] for key in ("client_id", "redirect_uri", "state", "scope")},
-        )
-        consent.raise_for_status()
+        # One browser throughout: the start link sets the flow's cookie, which the callback requires.
         async with httpx.AsyncClient(timeout=30) as browser:
+            opened = await browser.get(started.json()["authorization_url"], follow_redirects=False)
+            if opened.status_code != 303:
+                raise RuntimeError(f"opening the start link of {account_id} failed: {opened.status_code}")
+            query = parse_qs(urlsplit(opened.headers["location"]).query)
+            consent = await self.admin.post(
+                f"/__admin/companies/{realm_id}/authorize",
+                json={key: query[key][0] for key in ("client_id", "redirect_uri", "state", "scope")},
+            )
+            consent.raise_for_status()
             landed = await browser.get(consent.json()["redirect_url"], follow_redirects=False)
         location = landed.headers.get("location", "")
         if "quickbooks=connected" not in location:

@@ -55,8 +55,12 @@ class AccountPublic(BaseModel):
 
 
 class ConnectStart(BaseModel):
-    authorization_url: str
-    state_expires_at: datetime
+    authorization_url: str = Field(
+        description="This service's start link: redirect the user's browser to it at once (single use). It binds "
+        "the sign-in to that browser and goes on to Intuit's authorization page. Never show, store or send it."
+    )
+    authorization_url_expires_at: datetime = Field(description="The start link must be opened before this.")
+    state_expires_at: datetime = Field(description="The sign-in at Intuit must be finished before this.")
 
 
 class DisconnectFailure(BaseModel):
@@ -81,6 +85,9 @@ class DisconnectProgress(BaseModel):
 class ConnectionPublic(BaseModel):
     status: ConnectionStatus
     realm_id: str | None = None
+    company_name: str | None = Field(
+        default=None, description="The QuickBooks company's name, as QuickBooks reported it when connecting."
+    )
     connected_at: datetime | None = None
     reason: str | None = None
     action: Literal["connect", "reconnect", "upgrade"] | None = None

@@ -45,7 +45,8 @@ class Account(SQLModel, table=True):
 
 
 class OAuthState(SQLModel, table=True):
-    """A single-use, short-lived OAuth `state`, bound to the account that asked to connect (stored hashed)."""
+    """A single-use, short-lived OAuth `state`, bound to the account that asked to connect and to the browser
+    that opened its start link (both stored hashed)."""
 
     __tablename__ = "oauth_state"
 
@@ -54,6 +55,10 @@ class OAuthState(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    # The start link opens once, before this; opening it sets the flow cookie whose value hashes to browser_hash.
+    launch_expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    launched_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    browser_hash: str | None = Field(default=None, max_length=64)
 
 
 class QuickBooksGrant(SQLModel, table=True):
@@ -64,6 +69,8 @@ class QuickBooksGrant(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=36)
     account_id: str = Field(foreign_key="account.id", index=True, max_length=64)
     realm_id: str = Field(max_length=32)
+    # CompanyInfo.CompanyName, read with these tokens when the callback verified the company.
+    company_name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     access_token_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     refresh_token_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     access_expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
@@ -82,6 +89,7 @@ class QuickBooksConnection(SQLModel, table=True):
 
     account_id: str = Field(primary_key=True, foreign_key="account.id", max_length=64)
     realm_id: str | None = Field(default=None, index=True, max_length=32)
+    company_name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     status: str = Field(max_length=24)
     status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     connected_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))

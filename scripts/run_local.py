@@ -93,7 +93,11 @@ async def connect_demo_account(settings: Settings) -> str:
         connection = (await api.get(f"/v1/accounts/{DEMO_ACCOUNT}/quickbooks/connection")).json()
         if connection["status"] in ("connected", "expiring"):
             return str(connection["realm_id"])
-        async with httpx.AsyncClient(base_url=settings.qbo_base_url, timeout=30) as emulator:
+        # The user's browser: it opens the start link (which sets the flow's cookie) and comes back to the callback.
+        async with (
+            httpx.AsyncClient(base_url=settings.qbo_base_url, timeout=30) as emulator,
+            httpx.AsyncClient(timeout=30) as browser,
+        ):
             realm_id = connection.get("realm_id")
             if not realm_id:
                 created = await emulator.post("/__admin/companies", json={"name": "Demo Company"})
@@ -101,15 +105,15 @@ async def connect_demo_account(settings: Settings) -> str:
                 realm_id = created.json()["realm_id"]
             started = await api.post(f"/v1/accounts/{DEMO_ACCOUNT}/quickbooks/connect")
             started.raise_for_status()
-            query = {
-                k: v[0] for k, v in parse_qs(urlsplit(started.json()["authorization_url"]).query).items()
-            }
+            opened = await browser.get(started.json()["authorization_url"], follow_redirects=False)
+            if opened.status_code != 303:
+                raise SystemExit(f"opening the start link failed: {opened.headers.get('location')}")
+            query = {k: v[0] for k, v in parse_qs(urlsplit(opened.headers["location"]).query).items()}
             consent = await emulator.post(
                 f"/__admin/companies/{realm_id}/authorize",
                 json={key: query[key] for key in ("client_id", "redirect_uri", "state", "scope")},
             )
             consent.raise_for_status()
-        async with httpx.AsyncClient(timeout=30) as browser:
             landed = await browser.get(consent.json()["redirect_url"], follow_redirects=False)
         if "quickbooks=connected" not in landed.headers.get("location", ""):
             raise SystemExit(f"connecting the demo account failed: {landed.headers.get('location')}")

@@ -96,9 +96,20 @@ class Engine:
 
     async def authorize(self, account_id: str, realm_id: str) -> httpx.Response:
         """What a user does: Connect QuickBooks, Authorize on Intuit's page, land on the callback."""
+        async with httpx.AsyncClient(timeout=30) as browser:
+            callback_url = await self.consent(account_id, realm_id, browser)
+            return await browser.get(callback_url, follow_redirects=False)
+
+    async def consent(self, account_id: str, realm_id: str, browser: httpx.AsyncClient) -> str:
+        """Connect QuickBooks and Authorize on Intuit's page in `browser`: the callback URL Intuit sends it to.
+
+        The platform redirects the browser to the start link, which sets the flow's cookie in `browser` and sends
+        it on to Intuit's page; the emulator's admin route plays the user's click on Authorize."""
         started = await self.api.post(f"/v1/accounts/{account_id}/quickbooks/connect")
         started.raise_for_status()
-        query = parse_qs(urlsplit(started.json()["authorization_url"]).query)
+        opened = await browser.get(started.json()["authorization_url"], follow_redirects=False)
+        assert opened.status_code == 303, opened.text
+        query = parse_qs(urlsplit(opened.headers["location"]).query)
         consent = await self.emulator.admin.post(
             f"/__admin/companies/{realm_id}/authorize",
             json={
@@ -109,8 +120,8 @@ class Engine:
             },
         )
         consent.raise_for_status()
-        async with httpx.AsyncClient(timeout=30) as browser:
-            return await browser.get(consent.json()["redirect_url"], follow_redirects=False)
+        redirect_url: str = consent.json()["redirect_url"]
+        return redirect_url
 
     async def connect(self, account_id: str, realm_id: str | None = None) -> str:
         """Connect the account to a (new) emulator company and wait until the connection is usable."""

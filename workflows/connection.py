@@ -399,7 +399,8 @@ class ConnectionWorkflow:
     # --- Disconnect --------------------------------------------------------------------------------------
 
     async def _disconnect_now(self, mode: DisconnectMode) -> None:
-        """Stop syncing; with Disconnect & Void first void every synced invoice; then revoke at Intuit."""
+        """Stop syncing; with Disconnect & Void first void every synced invoice; then revoke at Intuit (unless
+        another account holds the same company) and forget the tokens."""
         started = await workflow.execute_activity_method(
             ConnectionActivities.begin_disconnect,
             BeginDisconnectInput(account_id=self._account_id, mode=mode),

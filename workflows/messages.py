@@ -37,10 +37,15 @@ class ConnectionStatus(StrEnum):
 
 
 USABLE_CONNECTION_STATUSES = frozenset({ConnectionStatus.CONNECTED, ConnectionStatus.EXPIRING})
+# The connection holds a live authorization it still uses (Disconnect & Void voids with it while disconnecting).
+AUTHORIZATION_HOLDING_STATUSES = USABLE_CONNECTION_STATUSES | {ConnectionStatus.DISCONNECTING}
+# The account is tied to its company: an authorization of another company is refused until it disconnects.
+COMPANY_BOUND_STATUSES = AUTHORIZATION_HOLDING_STATUSES | {ConnectionStatus.EXPIRED}
 
 # Application error types workflows branch on (never on message text).
 CONNECTION_UNAVAILABLE = "ConnectionUnavailable"
 QUICKBOOKS_REJECTED = "QuickBooksRejected"
+DIFFERENT_COMPANY = "DifferentCompany"
 
 
 # --- Invoices ----------------------------------------------------------------------------------------------

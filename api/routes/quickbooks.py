@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import html
 import logging
+import re
 import secrets
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func
 from sqlmodel import col, select, update
 from temporalio.client import WorkflowUpdateFailedError
@@ -22,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.connection import grant_columns
 from api.deps import AccountDep, ServicesDep, SessionDep
 from api.errors import ApiError
+from models.connections import company_held
 from models.plans import entitlement_problem, quickbooks_entitled
 from models.schemas import (
     ConnectionPublic,
@@ -32,12 +37,14 @@ from models.schemas import (
     ErrorResponse,
 )
 from models.tables import Account, InvoiceSync, OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
-from qbo.errors import QboError, QboOAuthError
+from qbo.companies import CompanyNotVerified, CompanyVerifier, VerificationUnavailable
+from qbo.errors import QboError, QboOAuthError, QboServerError, QboUnavailable
 from settings import Settings
 from workflows import search_attributes
 from workflows.connection import ConnectionWorkflow
 from workflows.ids import connection_workflow_id
 from workflows.messages import (
+    COMPANY_BOUND_STATUSES,
     ConnectionPolicy,
     ConnectionStatus,
     ConnectionWorkflowInput,
@@ -52,17 +59,90 @@ router = APIRouter(tags=["quickbooks"])
 
 # The connection card lists at most this many invoices Disconnect & Void could not void.
 MAX_LISTED_FAILURES = 100
-# Statuses in which the account is tied to one QuickBooks company and may not silently switch to another.
-_BOUND_STATUSES = {
-    ConnectionStatus.CONNECTED.value,
-    ConnectionStatus.EXPIRING.value,
-    ConnectionStatus.EXPIRED.value,
-    ConnectionStatus.DISCONNECTING.value,
-}
+
+# Intuit's company ids are digit strings; the table holds 32 characters.
+_REALM_ID = re.compile(r"[0-9]{1,32}")
+_OAUTH_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+_NOT_VERIFIED = (
+    "QuickBooks could not confirm the company this sign-in named, so nothing was connected. "
+    "Start connecting again."
+)
+_UNAVAILABLE = "QuickBooks could not be connected right now. Try again in a minute."
+
+
+def get_company_verifier(request: Request) -> CompanyVerifier:
+    verifier: CompanyVerifier = request.app.state.company_verifier
+    return verifier
+
+
+CompanyVerifierDep = Annotated[CompanyVerifier, Depends(get_company_verifier)]
 
 
 def _state_hash(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
+
+
+# --- Binding the flow to the browser -------------------------------------------------------------------------
+#
+# `state` alone ties a callback to an account, not to a person: anyone could start connecting their own account
+# and get a victim to approve Intuit's page, linking the victim's company to the attacker's account. So the link
+# the platform gets is this service's start link; opening it sets a cookie in that browser (its hash kept with
+# the state) and goes on to Intuit; the callback is accepted only from the browser holding that cookie. The start
+# link opens once and within minutes: the platform redirects the user's browser to it straight from their click
+# and never shows, stores or sends it, since a start link forwarded unopened is the one way left to hand a flow
+# to someone else's browser. (An attacker minting a fresh one for their own account and sending a victim's browser
+# straight to it is caught only by the platform, which knows who is signed in there: README, Connect.)
+
+START_PATH = "/oauth/quickbooks/start"
+# Under https the cookie gets the __Host- prefix: browsers then accept it only from this very host over https,
+# with no Domain and Path=/, so neither a sibling subdomain nor a network attacker on http can plant a cookie of
+# their own flow in a victim's browser. Plain http (development only) keeps it on the OAuth paths.
+_SECURE_COOKIE_PREFIX = "__Host-"
+_COOKIE_NAME = "qbo_oauth_"
+
+
+@dataclass(frozen=True)
+class FlowCookie:
+    """Where and how the flow cookie is set, from API_PUBLIC_URL."""
+
+    secure: bool
+    path: str
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> FlowCookie:
+        public = urlsplit(settings.api_public_url)
+        if public.scheme == "https" or settings.app_env == "production":
+            return cls(secure=True, path="/")
+        return cls(secure=False, path=public.path.rstrip("/") + "/oauth/quickbooks")
+
+    def name(self, state: str) -> str:
+        # One cookie per flow (named from its state), so two tabs can connect at once.
+        digest = hashlib.sha256(b"qbo-sync flow cookie\0" + state.encode()).hexdigest()[:32]
+        return (_SECURE_COOKIE_PREFIX if self.secure else "") + _COOKIE_NAME + digest
+
+    def set(self, response: Response, state: str, value: str, max_age: int) -> None:
+        response.set_cookie(
+            self.name(state),
+            value,
+            max_age=max_age,
+            path=self.path,
+            secure=self.secure,
+            httponly=True,
+            # Lax: sent on the top-level GET from Intuit's page back to the callback, never on cross-site POSTs.
+            samesite="lax",
+        )
+
+    def clear(self, response: Response, state: str) -> None:
+        response.delete_cookie(
+            self.name(state), path=self.path, secure=self.secure, httponly=True, samesite="lax"
+        )
+
+
+def _private(response: Response) -> Response:
+    # Neither the start link nor the callback URL (state, code) may be cached or passed on as a Referer.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 @router.post(
@@ -70,21 +150,86 @@ def _state_hash(state: str) -> str:
     responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 async def connect(account: AccountDep, session: SessionDep, services: ServicesDep) -> ConnectStart:
-    """Start connecting: send the browser to the returned Intuit authorization URL."""
+    """Start connecting: redirect the user's browser at once to the returned `authorization_url`.
+
+    It is this service's start link (single use, valid for `authorization_url_expires_at`): it binds the sign-in
+    to the browser that opens it, then goes on to Intuit's authorization page. Never show, store or send it."""
     problem = entitlement_problem(account.plan, account.quickbooks_addon)
     if problem is not None:
         raise ApiError(403, "plan_required", problem)
+    settings = services.settings
     state = secrets.token_urlsafe(32)
     now = utcnow()
-    expires_at = now + timedelta(seconds=services.settings.oauth_state_ttl_seconds)
+    expires_at = now + timedelta(seconds=settings.oauth_state_ttl_seconds)
+    launch_expires_at = min(now + timedelta(seconds=settings.oauth_launch_ttl_seconds), expires_at)
     session.add(
         OAuthState(
-            state_hash=_state_hash(state), account_id=account.id, created_at=now, expires_at=expires_at
+            state_hash=_state_hash(state),
+            account_id=account.id,
+            created_at=now,
+            expires_at=expires_at,
+            launch_expires_at=launch_expires_at,
         )
     )
     await session.commit()
+    start_url = f"{settings.api_public_url.rstrip('/')}{START_PATH}?{urlencode({'state': state})}"
     return ConnectStart(
-        authorization_url=services.oauth.authorization_url(state), state_expires_at=expires_at
+        authorization_url=start_url,
+        authorization_url_expires_at=launch_expires_at,
+        state_expires_at=expires_at,
+    )
+
+
+@router.get(START_PATH, response_class=RedirectResponse, status_code=303)
+async def oauth_start(
+    session: SessionDep,
+    services: ServicesDep,
+    state: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """The start link: binds the sign-in to this browser (a cookie) and sends it on to Intuit's authorization
+    page. Opens once, within minutes; otherwise redirects to the platform with `quickbooks=error`."""
+    cookie = FlowCookie.for_settings(services.settings)
+    value = secrets.token_urlsafe(32)
+    try:
+        row = await _launch(session, state, _state_hash(value))
+    except CallbackOutcome as outcome:
+        params = {"quickbooks": "error", "reason": outcome.reason, "message": outcome.message}
+        return _private(RedirectResponse(_with_query(services.settings.platform_return_url, params), 303))
+    assert state is not None
+    response = RedirectResponse(services.oauth.authorization_url(state), status_code=303)
+    cookie.set(response, state, value, max_age=max(int((row.expires_at - utcnow()).total_seconds()), 1))
+    return _private(response)
+
+
+async def _launch(session: SessionDep, state: str | None, browser_hash: str) -> OAuthState:
+    """Mark the state's start link opened, by the browser whose cookie hashes to `browser_hash` (once)."""
+    if not state:
+        raise CallbackOutcome("invalid_state", "The sign-in link is incomplete. Start connecting again.")
+    now = utcnow()
+    state_hash = _state_hash(state)
+    result = await session.exec(
+        update(OAuthState)
+        .where(
+            col(OAuthState.state_hash) == state_hash,
+            col(OAuthState.launched_at).is_(None),
+            col(OAuthState.used_at).is_(None),
+            col(OAuthState.launch_expires_at) > now,
+        )
+        .values(launched_at=now, browser_hash=browser_hash)
+    )
+    await session.commit()
+    row = await session.get(OAuthState, state_hash, populate_existing=True)
+    if getattr(result, "rowcount", 0) == 1 and row is not None:
+        return row
+    if row is None:
+        raise CallbackOutcome("invalid_state", "This sign-in link is not ours. Start connecting again.")
+    if row.launched_at is not None or row.used_at is not None:
+        raise CallbackOutcome(
+            "start_link_used",
+            "This QuickBooks sign-in link was already opened; it works once. Start connecting again.",
+        )
+    raise CallbackOutcome(
+        "start_link_expired", "This QuickBooks sign-in link has expired. Start connecting again."
     )
 
 
@@ -113,6 +258,7 @@ async def connection_public(session: SessionDep, account: Account) -> Connection
     return ConnectionPublic(
         status=status,
         realm_id=row.realm_id,
+        company_name=row.company_name,
         connected_at=row.connected_at,
         reason=row.status_reason,
         action=action,
@@ -183,8 +329,9 @@ async def disconnect(
     body: DisconnectIn, account: AccountDep, session: SessionDep, services: ServicesDep
 ) -> ConnectionPublic:
     """Disconnect QuickBooks: `disconnect_only` stops syncing; `disconnect_and_void` first voids every synced,
-    unvoided invoice in QuickBooks (progress in `disconnect`). Either way the authorization is revoked at Intuit,
-    and connecting again later is always possible."""
+    unvoided invoice of this account in QuickBooks (progress in `disconnect`). Either way the authorization is
+    revoked at Intuit, unless another account is connected to the same company (revoking would disconnect the
+    app from it): then the tokens are erased here only. Connecting again later is always possible."""
     row = await session.get(QuickBooksConnection, account.id)
     if row is None or row.status in (ConnectionStatus.NOT_CONNECTED, ConnectionStatus.DISCONNECTED):
         raise ApiError(409, "not_connected", "QuickBooks is not connected.")
@@ -234,26 +381,36 @@ class CallbackOutcome(Exception):
     "/oauth/quickbooks/callback", include_in_schema=True, response_class=RedirectResponse, status_code=303
 )
 async def oauth_callback(
+    request: Request,
     session: SessionDep,
     services: ServicesDep,
+    verifier: CompanyVerifierDep,
     state: Annotated[str | None, Query(max_length=512)] = None,
     code: Annotated[str | None, Query(max_length=1024)] = None,
     realm_id: Annotated[str | None, Query(alias="realmId", max_length=64)] = None,
     error: Annotated[str | None, Query(max_length=128)] = None,
-) -> RedirectResponse:
-    """Where Intuit sends the browser back. Redirects to the platform with `quickbooks=connected` or an error."""
+) -> Response:
+    """Where Intuit sends the browser back. Accepted only from the browser that opened the start link (its flow
+    cookie). Redirects to the platform with `quickbooks=connected` or an error, and clears the flow cookie."""
     return_url = services.settings.platform_return_url
+    cookie = FlowCookie.for_settings(services.settings)
     try:
-        account_id = await _consume_state(session, state)
-        params = await _complete_authorization(session, services, account_id, code, realm_id, error)
+        account_id = await _consume_state(session, state, cookie, request.cookies)
+        params = await _complete_authorization(session, services, verifier, account_id, code, realm_id, error)
     except CallbackOutcome as outcome:
         params = {"quickbooks": "error", "reason": outcome.reason, "message": outcome.message}
         if outcome.account_id:
             params["account_id"] = outcome.account_id
-    return RedirectResponse(_with_query(return_url, params), status_code=303)
+    response = RedirectResponse(_with_query(return_url, params), status_code=303)
+    if state:
+        cookie.clear(response, state)
+    return _private(response)
 
 
-async def _consume_state(session: SessionDep, state: str | None) -> str:
+async def _consume_state(
+    session: SessionDep, state: str | None, cookie: FlowCookie, cookies: Mapping[str, str]
+) -> str:
+    """Spend the state (once, unexpired), then check it came back to the browser that opened its start link."""
     if not state:
         raise CallbackOutcome("invalid_state", "The sign-in link is incomplete. Start connecting again.")
     now = utcnow()
@@ -268,25 +425,39 @@ async def _consume_state(session: SessionDep, state: str | None) -> str:
         .values(used_at=now)
     )
     await session.commit()
-    row = await session.get(OAuthState, state_hash)
-    if getattr(result, "rowcount", 0) == 1 and row is not None:
-        return row.account_id
+    row = await session.get(OAuthState, state_hash, populate_existing=True)
     if row is None:
         raise CallbackOutcome("invalid_state", "This sign-in link is not ours. Start connecting again.")
-    if row.used_at is not None:
+    if getattr(result, "rowcount", 0) != 1:
+        if row.used_at is not None:
+            raise CallbackOutcome(
+                "state_used",
+                "This sign-in link was already used. Start connecting again.",
+                account_id=row.account_id,
+            )
         raise CallbackOutcome(
-            "state_used",
-            "This sign-in link was already used. Start connecting again.",
-            account_id=row.account_id,
+            "state_expired", "The sign-in took too long. Start connecting again.", account_id=row.account_id
         )
-    raise CallbackOutcome(
-        "state_expired", "The sign-in took too long. Start connecting again.", account_id=row.account_id
-    )
+    # The state is spent either way: a callback from the wrong browser cannot be retried from the right one.
+    presented = cookies.get(cookie.name(state))
+    if (
+        row.browser_hash is None
+        or presented is None
+        or not hmac.compare_digest(_state_hash(presented), row.browser_hash)
+    ):
+        # Told nothing about the account: this browser did not start the sign-in.
+        raise CallbackOutcome(
+            "browser_mismatch",
+            "This QuickBooks sign-in was started in another browser, so nothing was connected. To connect your "
+            "QuickBooks, start from Connect QuickBooks in your own account.",
+        )
+    return row.account_id
 
 
 async def _complete_authorization(
     session: SessionDep,
     services: ServicesDep,
+    verifier: CompanyVerifier,
     account_id: str,
     code: str | None,
     realm_id: str | None,
@@ -297,8 +468,10 @@ async def _complete_authorization(
             raise CallbackOutcome(
                 "access_denied", "QuickBooks was not connected: access was denied.", account_id=account_id
             )
+        # Only an OAuth error code is repeated back; the parameter is whatever the browser sent.
+        shown = error if _OAUTH_ERROR_CODE.fullmatch(error) else "an unknown error"
         raise CallbackOutcome(
-            "authorization_failed", f"QuickBooks reported an error: {error}.", account_id=account_id
+            "authorization_failed", f"QuickBooks reported an error: {shown}.", account_id=account_id
         )
     if not code or not realm_id:
         raise CallbackOutcome(
@@ -306,6 +479,9 @@ async def _complete_authorization(
             "QuickBooks sent no authorization code. Start connecting again.",
             account_id=account_id,
         )
+    if not _REALM_ID.fullmatch(realm_id):
+        # Not a company id Intuit issues: the link was edited. The code is left unused (it dies in minutes).
+        raise CallbackOutcome("company_not_verified", _NOT_VERIFIED, account_id=account_id)
     account = await session.get(Account, account_id)
     if account is None or not quickbooks_entitled(account.plan, account.quickbooks_addon):
         problem = (
@@ -315,6 +491,9 @@ async def _complete_authorization(
 
     try:
         tokens = await services.oauth.exchange_code(code, realm_id)
+    except (QboUnavailable, QboServerError) as exc:
+        logger.warning("code exchange for account %s got no answer: %s", account_id, type(exc).__name__)
+        raise CallbackOutcome("unavailable", _UNAVAILABLE, account_id=account_id) from exc
     except (QboOAuthError, QboError) as exc:
         logger.warning("code exchange failed for account %s: %s", account_id, exc)
         raise CallbackOutcome(
@@ -323,25 +502,42 @@ async def _complete_authorization(
             account_id=account_id,
         ) from exc
 
+    # From here on every refusal gets rid of the tokens just obtained: nothing unverified or unwanted is kept.
+    try:
+        company = await verifier.verify(realm_id, tokens.access_token)
+    except CompanyNotVerified as exc:
+        # The tokens are for some other company (the one really authorized, which Intuit does not name) and are
+        # revoked. That may disconnect the app from that company; only its admin could have obtained them, and
+        # they can disconnect the app there at will anyway.
+        logger.warning("the company named in account %s's callback was not verified: %s", account_id, exc)
+        await _revoke_quietly(services, tokens.refresh_token)
+        raise CallbackOutcome("company_not_verified", _NOT_VERIFIED, account_id=account_id) from exc
+    except VerificationUnavailable as exc:
+        logger.warning("could not verify account %s's company: QuickBooks %s", account_id, exc)
+        await _discard_tokens(session, services, tokens.refresh_token, realm_id)
+        raise CallbackOutcome("unavailable", _UNAVAILABLE, account_id=account_id) from exc
+
     existing = await session.get(QuickBooksConnection, account_id)
     if (
         existing is not None
-        and existing.status in _BOUND_STATUSES
-        and existing.realm_id not in (None, realm_id)
+        and existing.status in COMPANY_BOUND_STATUSES
+        and existing.realm_id not in (None, company.realm_id)
     ):
         # Switching companies must be deliberate: disconnect first (keeping or voiding the old company's invoices).
-        await _revoke_quietly(services, tokens.refresh_token)
+        await _discard_tokens(session, services, tokens.refresh_token, company.realm_id)
         raise CallbackOutcome(
             "different_company",
-            f"This account is connected to QuickBooks company {existing.realm_id}, but company {realm_id} was "
-            "authorized. Reconnect to the same company, or disconnect first to switch companies.",
+            f"This account is connected to QuickBooks company {existing.realm_id}, but company "
+            f"{company.realm_id} was authorized. Reconnect to the same company, or disconnect first to switch "
+            "companies.",
             account_id=account_id,
         )
 
     grant = QuickBooksGrant(
         id=str(uuid.uuid4()),
         account_id=account_id,
-        realm_id=realm_id,
+        realm_id=company.realm_id,
+        company_name=company.name,
         **grant_columns(services.cipher, tokens),  # type: ignore[arg-type]
     )
     session.add(grant)
@@ -354,16 +550,21 @@ async def _complete_authorization(
             task_queue=services.settings.temporal_task_queue,
             start_signal="grant_authorized",
             start_signal_args=[GrantSignal(grant_id=grant.id)],
-            search_attributes=search_attributes_for(account_id, realm_id),
+            search_attributes=search_attributes_for(account_id, company.realm_id),
         )
     except Exception as exc:
         logger.exception("connection workflow for %s could not be signalled", account_id)
-        raise CallbackOutcome(
-            "unavailable",
-            "QuickBooks could not be connected right now. Try again in a minute.",
-            account_id=account_id,
-        ) from exc
-    return {"quickbooks": "connected", "account_id": account_id, "realm_id": realm_id}
+        # Withdraw the grant (a signal that got through after all finds nothing to adopt) and its tokens.
+        grant.access_token_enc = None
+        grant.refresh_token_enc = None
+        session.add(grant)
+        await session.commit()
+        await _discard_tokens(session, services, tokens.refresh_token, company.realm_id)
+        raise CallbackOutcome("unavailable", _UNAVAILABLE, account_id=account_id) from exc
+    connected = {"quickbooks": "connected", "account_id": account_id, "realm_id": company.realm_id}
+    if company.name:
+        connected["company_name"] = company.name
+    return connected
 
 
 def search_attributes_for(account_id: str, realm_id: str) -> TypedSearchAttributes:
@@ -382,6 +583,19 @@ async def _revoke_quietly(services: ServicesDep, token: str) -> None:
         logger.warning("could not revoke an unwanted authorization: %s", exc)
 
 
+async def _discard_tokens(
+    session: SessionDep, services: ServicesDep, refresh_token: str, realm_id: str
+) -> None:
+    """Get rid of tokens the callback will not keep: revoked at Intuit, unless a connection of ours (another
+    account's, or this account's own current one) holds the same company. Intuit documents that revoking
+    "disconnects the app from the company", which would cut that connection off; the tokens are then only
+    dropped here (never stored), and lapse at Intuit on their own."""
+    if await company_held(session, realm_id):
+        logger.info("an unwanted authorization was dropped, not revoked: the company is connected here")
+        return
+    await _revoke_quietly(services, refresh_token)
+
+
 def _with_query(url: str, params: dict[str, str]) -> str:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
@@ -395,11 +609,13 @@ async def oauth_done(
     message: str = "",
     account_id: str = "",
     realm_id: str = "",
+    company_name: str = "",
 ) -> HTMLResponse:
     """The default PLATFORM_RETURN_URL for local runs: shows how connecting ended."""
     if quickbooks == "connected":
         title = "QuickBooks connected"
-        text = f"Account {account_id} is connected to QuickBooks company {realm_id}."
+        company = company_name or f"QuickBooks company {realm_id}"
+        text = f"Account {account_id} is connected to {company}."
     else:
         title = "QuickBooks was not connected"
         text = message or reason or "Unknown outcome."

@@ -67,7 +67,7 @@ async def test_free_and_pro_without_addon_cannot_connect(engine: Engine) -> None
     pro_addon = await engine.create_account(plan="pro", addon=True)
     response = await engine.api.post(f"/v1/accounts/{pro_addon}/quickbooks/connect")
     assert response.status_code == 200
-    assert response.json()["authorization_url"].startswith(f"{engine.emulator.base_url}/connect/oauth2?")
+    assert response.json()["authorization_url"].startswith(f"{engine.api_url}/oauth/quickbooks/start?")
 
 
 async def test_unknown_account_and_invoice_are_404_with_codes(engine: Engine) -> None:
@@ -125,6 +125,7 @@ async def test_openapi_schema_lists_every_platform_route(engine: Engine) -> None
         "/v1/accounts/{account_id}/invoices/{invoice_id}/timeline",
         "/v1/accounts/{account_id}/notifications",
         "/webhooks/quickbooks",
+        "/oauth/quickbooks/start",
         "/oauth/quickbooks/callback",
     ]:
         assert path in paths, path

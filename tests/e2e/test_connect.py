@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from html.parser import HTMLParser
-from urllib.parse import parse_qs, urlsplit
+from http.cookies import Morsel, SimpleCookie
+from typing import Any
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 from sqlmodel import select
+from temporalio.testing import WorkflowEnvironment
 
 from models.tables import OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
-from tests.engine import Engine
+from tests.engine import Engine, running_engine
+from tests.support import Emulator
 
 
 def outcome(response: httpx.Response) -> dict[str, str]:
@@ -21,18 +27,49 @@ def outcome(response: httpx.Response) -> dict[str, str]:
     return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
 
 
-async def start_connect(engine: Engine, account_id: str) -> dict[str, str]:
+def query_of(url: str) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+
+
+def set_cookies(response: httpx.Response) -> dict[str, Morsel[str]]:
+    """The cookies a response sets (or clears), with their attributes."""
+    jar: SimpleCookie = SimpleCookie()
+    for header in response.headers.get_list("set-cookie"):
+        jar.load(header)
+    return dict(jar)
+
+
+async def start_url(engine: Engine, account_id: str) -> str:
+    """What the platform gets from Connect QuickBooks: the link to send the user's browser to."""
     response = await engine.api.post(f"/v1/accounts/{account_id}/quickbooks/connect")
     response.raise_for_status()
-    return {
-        key: values[0]
-        for key, values in parse_qs(urlsplit(response.json()["authorization_url"]).query).items()
-    }
+    url: str = response.json()["authorization_url"]
+    return url
 
 
-async def callback(engine: Engine, **params: str) -> httpx.Response:
-    async with httpx.AsyncClient() as browser:
+async def start_connect(engine: Engine, account_id: str, browser: httpx.AsyncClient) -> dict[str, str]:
+    """Connect QuickBooks and open the start link in `browser`: the query of Intuit's authorization URL."""
+    opened = await browser.get(await start_url(engine, account_id))
+    assert opened.status_code == 303, opened.text
+    return query_of(opened.headers["location"])
+
+
+async def approve(engine: Engine, realm_id: str, intuit_query: dict[str, str]) -> str:
+    """Authorize on Intuit's page: the callback URL Intuit then sends the browser to."""
+    consent = await engine.emulator.admin.post(
+        f"/__admin/companies/{realm_id}/authorize",
+        json={key: intuit_query[key] for key in ("client_id", "redirect_uri", "state", "scope")},
+    )
+    consent.raise_for_status()
+    redirect_url: str = consent.json()["redirect_url"]
+    return redirect_url
+
+
+async def callback(engine: Engine, browser: httpx.AsyncClient | None = None, **params: str) -> httpx.Response:
+    if browser is not None:
         return await browser.get(f"{engine.api_url}/oauth/quickbooks/callback", params=params)
+    async with httpx.AsyncClient() as stranger:
+        return await stranger.get(f"{engine.api_url}/oauth/quickbooks/callback", params=params)
 
 
 async def test_connect_shows_connected_with_realm_and_date_and_stores_tokens_encrypted(
@@ -43,12 +80,18 @@ async def test_connect_shows_connected_with_realm_and_date_and_stores_tokens_enc
     realm = await engine.emulator.create_company("Lovelace Consulting")
 
     landed = outcome(await engine.authorize(account, realm))
-    assert landed == {"quickbooks": "connected", "account_id": account, "realm_id": realm}
+    assert landed == {
+        "quickbooks": "connected",
+        "account_id": account,
+        "realm_id": realm,
+        "company_name": "Lovelace Consulting",
+    }
 
     status = await engine.wait_for(
         lambda: engine.connection_status(account), lambda s: s["status"] == "connected"
     )
     assert status["realm_id"] == realm
+    assert status["company_name"] == "Lovelace Consulting"
     assert status["connected_at"] is not None
     async with engine.sessions() as session:
         row = await session.get(QuickBooksConnection, account)
@@ -65,8 +108,9 @@ async def test_connect_shows_connected_with_realm_and_date_and_stores_tokens_enc
 
 async def test_denied_authorization_returns_a_readable_error(engine: Engine) -> None:
     account = await engine.create_account()
-    query = await start_connect(engine, account)
-    landed = outcome(await callback(engine, error="access_denied", state=query["state"]))
+    async with httpx.AsyncClient() as browser:
+        query = await start_connect(engine, account, browser)
+        landed = outcome(await callback(engine, browser, error="access_denied", state=query["state"]))
     assert landed["quickbooks"] == "error"
     assert landed["reason"] == "access_denied"
     assert "denied" in landed["message"]
@@ -82,13 +126,14 @@ async def test_forged_state_is_refused(engine: Engine) -> None:
 
 async def test_expired_state_is_refused(engine: Engine) -> None:
     account = await engine.create_account()
-    query = await start_connect(engine, account)
-    async with engine.sessions() as session:
-        for row in (await session.exec(select(OAuthState).where(OAuthState.account_id == account))).all():
-            row.expires_at = utcnow() - timedelta(seconds=1)
-            session.add(row)
-        await session.commit()
-    landed = outcome(await callback(engine, code="abc", state=query["state"], realmId="123"))
+    async with httpx.AsyncClient() as browser:
+        query = await start_connect(engine, account, browser)
+        async with engine.sessions() as session:
+            for row in (await session.exec(select(OAuthState).where(OAuthState.account_id == account))).all():
+                row.expires_at = utcnow() - timedelta(seconds=1)
+                session.add(row)
+            await session.commit()
+        landed = outcome(await callback(engine, browser, code="abc", state=query["state"], realmId="123"))
     assert (landed["reason"], landed["account_id"]) == ("state_expired", account)
 
 
@@ -103,8 +148,11 @@ async def test_state_is_single_use(engine: Engine) -> None:
 
 async def test_failed_code_exchange_is_reported(engine: Engine) -> None:
     account = await engine.create_account()
-    query = await start_connect(engine, account)
-    landed = outcome(await callback(engine, code="not-a-real-code", state=query["state"], realmId="123"))
+    async with httpx.AsyncClient() as browser:
+        query = await start_connect(engine, account, browser)
+        landed = outcome(
+            await callback(engine, browser, code="not-a-real-code", state=query["state"], realmId="123")
+        )
     assert landed["reason"] == "exchange_failed"
     assert (await engine.connection_status(account))["status"] == "not_connected"
 
@@ -112,14 +160,10 @@ async def test_failed_code_exchange_is_reported(engine: Engine) -> None:
 async def test_plan_downgraded_before_the_callback_is_refused(engine: Engine) -> None:
     account = await engine.create_account(plan="premium")
     realm = await engine.emulator.create_company()
-    query = await start_connect(engine, account)
-    await engine.api.put(f"/v1/accounts/{account}", json={"plan": "free"})
-    consent = await engine.emulator.admin.post(
-        f"/__admin/companies/{realm}/authorize",
-        json={key: query[key] for key in ("client_id", "redirect_uri", "state", "scope")},
-    )
     async with httpx.AsyncClient() as browser:
-        landed = outcome(await browser.get(consent.json()["redirect_url"]))
+        query = await start_connect(engine, account, browser)
+        await engine.api.put(f"/v1/accounts/{account}", json={"plan": "free"})
+        landed = outcome(await browser.get(await approve(engine, realm, query)))
     assert landed["reason"] == "plan_required"
 
 
@@ -162,8 +206,7 @@ class _FormFields(HTMLParser):
 
 
 async def consent_page(engine: Engine, account_id: str, browser: httpx.AsyncClient) -> dict[str, str]:
-    started = await engine.api.post(f"/v1/accounts/{account_id}/quickbooks/connect")
-    page = await browser.get(started.json()["authorization_url"])
+    page = await browser.get(await start_url(engine, account_id), follow_redirects=True)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "Authorize" in page.text
     form = _FormFields()
@@ -202,3 +245,330 @@ async def test_cancel_on_the_consent_page_comes_back_as_denied(engine: Engine) -
         landed = outcome(await browser.get(cancelled.headers["location"]))
     assert (landed["quickbooks"], landed["reason"]) == ("error", "access_denied")
     assert (await engine.connection_status(account))["status"] == "not_connected"
+
+
+def naming_realm(callback_url: str, realm_id: str) -> str:
+    """The callback URL with its `realmId` edited, as anyone can in their own browser's address bar."""
+    parts = urlsplit(callback_url)
+    query = [(key, realm_id if key == "realmId" else value) for key, value in parse_qsl(parts.query)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def grants_of(engine: Engine, account_id: str) -> list[QuickBooksGrant]:
+    async with engine.sessions() as session:
+        return list(
+            (
+                await session.exec(select(QuickBooksGrant).where(QuickBooksGrant.account_id == account_id))
+            ).all()
+        )
+
+
+def revoked(company: dict[str, Any]) -> list[bool]:
+    return [bool(authorization["revoked"]) for authorization in company["authorizations"]]
+
+
+async def test_a_callback_naming_another_company_is_refused_and_its_tokens_revoked(engine: Engine) -> None:
+    victim = await engine.create_account()
+    victims_company = await engine.connect(victim)
+    attacker = await engine.create_account()
+    attackers_company = await engine.emulator.create_company("Attacker Ltd")
+
+    async with httpx.AsyncClient(timeout=30) as browser:
+        callback_url = await engine.consent(attacker, attackers_company, browser)
+        landed = outcome(await browser.get(naming_realm(callback_url, victims_company)))
+
+    assert (landed["quickbooks"], landed["reason"]) == ("error", "company_not_verified")
+    assert landed["account_id"] == attacker
+    assert (await engine.connection_status(attacker))["status"] == "not_connected"
+    assert await grants_of(engine, attacker) == []
+    # The tokens the callback obtained (for the attacker's own company) were revoked at Intuit.
+    assert revoked(await engine.emulator.company(attackers_company)) == [True]
+    # The victim's company keeps the victim's authorization only, untouched.
+    assert revoked(await engine.emulator.company(victims_company)) == [False]
+    assert (await engine.connection_status(victim))["status"] == "connected"
+
+
+async def test_a_callback_with_a_malformed_company_id_is_refused_readably(engine: Engine) -> None:
+    account = await engine.create_account()
+    realm = await engine.emulator.create_company()
+    for bad in ("9" * 40, "../1", "12 34"):
+        async with httpx.AsyncClient(timeout=30) as browser:
+            callback_url = await engine.consent(account, realm, browser)
+            landed = outcome(await browser.get(naming_realm(callback_url, bad)))
+        assert (landed["quickbooks"], landed["reason"]) == ("error", "company_not_verified"), bad
+    assert await grants_of(engine, account) == []
+    assert (await engine.connection_status(account))["status"] == "not_connected"
+
+
+async def test_quickbooks_unreachable_while_verifying_refuses_and_revokes(engine: Engine) -> None:
+    account = await engine.create_account()
+    realm = await engine.emulator.create_company()
+    faulted = await engine.emulator.admin.post(
+        "/__admin/faults",
+        json={"kind": "http", "path_contains": "/companyinfo/", "realm_id": realm, "status": 503, "count": 1},
+    )
+    faulted.raise_for_status()
+    landed = outcome(await engine.authorize(account, realm))
+    assert (landed["quickbooks"], landed["reason"]) == ("error", "unavailable")
+    assert await grants_of(engine, account) == []
+    assert revoked(await engine.emulator.company(realm)) == [True]
+    assert (await engine.connection_status(account))["status"] == "not_connected"
+
+
+async def test_the_local_done_page_names_the_company(engine: Engine) -> None:
+    async with httpx.AsyncClient(timeout=30) as browser:
+        page = await browser.get(
+            f"{engine.api_url}/oauth/quickbooks/done",
+            params={
+                "quickbooks": "connected",
+                "account_id": "a1",
+                "realm_id": "123",
+                "company_name": "Bob's <Bakery>",
+            },
+        )
+    assert page.status_code == 200
+    assert "connected to Bob&#x27;s &lt;Bakery&gt;" in page.text
+
+
+# --- The flow belongs to the browser that started it --------------------------------------------------------
+
+
+async def test_a_victim_finishing_an_attackers_flow_in_their_own_browser_is_refused(engine: Engine) -> None:
+    attacker = await engine.create_account()
+    victim_company = await engine.emulator.create_company("Victim & Sons")
+    async with httpx.AsyncClient() as attackers_browser:
+        # The attacker starts connecting their own account and sends Intuit's page on to the victim.
+        page = await attackers_browser.get(await start_url(engine, attacker), follow_redirects=True)
+        assert page.url.path == "/connect/oauth2"
+        lure = query_of(str(page.url))
+    async with httpx.AsyncClient() as victims_browser:
+        callback_url = await approve(engine, victim_company, lure)
+        refused = await victims_browser.get(callback_url)
+        landed = outcome(refused)
+    assert (landed["quickbooks"], landed["reason"]) == ("error", "browser_mismatch")
+    assert "account_id" not in landed  # this browser did not start it: it is told nothing about the account
+    assert landed["message"]
+    assert await grants_of(engine, attacker) == []
+    assert (await engine.connection_status(attacker))["status"] == "not_connected"
+    # The code was never exchanged: the victim's company holds no authorization of the app.
+    assert (await engine.emulator.company(victim_company))["authorizations"] == []
+    # And the state is spent: even the attacker's own browser cannot finish it now.
+    async with httpx.AsyncClient() as attackers_browser:
+        assert outcome(await attackers_browser.get(callback_url))["reason"] == "state_used"
+
+
+async def test_a_callback_with_another_flows_cookie_is_refused(engine: Engine) -> None:
+    mine, theirs = await engine.create_account(), await engine.create_account()
+    realm = await engine.emulator.create_company()
+    async with httpx.AsyncClient() as their_browser, httpx.AsyncClient() as my_browser:
+        their_flow = await start_connect(engine, theirs, their_browser)
+        await start_connect(engine, mine, my_browser)
+        # My flow's cookie value, presented under their flow's cookie name.
+        [(their_name, _)] = their_browser.cookies.items()
+        [(_, my_value)] = my_browser.cookies.items()
+        my_browser.cookies.set(their_name, my_value)
+        landed = outcome(await my_browser.get(await approve(engine, realm, their_flow)))
+    assert landed["reason"] == "browser_mismatch"
+    assert await grants_of(engine, theirs) == []
+
+
+async def test_a_start_link_opens_once(engine: Engine) -> None:
+    account = await engine.create_account()
+    realm = await engine.emulator.create_company()
+    link = await start_url(engine, account)
+    async with httpx.AsyncClient() as browser, httpx.AsyncClient() as other_browser:
+        opened = await browser.get(link)
+        assert opened.status_code == 303
+        again = await other_browser.get(link)
+        landed = outcome(again)
+        assert (landed["quickbooks"], landed["reason"]) == ("error", "start_link_used")
+        assert set_cookies(again) == {}  # no cookie for the second browser
+        assert outcome(await browser.get(link))["reason"] == "start_link_used"
+        # The browser that opened it first still finishes connecting.
+        connected = outcome(
+            await browser.get(await approve(engine, realm, query_of(opened.headers["location"])))
+        )
+    assert connected["quickbooks"] == "connected"
+
+
+async def test_a_start_link_not_opened_within_minutes_is_refused(engine: Engine) -> None:
+    account = await engine.create_account()
+    response = await engine.api.post(f"/v1/accounts/{account}/quickbooks/connect")
+    started = response.json()
+    issued = utcnow()
+    opens_until = datetime.fromisoformat(started["authorization_url_expires_at"])
+    assert timedelta(0) < opens_until - issued <= timedelta(seconds=engine.settings.oauth_launch_ttl_seconds)
+    assert opens_until < datetime.fromisoformat(started["state_expires_at"])
+    async with engine.sessions() as session:
+        for row in (await session.exec(select(OAuthState).where(OAuthState.account_id == account))).all():
+            row.launch_expires_at = utcnow() - timedelta(seconds=1)
+            session.add(row)
+        await session.commit()
+    async with httpx.AsyncClient() as browser:
+        late = await browser.get(started["authorization_url"])
+    assert outcome(late)["reason"] == "start_link_expired"
+    assert set_cookies(late) == {}
+
+
+async def test_two_flows_in_one_browser_both_connect(engine: Engine) -> None:
+    first, second = await engine.create_account(), await engine.create_account()
+    first_company, second_company = (
+        await engine.emulator.create_company(),
+        await engine.emulator.create_company(),
+    )
+    async with httpx.AsyncClient() as browser:
+        first_flow = await start_connect(engine, first, browser)
+        second_flow = await start_connect(engine, second, browser)
+        assert len(browser.cookies) == 2
+        # Finished in the other order, each with its own cookie.
+        second_landed = outcome(await browser.get(await approve(engine, second_company, second_flow)))
+        first_landed = outcome(await browser.get(await approve(engine, first_company, first_flow)))
+        assert len(browser.cookies) == 0  # each callback cleared its own flow's cookie
+    assert (first_landed["quickbooks"], first_landed["realm_id"]) == ("connected", first_company)
+    assert (second_landed["quickbooks"], second_landed["realm_id"]) == ("connected", second_company)
+
+
+def assert_flow_cookie(morsel: Morsel[str], *, secure: bool, path: str, ttl: int) -> None:
+    assert morsel.value and len(morsel.value) >= 32
+    assert morsel["httponly"] is True
+    assert morsel["samesite"].lower() == "lax"
+    assert morsel["path"] == path
+    assert bool(morsel["secure"]) is secure
+    assert morsel["domain"] == ""  # host-only
+    assert 0 < int(morsel["max-age"]) <= ttl
+
+
+async def test_the_flow_cookie_is_http_only_same_site_lax_and_scoped_to_the_oauth_paths(
+    engine: Engine,
+) -> None:
+    account = await engine.create_account()
+    async with httpx.AsyncClient() as browser:
+        opened = await browser.get(await start_url(engine, account))
+    [(name, morsel)] = set_cookies(opened).items()
+    assert name.startswith("qbo_oauth_")
+    assert_flow_cookie(
+        morsel, secure=False, path="/oauth/quickbooks", ttl=engine.settings.oauth_state_ttl_seconds
+    )
+    assert opened.headers["cache-control"] == "no-store"
+    assert opened.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_the_flow_cookie_is_secure_and_host_locked_behind_https(
+    dev_env: WorkflowEnvironment, migrated_database: str, emulator: Emulator, task_queue: str
+) -> None:
+    public = "https://qbo-sync.example"
+    async with running_engine(
+        env=dev_env,
+        database_url=migrated_database,
+        emulator=emulator,
+        task_queue=task_queue,
+        with_worker=False,
+        api_public_url=public,
+        qbo_redirect_uri=f"{public}/oauth/quickbooks/callback",
+    ) as secure_engine:
+        account = await secure_engine.create_account()
+        link = await start_url(secure_engine, account)
+        assert link.startswith(f"{public}/oauth/quickbooks/start?")
+        async with httpx.AsyncClient() as browser:
+            # The TLS-terminating proxy in front of the API, played by hand.
+            opened = await browser.get(secure_engine.api_url + link.removeprefix(public))
+    [(name, morsel)] = set_cookies(opened).items()
+    # __Host-: only this host, over HTTPS, can set it; a sibling subdomain cannot plant one for its own flow.
+    assert name.startswith("__Host-qbo_oauth_")
+    assert_flow_cookie(morsel, secure=True, path="/", ttl=secure_engine.settings.oauth_state_ttl_seconds)
+
+
+async def test_every_callback_outcome_lands_readably_and_clears_the_flow_cookie(engine: Engine) -> None:
+    account = await engine.create_account()
+    realm = await engine.emulator.create_company()
+    elsewhere = await engine.emulator.create_company()
+
+    async def finish(
+        approved_for: str | None = None, meanwhile: Callable[[], Awaitable[Any]] | None = None, **params: str
+    ) -> dict[str, str]:
+        """One flow in a fresh browser, its callback carrying Intuit's answer (if approved) edited by `params`."""
+        async with httpx.AsyncClient() as browser:
+            flow = await start_connect(engine, account, browser)
+            if meanwhile is not None:
+                await meanwhile()
+            [name] = browser.cookies.keys()
+            query = {"state": flow["state"]}
+            if approved_for is not None:
+                query = query_of(await approve(engine, approved_for, flow))
+            query.update(params)
+            response = await browser.get(f"{engine.api_url}/oauth/quickbooks/callback", params=query)
+            landed = outcome(response)
+            cleared = set_cookies(response)[name]
+            assert cleared.value == "" and cleared["max-age"] == "0", landed
+            assert response.headers["cache-control"] == "no-store"
+            assert landed["message"] if landed["quickbooks"] == "error" else landed["realm_id"]
+            return landed
+
+    assert (await finish(error="access_denied"))["reason"] == "access_denied"
+    assert (await finish(error="server_error"))["reason"] == "authorization_failed"
+    assert (await finish(error="<b>hi</b>"))["message"] == "QuickBooks reported an error: an unknown error."
+    assert (await finish())["reason"] == "missing_code"
+    assert (await finish(code="not-a-real-code", realmId=realm))["reason"] == "exchange_failed"
+    assert (await finish(realm, realmId="../1"))["reason"] == "company_not_verified"
+    assert (await finish(realm, realmId=elsewhere))["reason"] == "company_not_verified"
+    assert (await finish(realm))["quickbooks"] == "connected"
+    await engine.wait_for(lambda: engine.connection_status(account), lambda s: s["status"] == "connected")
+    assert (await finish(elsewhere))["reason"] == "different_company"
+
+    async def downgrade() -> None:
+        (await engine.api.put(f"/v1/accounts/{account}", json={"plan": "free"})).raise_for_status()
+
+    assert (await finish(realm, meanwhile=downgrade))["reason"] == "plan_required"
+
+
+async def test_two_sign_ins_to_different_companies_at_once_never_switch_the_company_silently(
+    engine: Engine,
+) -> None:
+    # Two tabs: both callbacks pass before the connection workflow adopted either authorization.
+    await engine.stop_workers()
+    account = await engine.create_account()
+    first, second = await engine.emulator.create_company(), await engine.emulator.create_company()
+    assert outcome(await engine.authorize(account, first))["quickbooks"] == "connected"
+    assert outcome(await engine.authorize(account, second))["quickbooks"] == "connected"
+    engine.start_workers(sticky=False)
+
+    status = await engine.wait_for(
+        lambda: engine.connection_status(account), lambda s: s["status"] == "connected"
+    )
+    assert status["realm_id"] == first
+
+    # The second company's authorization is refused by the connection's one writer: revoked, its tokens dropped.
+    async def second_revoked() -> list[bool]:
+        return revoked(await engine.emulator.company(second))
+
+    await engine.wait_for(second_revoked, lambda states: states == [True])
+    assert (await engine.connection_status(account))["realm_id"] == first
+    assert all(
+        grant.access_token_enc is None and grant.refresh_token_enc is None
+        for grant in await grants_of(engine, account)
+    )
+
+
+async def test_forged_missing_and_pre_binding_start_links_are_refused_readably(engine: Engine) -> None:
+    async with httpx.AsyncClient() as browser:
+        for params in ({}, {"state": "forged-state"}):
+            response = await browser.get(f"{engine.api_url}/oauth/quickbooks/start", params=params)
+            assert outcome(response)["reason"] == "invalid_state"
+            assert set_cookies(response) == {}
+    # A state issued before flows were bound to browsers has no start link and no browser: refused both ways.
+    account = await engine.create_account()
+    state = "issued-before-binding-" + "x" * 20
+    async with engine.sessions() as session:
+        session.add(
+            OAuthState(
+                state_hash=hashlib.sha256(state.encode()).hexdigest(),
+                account_id=account,
+                expires_at=utcnow() + timedelta(minutes=5),
+            )
+        )
+        await session.commit()
+    async with httpx.AsyncClient() as browser:
+        opened = await browser.get(f"{engine.api_url}/oauth/quickbooks/start", params={"state": state})
+        assert outcome(opened)["reason"] == "start_link_expired"
+        landed = outcome(await callback(engine, browser, state=state, code="abc", realmId="123"))
+    assert landed["reason"] == "browser_mismatch"

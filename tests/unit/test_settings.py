@@ -53,3 +53,26 @@ def test_the_authorization_page_is_where_the_browser_reaches_the_emulator() -> N
         _env_file=None, qbo_environment="sandbox", qbo_browser_base_url="http://localhost:8900"
     )
     assert browser_facing_endpoints(sandbox).authorize_url == "https://appcenter.intuit.com/connect/oauth2"
+
+
+def test_the_oauth_callback_must_be_on_the_public_host_and_https_in_production() -> None:
+    with pytest.raises(ValidationError, match="QBO_REDIRECT_URI"):
+        Settings(
+            _env_file=None,
+            api_public_url="http://127.0.0.1:8000",
+            qbo_redirect_uri="http://localhost:8000/oauth/quickbooks/callback",
+        )
+    with pytest.raises(ValidationError, match="https"):
+        Settings(
+            _env_file=None,
+            app_env="production",
+            qbo_environment="production",
+            api_token="a" * 32,
+            qbo_client_secret="b" * 32,
+            qbo_webhook_verifier_token="c" * 32,
+            token_encryption_key="d" * 44,
+            platform_events_secret="e" * 32,
+            payload_encryption_key="f" * 32,
+        )
+    with pytest.raises(ValidationError, match="OAUTH_LAUNCH_TTL_SECONDS"):
+        Settings(_env_file=None, oauth_state_ttl_seconds=60, oauth_launch_ttl_seconds=120)
