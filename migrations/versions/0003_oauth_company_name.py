@@ -1,6 +1,6 @@
 """The QuickBooks company's name, read from CompanyInfo when the OAuth callback verifies the company.
 
-Revision ID: oauth_company_name
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-26 10:00:00.000000
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = "oauth_company_name"
+revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

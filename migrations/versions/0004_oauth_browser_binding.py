@@ -1,7 +1,7 @@
 """The OAuth flow is bound to the browser that opened its start link: launch deadline, launch time, cookie hash.
 
-Revision ID: oauth_browser_binding
-Revises: oauth_company_name
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-26 14:00:00.000000
 """
 
@@ -12,8 +12,8 @@ import sqlmodel
 from alembic import op
 
 
-revision: str = "oauth_browser_binding"
-down_revision: str | None = "oauth_company_name"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
