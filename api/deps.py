@@ -18,6 +18,7 @@ from api.errors import ApiError
 from models.crypto import TokenCipher
 from models.db import SessionFactory
 from models.tables import Account
+from qbo.companies import CompanyVerifier
 from qbo.oauth import QboOAuth
 from settings import Settings
 
@@ -33,6 +34,7 @@ class Services:
     oauth: QboOAuth
     cipher: TokenCipher
     http: httpx.AsyncClient
+    company_verifier: CompanyVerifier
 
 
 def get_services(request: Request) -> Services:

@@ -58,18 +58,18 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             ),
             cipher=TokenCipher(settings.token_encryption_key.get_secret_value()),
             http=http,
-        )
-        # The OAuth callback reads the new company's CompanyInfo before it stores anything; those calls count
-        # toward the company's limits like any other.
-        app.state.company_verifier = CompanyVerifier(
-            api_base_url=endpoints_for(settings.qbo_environment, settings.qbo_base_url).api_base_url,
-            http=http,
-            limiter=RealmLimiter(
-                max_in_flight=settings.qbo_max_in_flight_per_company,
-                per_minute=settings.qbo_requests_per_minute_per_company,
+            # The OAuth callback reads the new company's CompanyInfo before it stores anything; those calls count
+            # toward the company's limits like any other.
+            company_verifier=CompanyVerifier(
+                api_base_url=endpoints_for(settings.qbo_environment, settings.qbo_base_url).api_base_url,
+                http=http,
+                limiter=RealmLimiter(
+                    max_in_flight=settings.qbo_max_in_flight_per_company,
+                    per_minute=settings.qbo_requests_per_minute_per_company,
+                ),
+                minor_version=settings.qbo_minor_version,
+                timeout=settings.qbo_request_timeout_seconds,
             ),
-            minor_version=settings.qbo_minor_version,
-            timeout=settings.qbo_request_timeout_seconds,
         )
         try:
             yield

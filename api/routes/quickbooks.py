@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func
 from sqlmodel import col, select, update
@@ -37,7 +37,7 @@ from models.schemas import (
     ErrorResponse,
 )
 from models.tables import Account, InvoiceSync, OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
-from qbo.companies import CompanyNotVerified, CompanyVerifier, VerificationUnavailable
+from qbo.companies import CompanyNotVerified, VerificationUnavailable
 from qbo.errors import QboError, QboOAuthError, QboServerError, QboUnavailable
 from settings import Settings
 from workflows import search_attributes
@@ -68,14 +68,6 @@ _NOT_VERIFIED = (
     "Start connecting again."
 )
 _UNAVAILABLE = "QuickBooks could not be connected right now. Try again in a minute."
-
-
-def get_company_verifier(request: Request) -> CompanyVerifier:
-    verifier: CompanyVerifier = request.app.state.company_verifier
-    return verifier
-
-
-CompanyVerifierDep = Annotated[CompanyVerifier, Depends(get_company_verifier)]
 
 
 def _state_hash(state: str) -> str:
@@ -384,7 +376,6 @@ async def oauth_callback(
     request: Request,
     session: SessionDep,
     services: ServicesDep,
-    verifier: CompanyVerifierDep,
     state: Annotated[str | None, Query(max_length=512)] = None,
     code: Annotated[str | None, Query(max_length=1024)] = None,
     realm_id: Annotated[str | None, Query(alias="realmId", max_length=64)] = None,
@@ -396,7 +387,7 @@ async def oauth_callback(
     cookie = FlowCookie.for_settings(services.settings)
     try:
         account_id = await _consume_state(session, state, cookie, request.cookies)
-        params = await _complete_authorization(session, services, verifier, account_id, code, realm_id, error)
+        params = await _complete_authorization(session, services, account_id, code, realm_id, error)
     except CallbackOutcome as outcome:
         params = {"quickbooks": "error", "reason": outcome.reason, "message": outcome.message}
         if outcome.account_id:
@@ -457,7 +448,6 @@ async def _consume_state(
 async def _complete_authorization(
     session: SessionDep,
     services: ServicesDep,
-    verifier: CompanyVerifier,
     account_id: str,
     code: str | None,
     realm_id: str | None,
@@ -504,7 +494,7 @@ async def _complete_authorization(
 
     # From here on every refusal gets rid of the tokens just obtained: nothing unverified or unwanted is kept.
     try:
-        company = await verifier.verify(realm_id, tokens.access_token)
+        company = await services.company_verifier.verify(realm_id, tokens.access_token)
     except CompanyNotVerified as exc:
         # The tokens are for some other company (the one really authorized, which Intuit does not name) and are
         # revoked. That may disconnect the app from that company; only its admin could have obtained them, and
