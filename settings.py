@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from functools import lru_cache
 from typing import Literal
 
@@ -49,6 +50,15 @@ def looks_random(raw: bytes) -> bool:
     return len(set(raw)) >= MIN_DISTINCT_KEY_BYTES
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def split_keys(text: str) -> list[str]:
     """Comma-separated keys (rotation: the first encrypts, any decrypts)."""
     return [part.strip() for part in text.split(",") if part.strip()]
@@ -90,10 +100,15 @@ class Settings(BaseSettings):
 
     token_encryption_key: SecretStr = SecretStr(DEV_TOKEN_ENCRYPTION_KEY)
     payload_encryption_key: SecretStr = SecretStr(DEV_PAYLOAD_ENCRYPTION_KEY)
-    # The Temporal Web UI's origin, allowed to call the API's codec endpoint to show decrypted payloads.
+    # The operators' codec server (`python codec_server.py`), which the Temporal Web UI calls to show decrypted
+    # payloads. It decrypts for whoever reaches it: loopback by default, and with CODEC_AUTH_TOKEN set every
+    # call needs that bearer token (APP_ENV=production requires one for any other address).
+    codec_host: str = "127.0.0.1"
+    codec_port: int = Field(default=8234, ge=1, le=65535)
+    codec_auth_token: SecretStr | None = None
+    codec_max_body_bytes: int = Field(default=4_194_304, gt=0)
+    # The Temporal Web UI's origin, allowed (CORS) to call the codec server from an operator's browser.
     temporal_ui_origin: str = "http://127.0.0.1:8233"
-    # The codec endpoint decrypts payloads for whoever reaches it: expose it to operators only.
-    codec_endpoint_enabled: bool = True
 
     platform_return_url: str = "http://127.0.0.1:8000/oauth/quickbooks/done"
     platform_events_url: str | None = None
@@ -124,6 +139,11 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("codec_auth_token", mode="before")
+    @classmethod
+    def _empty_token_is_no_token(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("payload_encryption_key")
     @classmethod
     def _payload_keys_are_listed(cls, value: SecretStr) -> SecretStr:
@@ -148,6 +168,11 @@ class Settings(BaseSettings):
             raise ValueError(f"APP_ENV=production needs real values for: {', '.join(unset)}")
         if self.qbo_environment == "emulator":
             raise ValueError("APP_ENV=production cannot talk to the emulator; set QBO_ENVIRONMENT")
+        if self.codec_auth_token is None and not _is_loopback(self.codec_host):
+            raise ValueError(
+                f"APP_ENV=production serves the codec on {self.codec_host} only with CODEC_AUTH_TOKEN set "
+                "(it decrypts for whoever reaches it); or keep CODEC_HOST on loopback"
+            )
         return self
 
     @model_validator(mode="after")

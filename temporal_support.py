@@ -1,8 +1,7 @@
-"""Temporal plumbing shared by the API and the worker: the encrypting payload codec and the client."""
+"""Temporal plumbing shared by the API, the worker and the codec server: the encrypting payload codec and the client."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import os
@@ -124,21 +123,4 @@ async def connect(settings: Settings) -> Client:
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
-    )
-
-
-def payload_to_json(payload: Payload) -> dict[str, object]:
-    """The codec endpoint's JSON form of a payload (what the Temporal Web UI sends and expects)."""
-    return {
-        "metadata": {key: base64.b64encode(value).decode() for key, value in payload.metadata.items()},
-        "data": base64.b64encode(payload.data).decode(),
-    }
-
-
-def payload_from_json(data: dict[str, object]) -> Payload:
-    metadata = data.get("metadata") or {}
-    assert isinstance(metadata, dict)
-    return Payload(
-        metadata={str(key): base64.b64decode(str(value)) for key, value in metadata.items()},
-        data=base64.b64decode(str(data.get("data") or "")),
     )

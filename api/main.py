@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 
 import temporal_support
@@ -68,12 +67,6 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         version="1.0.0",
         description="Keeps an invoicing platform's invoices in step with each user's QuickBooks Online company.",
         lifespan=lifespan,
-    )
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=[settings.temporal_ui_origin],
-        allow_methods=["POST"],
-        allow_headers=["Content-Type", "X-Namespace", "Authorization"],
     )
     install_error_handlers(app)
     for module in (accounts, quickbooks, invoices, notifications, webhooks, ops):

@@ -1,8 +1,7 @@
-"""Secrets and personal data stay out of Temporal and the logs; operators get health, metrics and the codec."""
+"""Secrets and personal data stay out of Temporal and the logs; operators get health and metrics."""
 
 from __future__ import annotations
 
-import base64
 import logging
 
 import httpx
@@ -14,7 +13,6 @@ from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.client import Client
 
 from models.tables import QuickBooksConnection
-from temporal_support import payload_to_json
 from tests.engine import Engine
 from workflows.ids import connection_workflow_id, invoice_workflow_id
 from workflows.messages import InvoiceObservation
@@ -106,33 +104,6 @@ async def test_tokens_are_encrypted_at_rest(engine: Engine) -> None:
         assert all(
             token not in (row.access_token_enc or "") + (row.refresh_token_enc or "") for token in tokens
         )
-
-
-async def test_the_codec_endpoint_shows_operators_the_decrypted_payloads(
-    engine: Engine, http: httpx.AsyncClient
-) -> None:
-    account = await engine.create_account()
-    await engine.connect(account)
-    await engine.send_invoice(account, "inv-1", client_email="ada.codec@example.com")
-    await engine.wait_for_invoice(account, "inv-1", "synced")
-    handle = engine.temporal.get_workflow_handle(invoice_workflow_id(account, "inv-1"))
-    started = None
-    async for event in handle.fetch_history_events():
-        started = event.workflow_execution_started_event_attributes
-        break
-    assert started is not None
-    encrypted = [payload_to_json(payload) for payload in started.input.payloads]
-    assert b"ada.codec@example.com" not in str(encrypted).encode()
-
-    decoded = await http.post(
-        f"{engine.api_url}/codec/decode",
-        json={"payloads": encrypted},
-        headers={"Origin": engine.settings.temporal_ui_origin},
-    )
-    assert decoded.status_code == 200
-    assert decoded.headers["access-control-allow-origin"] == engine.settings.temporal_ui_origin
-    decrypted = [base64.b64decode(item["data"]) for item in decoded.json()["payloads"]]
-    assert any(b"ada.codec@example.com" in data for data in decrypted)
 
 
 async def test_health_readiness_and_metrics(engine: Engine, http: httpx.AsyncClient) -> None:
