@@ -115,6 +115,9 @@ def data_converter(settings: Settings) -> temporalio.converter.DataConverter:
     return dataclasses.replace(
         temporalio.converter.default(),
         payload_codec=EncryptionCodec(settings.payload_encryption_key.get_secret_value()),
+        # Failure messages and stack traces move into the failure's encoded attributes, which the codec encrypts:
+        # Temporal keeps them in history, where they would otherwise be readable by anyone who can read history.
+        failure_converter_class=temporalio.converter.DefaultFailureConverterWithEncodedAttributes,
     )
 
 
