@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 from typing import Annotated, Any
 
 import uvicorn
@@ -25,6 +24,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
 from api.errors import ApiError, install_error_handlers
+from logging_setup import configure_logging
 from settings import Settings, get_settings
 from temporal_support import EncryptionCodec, UndecryptablePayload, UnknownPayloadKey
 
@@ -129,7 +129,7 @@ def _payloads_json(payloads: list[Payload]) -> dict[str, Any]:
 
 def main() -> None:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     # log_config=None: uvicorn's loggers go through the same handlers and filters as everything else.
     uvicorn.run(
         create_codec_app(settings),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +14,7 @@ import temporal_support
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.routes import accounts, invoices, notifications, ops, quickbooks, webhooks
+from logging_setup import configure_logging
 from models.crypto import TokenCipher
 from models.db import create_engine, create_session_factory
 from qbo.client import QboEndpoints, endpoints_for
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
 
 def _app_from_environment() -> FastAPI:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     return create_app(settings)
 
 
