@@ -39,9 +39,13 @@ class UndecryptablePayload(PayloadCodecError):
     """Encrypted in our format, but corrupt or tampered with: AES-GCM authentication fails."""
 
 
-def _key_material(text: str) -> bytes:
-    """A key's 32 bytes: a real key as it is; a development passphrase through SHA-256 (as it always was)."""
-    return payload_key_bytes(text) or hashlib.sha256(text.encode()).digest()
+def _hashed(text: str) -> bytes:
+    """How every configured text became a key before real keys were read as bytes (and passphrases still do)."""
+    return hashlib.sha256(text.encode()).digest()
+
+
+def _key_id(material: bytes) -> str:
+    return hashlib.sha256(material).hexdigest()[:12]
 
 
 def _short(value: bytes) -> str:
@@ -53,7 +57,8 @@ class EncryptionCodec(PayloadCodec):
 
     Keys are comma-separated; the first encrypts, any decrypts (rotation). Each is the base64 of 32 random
     bytes; settings accept a passphrase (hashed into a key) outside production only. A payload names its key by
-    id (the first 12 hex digits of the key's SHA-256), so rotation never has to guess.
+    id (the first 12 hex digits of the key's SHA-256), so rotation never has to guess. Payloads a real key's text
+    encrypted while texts were still hashed decrypt too.
 
     Decoding refuses payloads that are not ours: AES-GCM authenticates, so only a holder of the key can put a
     payload in front of a worker. `decode(..., allow_unencrypted=True)` is for display only (the operators'
@@ -64,10 +69,14 @@ class EncryptionCodec(PayloadCodec):
         self._keys: dict[str, AESGCM] = {}
         self._encrypt_id = ""
         for part in split_keys(keys):
-            material = _key_material(part)
-            key_id = hashlib.sha256(material).hexdigest()[:12]
-            self._keys[key_id] = AESGCM(material)
-            self._encrypt_id = self._encrypt_id or key_id
+            raw = payload_key_bytes(part)
+            material = raw or _hashed(part)
+            self._keys[_key_id(material)] = AESGCM(material)
+            self._encrypt_id = self._encrypt_id or _key_id(material)
+            if raw is not None:
+                # Decrypt-only: what this same key text encrypted when it was still hashed. As strong as the
+                # key (a hash of 32 random bytes), and found by key id like any other.
+                self._keys.setdefault(_key_id(_hashed(part)), AESGCM(_hashed(part)))
         if not self._keys:
             raise ValueError("PAYLOAD_ENCRYPTION_KEY holds no key")
 

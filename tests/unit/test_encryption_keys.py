@@ -138,3 +138,25 @@ async def test_workers_refuse_payloads_that_are_not_encrypted_by_us() -> None:
     with pytest.raises(PayloadNotEncrypted) as excinfo:
         await codec.decode([plain(b'"grace@example.com"')])
     assert "grace" not in str(excinfo.value)
+
+
+async def test_what_a_key_encrypted_before_keys_were_read_as_bytes_still_decrypts() -> None:
+    # Earlier versions hashed every configured text, a real key's too: its payloads are still in histories.
+    key = real_key()
+    material = hashlib.sha256(key.encode()).digest()
+    nonce = os.urandom(12)
+    earlier = Payload(
+        metadata={
+            "encoding": temporal_support.ENCODING,
+            temporal_support.KEY_ID_METADATA: hashlib.sha256(material).hexdigest()[:12].encode(),
+        },
+        data=nonce + AESGCM(material).encrypt(nonce, plain().SerializeToString(), None),
+    )
+    codec = EncryptionCodec(key)
+    assert await codec.decode([earlier]) == [plain()]
+    # New payloads use the key itself.
+    [encrypted] = await codec.encode([plain()])
+    assert (
+        encrypted.metadata[temporal_support.KEY_ID_METADATA]
+        != earlier.metadata[temporal_support.KEY_ID_METADATA]
+    )
