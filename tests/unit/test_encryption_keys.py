@@ -26,6 +26,8 @@ def production(**overrides: str) -> Settings:
     values = {
         "app_env": "production",
         "qbo_environment": "production",
+        "api_public_url": "https://sync.example.com",
+        "qbo_redirect_uri": "https://sync.example.com/oauth/quickbooks/callback",
         "api_token": "a" * 32,
         "qbo_client_secret": "b" * 32,
         "qbo_webhook_verifier_token": "c" * 32,
