@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Development defaults only. `Settings` refuses them when APP_ENV=production.
@@ -16,15 +20,58 @@ DEV_QBO_CLIENT_SECRET = "dev-client-secret"
 DEV_WEBHOOK_VERIFIER_TOKEN = "dev-verifier-token"
 DEV_TOKEN_ENCRYPTION_KEY = "ZGV2LW9ubHktdG9rZW4tZW5jcnlwdGlvbi1rZXktLS0="  # a Fernet key, dev only
 DEV_PLATFORM_EVENTS_SECRET = "dev-events-secret"
+# A passphrase, not a key: accepted outside production only, so existing development data (and the recorded
+# replay histories) still decrypt. Production takes real keys (see `payload_key_bytes`).
 DEV_PAYLOAD_ENCRYPTION_KEY = "dev-only-temporal-payload-key"
 
+PAYLOAD_KEY_BYTES = 32  # AES-256-GCM
+# Random 32-byte keys have about 30 distinct byte values; fewer than this is a pattern or a placeholder.
+MIN_DISTINCT_KEY_BYTES = 16
+PAYLOAD_KEY_FORMAT = (
+    "each comma-separated key must be the base64 of 32 random bytes "
+    "(make one with: python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())')"
+)
+
 QboEnvironment = Literal["emulator", "sandbox", "production"]
+
+
+def payload_key_bytes(text: str) -> bytes | None:
+    """The 32 bytes of a payload key written in base64 (standard or URL-safe alphabet), or None."""
+    for altchars in (None, b"-_"):
+        try:
+            raw = base64.b64decode(text.strip(), altchars=altchars, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if len(raw) == PAYLOAD_KEY_BYTES:
+            return raw
+    return None
+
+
+def looks_random(raw: bytes) -> bool:
+    return len(set(raw)) >= MIN_DISTINCT_KEY_BYTES
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_keys(text: str) -> list[str]:
+    """Comma-separated keys (rotation: the first encrypts, any decrypts)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 class Settings(BaseSettings):
     """Configuration from the environment (or `.env`); names match `.env.example`."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # A refused value is never echoed in the error: it may be a secret (and errors end up in logs).
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
 
     app_env: Literal["development", "test", "production"] = "development"
     log_level: str = "INFO"
@@ -54,10 +101,15 @@ class Settings(BaseSettings):
 
     token_encryption_key: SecretStr = SecretStr(DEV_TOKEN_ENCRYPTION_KEY)
     payload_encryption_key: SecretStr = SecretStr(DEV_PAYLOAD_ENCRYPTION_KEY)
-    # The Temporal Web UI's origin, allowed to call the API's codec endpoint to show decrypted payloads.
+    # The operators' codec server (`python codec_server.py`), which the Temporal Web UI calls to show decrypted
+    # payloads. It decrypts for whoever reaches it: loopback by default, and with CODEC_AUTH_TOKEN set every
+    # call needs that bearer token (APP_ENV=production requires one for any other address).
+    codec_host: str = "127.0.0.1"
+    codec_port: int = Field(default=8234, ge=1, le=65535)
+    codec_auth_token: SecretStr | None = None
+    codec_max_body_bytes: int = Field(default=4_194_304, gt=0)
+    # The Temporal Web UI's origin, allowed (CORS) to call the codec server from an operator's browser.
     temporal_ui_origin: str = "http://127.0.0.1:8233"
-    # The codec endpoint decrypts payloads for whoever reaches it: expose it to operators only.
-    codec_endpoint_enabled: bool = True
 
     platform_return_url: str = "http://127.0.0.1:8000/oauth/quickbooks/done"
     platform_events_url: str | None = None
@@ -74,6 +126,34 @@ class Settings(BaseSettings):
     # the user's browser to it straight away, so only a link forwarded to someone else ever needs longer.
     oauth_launch_ttl_seconds: int = Field(default=120, gt=0)
     webhook_max_body_bytes: int = Field(default=1_048_576, gt=0)
+
+    @field_validator("token_encryption_key")
+    @classmethod
+    def _token_keys_are_fernet_keys(cls, value: SecretStr) -> SecretStr:
+        keys = split_keys(value.get_secret_value())
+        if not keys:
+            raise ValueError("TOKEN_ENCRYPTION_KEY holds no key")
+        for position, key in enumerate(keys, start=1):
+            try:
+                Fernet(key)
+            except ValueError:
+                # The key itself is never part of the message.
+                raise ValueError(
+                    f"TOKEN_ENCRYPTION_KEY key #{position} is not a Fernet key (the URL-safe base64 of 32 bytes)"
+                ) from None
+        return value
+
+    @field_validator("codec_auth_token", mode="before")
+    @classmethod
+    def _empty_token_is_no_token(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("payload_encryption_key")
+    @classmethod
+    def _payload_keys_are_listed(cls, value: SecretStr) -> SecretStr:
+        if not split_keys(value.get_secret_value()):
+            raise ValueError("PAYLOAD_ENCRYPTION_KEY holds no key")
+        return value
 
     @model_validator(mode="after")
     def _no_development_secrets_in_production(self) -> Settings:
@@ -92,6 +172,39 @@ class Settings(BaseSettings):
             raise ValueError(f"APP_ENV=production needs real values for: {', '.join(unset)}")
         if self.qbo_environment == "emulator":
             raise ValueError("APP_ENV=production cannot talk to the emulator; set QBO_ENVIRONMENT")
+        if self.codec_auth_token is None and not _is_loopback(self.codec_host):
+            raise ValueError(
+                f"APP_ENV=production serves the codec on {self.codec_host} only with CODEC_AUTH_TOKEN set "
+                "(it decrypts for whoever reaches it); or keep CODEC_HOST on loopback"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _real_keys_in_production(self) -> Settings:
+        if self.app_env != "production":
+            return self
+        payload_keys = split_keys(self.payload_encryption_key.get_secret_value())
+        for position, key in enumerate(payload_keys, start=1):
+            raw = payload_key_bytes(key)
+            if raw is None or not looks_random(raw):
+                raise ValueError(
+                    f"APP_ENV=production needs real keys in PAYLOAD_ENCRYPTION_KEY: key #{position} is not one; "
+                    f"{PAYLOAD_KEY_FORMAT}"
+                )
+        token_keys = split_keys(self.token_encryption_key.get_secret_value())
+        for position, key in enumerate(token_keys, start=1):
+            if not looks_random(base64.urlsafe_b64decode(key)):
+                raise ValueError(
+                    f"APP_ENV=production needs random keys in TOKEN_ENCRYPTION_KEY: key #{position} is a pattern; "
+                    "make one with: python3 -c 'from cryptography.fernet import Fernet;print(Fernet.generate_key().decode())'"
+                )
+        shared = {payload_key_bytes(key) for key in payload_keys} & {
+            base64.urlsafe_b64decode(key) for key in token_keys
+        }
+        if shared:
+            raise ValueError(
+                "APP_ENV=production needs different keys for PAYLOAD_ENCRYPTION_KEY and TOKEN_ENCRYPTION_KEY"
+            )
         return self
 
     @model_validator(mode="after")

@@ -1,42 +1,82 @@
-"""Temporal plumbing shared by the API and the worker: the encrypting payload codec and the client."""
+"""Temporal plumbing shared by the API, the worker and the codec server: the encrypting payload codec and the client."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import os
 from collections.abc import Sequence
 
 import temporalio.converter
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.converter import PayloadCodec
 
-from settings import Settings
+from settings import Settings, payload_key_bytes, split_keys
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
+_NONCE_BYTES = 12
+_TAG_BYTES = 16
+
+
+class PayloadCodecError(ValueError):
+    """A payload the codec cannot decode. Messages name key ids and encodings, never payload content."""
+
+
+class PayloadNotEncrypted(PayloadCodecError):
+    """A plain payload where only ours are expected: it was not written by anyone holding the key."""
+
+
+class UnknownPayloadKey(PayloadCodecError):
+    """Encrypted with a key that is not (or no longer) configured."""
+
+
+class UndecryptablePayload(PayloadCodecError):
+    """Encrypted in our format, but corrupt or tampered with: AES-GCM authentication fails."""
+
+
+def _hashed(text: str) -> bytes:
+    """How every configured text became a key before real keys were read as bytes (and passphrases still do)."""
+    return hashlib.sha256(text.encode()).digest()
+
+
+def _key_id(material: bytes) -> str:
+    return hashlib.sha256(material).hexdigest()[:12]
+
+
+def _short(value: bytes) -> str:
+    return value[:40].decode(errors="replace")
 
 
 class EncryptionCodec(PayloadCodec):
-    """AES-GCM over every payload (invoice snapshots carry client names and emails).
+    """AES-256-GCM over every payload (invoice snapshots carry client names and emails).
 
-    Keys are comma-separated; the first encrypts, any decrypts (rotation). The Web UI shows payloads through
-    the API's codec endpoint.
+    Keys are comma-separated; the first encrypts, any decrypts (rotation). Each is the base64 of 32 random
+    bytes; settings accept a passphrase (hashed into a key) outside production only. A payload names its key by
+    id (the first 12 hex digits of the key's SHA-256), so rotation never has to guess. Payloads a real key's text
+    encrypted while texts were still hashed decrypt too.
+
+    Decoding refuses payloads that are not ours: AES-GCM authenticates, so only a holder of the key can put a
+    payload in front of a worker. `decode(..., allow_unencrypted=True)` is for display only (the operators'
+    codec server): a plain payload is shown as it is.
     """
 
     def __init__(self, keys: str) -> None:
         self._keys: dict[str, AESGCM] = {}
         self._encrypt_id = ""
-        for raw in (part.strip() for part in keys.split(",")):
-            if not raw:
-                continue
-            material = hashlib.sha256(raw.encode()).digest()
-            key_id = hashlib.sha256(material).hexdigest()[:12]
-            self._keys[key_id] = AESGCM(material)
-            self._encrypt_id = self._encrypt_id or key_id
+        for part in split_keys(keys):
+            raw = payload_key_bytes(part)
+            material = raw or _hashed(part)
+            self._keys[_key_id(material)] = AESGCM(material)
+            self._encrypt_id = self._encrypt_id or _key_id(material)
+            if raw is not None:
+                # Decrypt-only: what this same key text encrypted when it was still hashed. As strong as the
+                # key (a hash of 32 random bytes), and found by key id like any other.
+                self._keys.setdefault(_key_id(_hashed(part)), AESGCM(_hashed(part)))
         if not self._keys:
             raise ValueError("PAYLOAD_ENCRYPTION_KEY holds no key")
 
@@ -44,7 +84,7 @@ class EncryptionCodec(PayloadCodec):
         cipher = self._keys[self._encrypt_id]
         encoded = []
         for payload in payloads:
-            nonce = os.urandom(12)
+            nonce = os.urandom(_NONCE_BYTES)
             encoded.append(
                 Payload(
                     metadata={"encoding": ENCODING, KEY_ID_METADATA: self._encrypt_id.encode()},
@@ -53,18 +93,29 @@ class EncryptionCodec(PayloadCodec):
             )
         return encoded
 
-    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+    async def decode(self, payloads: Sequence[Payload], *, allow_unencrypted: bool = False) -> list[Payload]:
         decoded = []
         for payload in payloads:
-            if payload.metadata.get("encoding") != ENCODING:
-                decoded.append(payload)
-                continue
-            key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode()
+            encoding = payload.metadata.get("encoding", b"")
+            if encoding != ENCODING:
+                if allow_unencrypted:
+                    decoded.append(payload)
+                    continue
+                raise PayloadNotEncrypted(f"payload is not encrypted (encoding {_short(encoding)!r})")
+            key_id = _short(payload.metadata.get(KEY_ID_METADATA, b""))
             cipher = self._keys.get(key_id)
             if cipher is None:
-                raise ValueError(f"payload encrypted with unknown key {key_id!r}")
-            original = Payload()
-            original.ParseFromString(cipher.decrypt(payload.data[:12], payload.data[12:], None))
+                raise UnknownPayloadKey(f"payload encrypted with unknown key {key_id!r}")
+            if len(payload.data) < _NONCE_BYTES + _TAG_BYTES:
+                raise UndecryptablePayload(f"payload encrypted with key {key_id!r} is truncated")
+            try:
+                plaintext = cipher.decrypt(payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:], None)
+                original = Payload()
+                original.ParseFromString(plaintext)
+            except (InvalidTag, DecodeError):
+                raise UndecryptablePayload(
+                    f"payload encrypted with key {key_id!r} does not decrypt (corrupt or tampered with)"
+                ) from None
             decoded.append(original)
         return decoded
 
@@ -73,6 +124,9 @@ def data_converter(settings: Settings) -> temporalio.converter.DataConverter:
     return dataclasses.replace(
         temporalio.converter.default(),
         payload_codec=EncryptionCodec(settings.payload_encryption_key.get_secret_value()),
+        # Failure messages and stack traces move into the failure's encoded attributes, which the codec encrypts:
+        # Temporal keeps them in history, where they would otherwise be readable by anyone who can read history.
+        failure_converter_class=temporalio.converter.DefaultFailureConverterWithEncodedAttributes,
     )
 
 
@@ -81,21 +135,4 @@ async def connect(settings: Settings) -> Client:
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
-    )
-
-
-def payload_to_json(payload: Payload) -> dict[str, object]:
-    """The codec endpoint's JSON form of a payload (what the Temporal Web UI sends and expects)."""
-    return {
-        "metadata": {key: base64.b64encode(value).decode() for key, value in payload.metadata.items()},
-        "data": base64.b64encode(payload.data).decode(),
-    }
-
-
-def payload_from_json(data: dict[str, object]) -> Payload:
-    metadata = data.get("metadata") or {}
-    assert isinstance(metadata, dict)
-    return Payload(
-        metadata={str(key): base64.b64decode(str(value)) for key, value in metadata.items()},
-        data=base64.b64decode(str(data.get("data") or "")),
     )

@@ -20,6 +20,7 @@ from activities.connection import ConnectionActivities
 from activities.notify import PlatformEventActivities
 from activities.quickbooks import QuickBooksActivities
 from activities.store import StoreActivities
+from logging_setup import configure_logging
 from models.crypto import TokenCipher
 from models.db import SessionFactory, create_engine, create_session_factory
 from qbo.client import endpoints_for
@@ -158,7 +159,7 @@ async def run_workers(client: Client, settings: Settings) -> None:
 
 async def main() -> None:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     client = await temporal_support.connect(settings)
     logging.getLogger("worker").info(
         "worker polling %s on %s (namespace %s)",

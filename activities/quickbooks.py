@@ -69,6 +69,7 @@ from workflows.messages import (
     ConnectionChange,
     ConnectionStatus,
     DisconnectMode,
+    FailureReason,
     HealthResult,
     InvoiceObservation,
     InvoiceStatus,
@@ -116,10 +117,24 @@ def connection_unavailable(reason: str) -> ApplicationError:
 
 
 def rejected(what: str, exc: QboError) -> ApplicationError:
-    """A QuickBooks validation fault: no retry can fix it, and the user needs to read why."""
+    """A QuickBooks validation fault: no retry can fix it, and the user needs to read why.
+
+    The message names the fault only (the SDK logs it); Intuit's words, which can echo what was sent, are the
+    reason the user reads, encrypted in the details.
+    """
     detail = exc.detail or exc.message
     reason = f"QuickBooks rejected {what}: {exc.message}" + (f" ({detail})" if detail != exc.message else "")
-    return ApplicationError(reason, exc.code or "", type=QUICKBOOKS_REJECTED, non_retryable=True)
+    return ApplicationError(
+        f"QuickBooks rejected {what}: {exc}",
+        FailureReason(reason),
+        type=QUICKBOOKS_REJECTED,
+        non_retryable=True,
+    )
+
+
+def quickbooks_failed(exc: QboError) -> ApplicationError:
+    """A failure a retry may fix, typed by its class; the message names codes only, the reason has Intuit's words."""
+    return ApplicationError(str(exc), FailureReason(exc.readable), type=type(exc).__name__)
 
 
 class ConnectionTokens:
@@ -319,8 +334,10 @@ class QuickBooksActivities:
                 owner = await self._customer_by_display_name(context, display_name)
                 if owner is not None and customer_email(owner) == email.strip().lower():
                     return str(owner["Id"])
+        # No name here: this text is the error's message, and the user knows whose invoice it is.
         raise ApplicationError(
-            f"Could not create a QuickBooks customer for {name}: every candidate name is taken.",
+            "Could not create a QuickBooks customer for this invoice's client: their name, and their name with "
+            "their email, are all taken by other customers, vendors or employees in QuickBooks.",
             type=QUICKBOOKS_REJECTED,
             non_retryable=True,
         )
@@ -854,7 +871,7 @@ class QuickBooksActivities:
                 )
             except QboError as exc:
                 if attempt == DISCONNECT_VOID_ATTEMPTS:
-                    return "failed", f"Voiding invoice {row.number} in QuickBooks failed: {exc}"
+                    return "failed", f"Voiding invoice {row.number} in QuickBooks failed: {exc.readable}"
                 await asyncio.sleep(2**attempt)
         return "failed", f"Voiding invoice {row.number} in QuickBooks failed: it kept changing"
 
@@ -1012,8 +1029,8 @@ def translate_errors(what: str) -> Iterator[None]:
     except ApplicationError:
         raise
     except (QboNotFound, QboStaleObject) as exc:
-        raise ApplicationError(str(exc), type=type(exc).__name__) from exc
+        raise quickbooks_failed(exc) from exc
     except QboValidationError as exc:
         raise rejected(what, exc) from exc
     except QboError as exc:
-        raise ApplicationError(str(exc), type=type(exc).__name__) from exc
+        raise quickbooks_failed(exc) from exc

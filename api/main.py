@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 
 import temporal_support
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.routes import accounts, invoices, notifications, ops, quickbooks, webhooks
+from logging_setup import configure_logging
 from models.crypto import TokenCipher
 from models.db import create_engine, create_session_factory
 from qbo.client import QboEndpoints, endpoints_for
@@ -83,12 +82,6 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         description="Keeps an invoicing platform's invoices in step with each user's QuickBooks Online company.",
         lifespan=lifespan,
     )
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=[settings.temporal_ui_origin],
-        allow_methods=["POST"],
-        allow_headers=["Content-Type", "X-Namespace", "Authorization"],
-    )
     install_error_handlers(app)
     for module in (accounts, quickbooks, invoices, notifications, webhooks, ops):
         app.include_router(module.router)
@@ -97,7 +90,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
 
 def _app_from_environment() -> FastAPI:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     return create_app(settings)
 
 

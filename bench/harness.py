@@ -231,6 +231,8 @@ class Stack:
     admin: httpx.AsyncClient
     children: list[Child] = field(default_factory=list)
     worker: Child | None = None
+    log_level: str = "INFO"
+    codec_url: str | None = None
 
     @property
     def temporal(self) -> Client:
@@ -240,7 +242,7 @@ class Stack:
         """The settings of the API and worker processes (the names of `.env.example`)."""
         values = {
             "APP_ENV": "development",
-            "LOG_LEVEL": "INFO",
+            "LOG_LEVEL": self.log_level,
             "DATABASE_URL": self.database.url,
             "TEMPORAL_ADDRESS": self.env.client.service_client.config.target_host,
             "TEMPORAL_NAMESPACE": "default",
@@ -513,9 +515,24 @@ def child_env(values: dict[str, str]) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(*, force_sqlite: bool = False, keep_logs: bool = False) -> AsyncIterator[Stack]:
-    """Everything but the worker, on free ports of 127.0.0.1; stopped (and the database dropped) afterwards."""
-    workdir = Path(tempfile.mkdtemp(prefix="qbo-sync-bench-"))
+async def running_stack(
+    *,
+    force_sqlite: bool = False,
+    keep_logs: bool = False,
+    log_level: str = "INFO",
+    access_log: bool = False,
+    with_codec: bool = False,
+    emulator_args: Sequence[str] = (),
+    workdir: Path | None = None,
+) -> AsyncIterator[Stack]:
+    """Everything but the worker, on free ports of 127.0.0.1; stopped (and the database dropped) afterwards.
+
+    The benchmarks run the API quietly; tests that read the processes' output ask for `log_level`, the access
+    log and the codec server, and pass a `workdir` of their own (kept: the logs are in `<name>.log` there).
+    """
+    keep_logs = keep_logs or workdir is not None
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="qbo-sync-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     failed = False
     try:
         with fresh_database(workdir, force_sqlite=force_sqlite) as database:
@@ -529,7 +546,9 @@ async def running_stack(*, force_sqlite: bool = False, keep_logs: bool = False) 
                 base_url=api_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=60, limits=limits
             )
             admin = httpx.AsyncClient(base_url=emulator_url, timeout=60)
-            stack = Stack(workdir, database, env, emulator_url, api_url, api, admin, children)
+            stack = Stack(
+                workdir, database, env, emulator_url, api_url, api, admin, children, log_level=log_level
+            )
             try:
                 emulator = start_child(
                     "emulator",
@@ -542,24 +561,41 @@ async def running_stack(*, force_sqlite: bool = False, keep_logs: bool = False) 
                         "--redirect-uri", RAW_CLIENT_REDIRECT_URI,
                         "--webhook-url", f"{api_url}/webhooks/quickbooks",
                         "--log-level", "warning",
+                        *emulator_args,
                     ],
                     workdir,
                     child_env({}),
                 )  # fmt: skip
                 children.append(emulator)
                 await wait_until_serving(emulator, f"{emulator_url}/__admin/health")
+                logging = (
+                    ["--log-level", log_level.lower()]
+                    if access_log
+                    else ["--log-level", "warning", "--no-access-log"]
+                )
                 server = start_child(
                     "api",
                     [
                         sys.executable, "-m", "uvicorn", "api.main:app",
                         "--host", "127.0.0.1", "--port", str(api_port),
-                        "--log-level", "warning", "--no-access-log",
+                        *logging,
                     ],
                     workdir,
                     stack.engine_env(),
                 )  # fmt: skip
                 children.append(server)
                 await wait_until_serving(server, f"{api_url}/healthz")
+                if with_codec:
+                    codec_port = free_port()
+                    codec = start_child(
+                        "codec",
+                        [sys.executable, str(ROOT / "codec_server.py")],
+                        workdir,
+                        {**stack.engine_env(), "CODEC_PORT": str(codec_port)},
+                    )
+                    children.append(codec)
+                    stack.codec_url = f"http://127.0.0.1:{codec_port}"
+                    await wait_until_serving(codec, f"{stack.codec_url}/healthz")
                 yield stack
             except BaseException:
                 failed = True

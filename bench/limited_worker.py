@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import signal
 
 import temporal_support
+from logging_setup import configure_logging
 from qbo.limits import WINDOW_SECONDS, RealmLimiter
 from settings import get_settings
 from worker import build_workers, worker_resources
@@ -25,7 +25,7 @@ from worker import build_workers, worker_resources
 
 async def run(per_minute: int, in_flight: int, window_seconds: float) -> None:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     client = await temporal_support.connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

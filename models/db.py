@@ -55,13 +55,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    # A failed statement's error would otherwise carry its parameters (names, emails, encrypted tokens), and
+    # errors end up in logs and in Temporal failures.
     if is_sqlite(url):
         _ensure_sqlite_directory(url)
-        engine = create_async_engine(async_database_url(url))
+        engine = create_async_engine(async_database_url(url), hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
-        async_database_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        async_database_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        hide_parameters=True,
     )
 
 

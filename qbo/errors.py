@@ -34,7 +34,14 @@ def redact(text: str) -> str:
 
 
 class QboError(Exception):
-    """A failed Accounting API call; `code` is Intuit's Fault code (a string such as "610")."""
+    """A failed Accounting API call; `code` is Intuit's Fault code (a string such as "610").
+
+    Intuit's Message and Detail can echo what was sent (the 6240 detail may hold the customer's name, a business
+    validation detail the value it refused), and exception texts end up in logs and in Temporal's failures. So for
+    an error parsed from Intuit's answer (`from_quickbooks`), `str()` names the status, code, fault type, element
+    and intuit_tid only; `description` holds Intuit's words, and `readable` both, for a person to read through an
+    encrypted channel. Errors we raise ourselves keep their own (safe) message in `str()`.
+    """
 
     def __init__(
         self,
@@ -46,6 +53,7 @@ class QboError(Exception):
         element: str | None = None,
         fault_type: str | None = None,
         intuit_tid: str | None = None,
+        from_quickbooks: bool = False,
     ) -> None:
         self.status = status
         self.code = code
@@ -54,7 +62,23 @@ class QboError(Exception):
         self.element = element or None
         self.fault_type = fault_type
         self.intuit_tid = intuit_tid
-        super().__init__(self.message)
+        self.from_quickbooks = from_quickbooks
+        super().__init__(str(self))
+
+    @property
+    def description(self) -> str:
+        """The message and the detail (credentials redacted, but possibly echoing what was sent)."""
+        if self.detail and self.detail != self.message:
+            return f"{self.message}: {self.detail}" if self.message else self.detail
+        return self.message
+
+    @property
+    def readable(self) -> str:
+        """Everything a person needs: `str()` and, for Intuit's errors, Intuit's words. Never for logs."""
+        summary = str(self)
+        if self.from_quickbooks and self.description:
+            return f"{summary}: {self.description}"
+        return summary
 
     def __str__(self) -> str:
         head = "QuickBooks error"
@@ -62,17 +86,18 @@ class QboError(Exception):
             head += f" HTTP {self.status}"
         if self.code:
             head += f" code {self.code}"
-        text = self.message
-        if self.detail and self.detail != self.message:
-            text = f"{text}: {self.detail}" if text else self.detail
+        text = "" if self.from_quickbooks else self.description
+        if self.from_quickbooks and self.fault_type:
+            text = self.fault_type
         if self.element:
             text += f" (element {self.element})"
         if self.intuit_tid:
             text += f" [intuit_tid {self.intuit_tid}]"
+        text = text.strip()
         return f"{head}: {text}" if text else head
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, message={self.message!r})"
+        return f"{type(self).__name__}(status={self.status!r}, code={self.code!r})"
 
 
 class QboAuthenticationError(QboError):
@@ -292,6 +317,7 @@ def parse_fault(status: int, headers: Mapping[str, str], body: bytes) -> QboErro
         "element": fields["element"],
         "fault_type": fields["type"],
         "intuit_tid": intuit_tid_of(headers),
+        "from_quickbooks": True,
     }
     if status == 429 or (status == 403 and _is_throttle(code, message)):
         return QboThrottled(message, retry_after=parse_retry_after(header(headers, "retry-after")), **kwargs)

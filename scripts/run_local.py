@@ -1,8 +1,8 @@
 """`make run`: the whole engine on one machine, on embedded defaults.
 
 Starts the Temporal dev server (Web UI, persisted to SQLite), the QuickBooks emulator (persisted to a JSON file),
-the API and a worker; creates a demo account connected to an emulator company; prints what to open and a curl
-to send an invoice. Ctrl-C stops everything.
+the API, a worker and the operators' payload codec (the Web UI decodes through it); creates a demo account
+connected to an emulator company; prints what to open and a curl to send an invoice. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class Stack:
     def stop(self) -> None:
         for name, process in reversed(self.processes):
             if process.poll() is None:
-                process.send_signal(signal.SIGINT if name in ("worker", "api") else signal.SIGTERM)
+                process.send_signal(signal.SIGINT if name in ("worker", "api", "codec") else signal.SIGTERM)
         for name, process in reversed(self.processes):
             try:
                 process.wait(timeout=15)
@@ -125,13 +125,18 @@ async def connect_demo_account(settings: Settings) -> str:
         raise SystemExit("the demo connection did not become usable; see var/worker.log")
 
 
+def codec_url(settings: Settings) -> str:
+    """Where the operator's browser reaches the codec server (the Web UI calls it from the page)."""
+    return f"http://{settings.codec_host}:{settings.codec_port}"
+
+
 def instructions(settings: Settings, realm_id: str) -> str:
     api = settings.api_public_url
     token = settings.api_token.get_secret_value()
     return f"""
 qbo-sync is running (logs in var/*.log).
 
-  Temporal Web UI     http://127.0.0.1:{TEMPORAL_UI_PORT}
+  Temporal Web UI     http://127.0.0.1:{TEMPORAL_UI_PORT} (payloads decrypted by the codec on {codec_url(settings)})
   API and its docs    {api}/docs
   QuickBooks emulator {settings.qbo_base_url}/connect/oauth2 (authorization page), company {realm_id}
 
@@ -158,7 +163,8 @@ def main() -> None:
     temporal_port = port_of(settings.temporal_address)
     api_port = port_of(settings.api_public_url)
     emulator_port = port_of(settings.qbo_base_url)
-    busy = [port for port in (temporal_port, TEMPORAL_UI_PORT, emulator_port, api_port) if port_in_use(port)]
+    ports = (temporal_port, TEMPORAL_UI_PORT, emulator_port, api_port, settings.codec_port)
+    busy = [port for port in ports if port_in_use(port)]
     if busy:
         raise SystemExit(f"ports already in use: {busy}. Is another `make run` still running?")
 
@@ -174,7 +180,12 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
+        print(f"Starting the payload codec for the Web UI ({codec_url(settings)})...")
+        codec = stack.start("codec", [sys.executable, "codec_server.py"], env=env)
+        wait_for_port(settings.codec_port, codec, "codec")
+
         print("Starting the Temporal dev server (Web UI on port 8233)...")
         temporal = stack.start(
             "temporal",
@@ -183,7 +194,7 @@ def main() -> None:
                 "--ip", "127.0.0.1", "--port", str(temporal_port),
                 "--ui-ip", "127.0.0.1", "--ui-port", str(TEMPORAL_UI_PORT),
                 "--db-filename", str(VAR / "temporal.db"),
-                "--ui-codec-endpoint", f"{settings.api_public_url}/codec",
+                "--ui-codec-endpoint", codec_url(settings),
                 "--ui-disable-news-fetch",
                 *[arg for key in search_attributes.ALL for arg in ("--search-attribute", f"{key.name}=Keyword")],
             ],
@@ -208,7 +219,6 @@ def main() -> None:
         wait_for_port(emulator_port, emulator, "emulator")
 
         print("Starting the API and a worker...")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         api = stack.start(
             "api",
             [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(api_port)],

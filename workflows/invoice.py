@@ -567,10 +567,19 @@ def _error_type(err: ActivityError) -> str | None:
 
 
 def _reason(err: ActivityError) -> str:
-    """A human-readable reason from an activity failure (its cause's message, not a stack trace)."""
+    """A human-readable reason from an activity failure, never a stack trace.
+
+    The FailureReason in the error's details when it has one (encrypted; it may quote QuickBooks), else the
+    message (codes and ids only, or a failure recorded before reasons travelled in the details).
+    """
     cause = err.cause
     if isinstance(cause, ActivityTimeoutError):
         return "QuickBooks did not answer in time."
+    if isinstance(cause, ApplicationError):
+        # Details arrive as plain JSON values: a FailureReason is a dict with its field.
+        for detail in cause.details:
+            if isinstance(detail, dict) and isinstance(detail.get("reason"), str):
+                return str(detail["reason"])
     if isinstance(cause, FailureError) and cause.message:
         return cause.message
     return str(err)

@@ -48,6 +48,17 @@ QUICKBOOKS_REJECTED = "QuickBooksRejected"
 DIFFERENT_COMPANY = "DifferentCompany"
 
 
+@dataclass
+class FailureReason:
+    """What a failed activity tells the user, as the first detail of its ApplicationError.
+
+    Details are payloads, which the codec encrypts; an error's message is not: the SDK logs it, so it names codes,
+    entity kinds and ids only. The reason may quote QuickBooks' own words, which can echo what was sent.
+    """
+
+    reason: str
+
+
 # --- Invoices ----------------------------------------------------------------------------------------------
 
 

@@ -1,11 +1,10 @@
-"""Operations: liveness, readiness, Prometheus metrics, and the payload codec endpoint for the Temporal Web UI."""
+"""Operations: liveness, readiness and Prometheus metrics. (The payload codec is its own server: codec_server.py.)"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import func, text
 from sqlmodel import select
@@ -13,7 +12,6 @@ from sqlmodel import select
 from api.deps import ServicesDep, ServiceTokenDep, SessionDep
 from api.errors import ApiError
 from models.tables import QuickBooksEvent
-from temporal_support import EncryptionCodec, payload_from_json, payload_to_json
 
 logger = logging.getLogger(__name__)
 
@@ -56,27 +54,3 @@ async def metrics(session: SessionDep) -> Response:
     for status, count in rows:
         EVENTS_BY_STATUS.labels(status).set(count)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-
-async def _codec_payloads(request: Request, services: ServicesDep) -> tuple[EncryptionCodec, list[Any]]:
-    if not services.settings.codec_endpoint_enabled:
-        raise ApiError(404, "not_found", "The codec endpoint is disabled.")
-    body = await request.json()
-    payloads = body.get("payloads") if isinstance(body, dict) else None
-    if not isinstance(payloads, list):
-        raise ApiError(400, "bad_request", 'Expected {"payloads": [...]}.')
-    codec = EncryptionCodec(services.settings.payload_encryption_key.get_secret_value())
-    return codec, [payload_from_json(item) for item in payloads]
-
-
-@router.post("/codec/decode", include_in_schema=False)
-async def codec_decode(request: Request, services: ServicesDep) -> dict[str, Any]:
-    """Lets the Temporal Web UI show decrypted payloads (configure it with this API's /codec URL)."""
-    codec, payloads = await _codec_payloads(request, services)
-    return {"payloads": [payload_to_json(payload) for payload in await codec.decode(payloads)]}
-
-
-@router.post("/codec/encode", include_in_schema=False)
-async def codec_encode(request: Request, services: ServicesDep) -> dict[str, Any]:
-    codec, payloads = await _codec_payloads(request, services)
-    return {"payloads": [payload_to_json(payload) for payload in await codec.encode(payloads)]}

@@ -1,29 +1,35 @@
-"""Secrets and personal data stay out of Temporal and the logs; operators get health, metrics and the codec."""
+"""Secrets and personal data stay out of Temporal and the logs; operators get health and metrics."""
 
 from __future__ import annotations
 
-import base64
 import logging
 
 import httpx
 import pytest
 from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import History
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
+from temporalio.client import Client
 
 from models.tables import QuickBooksConnection
-from temporal_support import payload_to_json
 from tests.engine import Engine
 from workflows.ids import connection_workflow_id, invoice_workflow_id
+from workflows.messages import InvoiceObservation
 
 
-async def raw_history(engine: Engine, workflow_id: str) -> bytes:
+async def stored_history(engine: Engine, workflow_id: str) -> History:
     """The workflow's history exactly as the Temporal server stores it (no codec applied)."""
     response = await engine.temporal.workflow_service.get_workflow_execution_history(
         GetWorkflowExecutionHistoryRequest(
             namespace=engine.temporal.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
         )
     )
-    return response.SerializeToString()
+    return response.history
+
+
+async def raw_history(engine: Engine, workflow_id: str) -> bytes:
+    return (await stored_history(engine, workflow_id)).SerializeToString()
 
 
 async def stored_tokens(engine: Engine, account: str) -> list[str]:
@@ -58,6 +64,36 @@ async def test_tokens_and_client_details_never_reach_temporal_or_the_logs(
         assert token[:20] not in logged
 
 
+async def test_a_payload_not_encrypted_with_our_key_never_reaches_a_workflow(engine: Engine) -> None:
+    account = await engine.create_account()
+    realm = await engine.connect(account)
+    await engine.send_invoice(account, "inv-1")
+    synced = await engine.wait_for_invoice(account, "inv-1", "synced")
+    workflow_id = invoice_workflow_id(account, "inv-1")
+
+    # Someone who can reach Temporal but holds no key forges "QuickBooks says it is paid", in plain JSON.
+    forger = await Client.connect(
+        engine.temporal.service_client.config.target_host, namespace=engine.temporal.namespace
+    )
+    forged = InvoiceObservation(
+        realm_id=realm,
+        qbo_invoice_id=synced["quickbooks"]["invoice_id"],
+        sync_token=99,
+        total_cents=synced["total_cents"],
+        balance_cents=0,
+    )
+    await forger.get_workflow_handle(workflow_id).signal("quickbooks_invoice_changed", forged)
+
+    async def refused_tasks() -> int:
+        events = (await stored_history(engine, workflow_id)).events
+        return sum(1 for event in events if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED)
+
+    # The worker refuses the workflow task that would deliver it; the invoice is untouched.
+    await engine.wait_for(refused_tasks, lambda count: count > 0, timeout=15)
+    invoice = await engine.invoice(account, "inv-1")
+    assert invoice["status"] == "synced" and invoice["balance_cents"] == synced["total_cents"]
+
+
 async def test_tokens_are_encrypted_at_rest(engine: Engine) -> None:
     account = await engine.create_account()
     await engine.connect(account)
@@ -68,33 +104,6 @@ async def test_tokens_are_encrypted_at_rest(engine: Engine) -> None:
         assert all(
             token not in (row.access_token_enc or "") + (row.refresh_token_enc or "") for token in tokens
         )
-
-
-async def test_the_codec_endpoint_shows_operators_the_decrypted_payloads(
-    engine: Engine, http: httpx.AsyncClient
-) -> None:
-    account = await engine.create_account()
-    await engine.connect(account)
-    await engine.send_invoice(account, "inv-1", client_email="ada.codec@example.com")
-    await engine.wait_for_invoice(account, "inv-1", "synced")
-    handle = engine.temporal.get_workflow_handle(invoice_workflow_id(account, "inv-1"))
-    started = None
-    async for event in handle.fetch_history_events():
-        started = event.workflow_execution_started_event_attributes
-        break
-    assert started is not None
-    encrypted = [payload_to_json(payload) for payload in started.input.payloads]
-    assert b"ada.codec@example.com" not in str(encrypted).encode()
-
-    decoded = await http.post(
-        f"{engine.api_url}/codec/decode",
-        json={"payloads": encrypted},
-        headers={"Origin": engine.settings.temporal_ui_origin},
-    )
-    assert decoded.status_code == 200
-    assert decoded.headers["access-control-allow-origin"] == engine.settings.temporal_ui_origin
-    decrypted = [base64.b64decode(item["data"]) for item in decoded.json()["payloads"]]
-    assert any(b"ada.codec@example.com" in data for data in decrypted)
 
 
 async def test_health_readiness_and_metrics(engine: Engine, http: httpx.AsyncClient) -> None:

@@ -70,7 +70,29 @@ def test_object_not_found_is_a_validation_error_with_all_fields() -> None:
     assert error.element is None
     assert error.fault_type == "ValidationFault"
     assert error.intuit_tid == "1-abc-tid"
-    assert "610" in str(error) and "Object Not Found" in str(error) and "1-abc-tid" in str(error)
+    assert str(error) == "QuickBooks error HTTP 400 code 610: ValidationFault [intuit_tid 1-abc-tid]"
+    assert error.description.startswith("Object Not Found: Object Not Found : Something you're trying to use")
+    assert error.readable == f"{error}: {error.description}"
+
+
+def test_intuits_words_never_reach_the_exception_text() -> None:
+    # Intuit's details can echo what was sent; exception texts end up in logs and Temporal failures.
+    body = fault_body(
+        "6240",
+        "Duplicate Name Exists Error",
+        "The name supplied already exists. : Grace Hopper (grace@example.com)",
+    )
+    error = parse_fault(400, {"intuit_tid": "1-xyz"}, body)
+    for text in (str(error), repr(error), *map(str, error.args)):
+        assert "Grace" not in text and "grace@example.com" not in text
+        assert "Duplicate Name" not in text
+    assert str(error) == "QuickBooks error HTTP 400 code 6240: ValidationFault [intuit_tid 1-xyz]"
+    assert "Grace Hopper (grace@example.com)" in error.description
+    assert "Grace Hopper" in error.readable
+    # Our own errors keep their words.
+    assert str(QboError("the response has no Invoice object", status=200)) == (
+        "QuickBooks error HTTP 200: the response has no Invoice object"
+    )
 
 
 @pytest.mark.parametrize(
@@ -122,8 +144,8 @@ def test_token_fragments_in_a_401_never_reach_the_message() -> None:
     error = parse_fault(401, {}, body)
     assert token not in str(error)
     assert token[:10] not in str(error)
-    assert token not in error.detail
-    assert "Token expired" in str(error)
+    assert token not in error.detail and token not in error.readable
+    assert "Token expired" in error.readable
 
 
 def test_bearer_header_values_are_redacted_from_any_text() -> None:
@@ -200,7 +222,7 @@ def test_garbled_and_empty_bodies() -> None:
     assert type(parse_fault(500, {}, b"\xff\xfe\x00")) is QboServerError
     error = parse_fault(404, {}, b"")
     assert type(error) is QboError
-    assert str(error) == "QuickBooks error HTTP 404: HTTP 404"
+    assert str(error) == "QuickBooks error HTTP 404"
 
 
 def test_oauth_style_body_on_an_api_call() -> None:

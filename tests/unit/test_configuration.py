@@ -62,8 +62,8 @@ def test_env_example_documents_every_setting_and_nothing_else() -> None:
 def test_docker_compose_runs_the_engine_on_known_settings() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "temporal", "emulator", "migrate", "api", "worker"} <= set(services)
-    for name in ("migrate", "api", "worker"):
+    assert {"postgres", "temporal", "emulator", "migrate", "api", "worker", "codec"} <= set(services)
+    for name in ("migrate", "api", "worker", "codec"):
         environment = services[name]["environment"]
         unknown = set(environment) - settings_names()
         assert not unknown, f"{name} sets unknown settings: {unknown}"
@@ -76,6 +76,23 @@ def test_docker_compose_runs_the_engine_on_known_settings() -> None:
         assert f"--search-attribute={attribute}=Keyword" in services["temporal"]["command"]
     assert (ROOT / "Dockerfile").is_file()
     assert "requirements.lock" in (ROOT / "Dockerfile").read_text()
+
+
+def test_docker_compose_gives_the_web_ui_the_operators_codec_and_nobody_else() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    codec = services["codec"]
+    assert codec["command"] == ["python", "codec_server.py"]
+    # Published on the Docker host's loopback only: the operator's browser (the Web UI) reaches it, others do not.
+    [published] = codec["ports"]
+    host_ip, host_port, container_port = published.split(":")
+    assert host_ip == "127.0.0.1"
+    assert int(container_port) == int(codec["environment"]["CODEC_PORT"])
+    assert codec["environment"]["TEMPORAL_UI_ORIGIN"] == "http://localhost:8233"
+    endpoints = [arg for arg in services["temporal"]["command"] if arg.startswith("--ui-codec-endpoint=")]
+    assert endpoints == [f"--ui-codec-endpoint=http://localhost:{host_port}"]
+    # The public API has no codec any more.
+    assert all("/codec" not in arg for arg in services["temporal"]["command"])
+    assert not any(name.startswith("CODEC_") for name in services["api"]["environment"])
 
 
 @pytest.mark.parametrize("path", ["README.md", ".ci/run"])

@@ -1,6 +1,10 @@
 """Settings: development defaults work locally and are refused in production."""
 
+import base64
+import os
+
 import pytest
+from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
 from settings import Settings
@@ -29,9 +33,9 @@ def test_production_refuses_the_emulator() -> None:
             api_token="a" * 32,
             qbo_client_secret="b" * 32,
             qbo_webhook_verifier_token="c" * 32,
-            token_encryption_key="d" * 44,
+            token_encryption_key=Fernet.generate_key().decode(),
             platform_events_secret="e" * 32,
-            payload_encryption_key="f" * 32,
+            payload_encryption_key=base64.b64encode(os.urandom(32)).decode(),
         )
 
 
