@@ -8,6 +8,7 @@ from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
 from settings import Settings
+from tests.unit.test_encryption_keys import production
 
 
 def test_development_defaults_need_no_environment() -> None:
@@ -66,17 +67,11 @@ def test_the_oauth_callback_must_be_on_the_public_host_and_https_in_production()
             api_public_url="http://127.0.0.1:8000",
             qbo_redirect_uri="http://localhost:8000/oauth/quickbooks/callback",
         )
-    with pytest.raises(ValidationError, match="https"):
-        Settings(
-            _env_file=None,
-            app_env="production",
-            qbo_environment="production",
-            api_token="a" * 32,
-            qbo_client_secret="b" * 32,
-            qbo_webhook_verifier_token="c" * 32,
-            token_encryption_key="d" * 44,
-            platform_events_secret="e" * 32,
-            payload_encryption_key="f" * 32,
+    # Real secrets everywhere, so that the only thing refused is the plain-http public URL.
+    with pytest.raises(ValidationError, match="needs an https API_PUBLIC_URL"):
+        production(
+            api_public_url="http://sync.example.com",
+            qbo_redirect_uri="http://sync.example.com/oauth/quickbooks/callback",
         )
     with pytest.raises(ValidationError, match="OAUTH_LAUNCH_TTL_SECONDS"):
         Settings(_env_file=None, oauth_state_ttl_seconds=60, oauth_launch_ttl_seconds=120)

@@ -19,6 +19,7 @@ from workflows.messages import (
     InvoiceProgress,
     InvoiceStatus,
     InvoiceWorkflowInput,
+    InvoiceWorkflowResult,
     VoidRequest,
 )
 
@@ -57,7 +58,7 @@ async def test_the_disconnect_fan_out_never_overwrites_the_void_outcome(
     async with invoice_worker(client, fakes) as task_queue:
         workflow_id = await start(client, task_queue)
         await asyncio.wait_for(fakes.held.wait(), 10)
-        handle = client.get_workflow_handle_for(InvoiceWorkflow.run, workflow_id)
+        handle = client.get_workflow_handle(workflow_id, result_type=InvoiceWorkflowResult)
         # Disconnect & Void tells the invoice what it did; the later fan-out to every invoice says no more.
         told = ConnectionChange(usable=False, reason=reason, disconnect_mode=AND_VOID, void_outcome=outcome)
         await handle.signal(InvoiceWorkflow.connection_changed, told)
@@ -85,7 +86,7 @@ async def test_an_undeliverable_platform_event_never_holds_the_invoice_at_contin
     with time_skipping_env.auto_time_skipping_disabled():  # real time: retries of the delivery keep failing
         async with invoice_worker(client, fakes) as task_queue:
             workflow_id = await start(client, task_queue)
-            handle = client.get_workflow_handle_for(InvoiceWorkflow.run, workflow_id)
+            handle = client.get_workflow_handle(workflow_id, result_type=InvoiceWorkflowResult)
             first_run = (await handle.describe()).run_id
             paid = InvoiceObservation(
                 realm_id="9130000000000001", qbo_invoice_id="145", sync_token=1, total_cents=10_000,
