@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from models.bounds import NO_NUL_MESSAGE, NO_NUL_PATTERN
 from models.schemas import ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,21 @@ def error_response(
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status_code, headers=headers)
 
 
+def _problem(error: dict[str, Any]) -> str:
+    if (
+        error.get("type") == "string_pattern_mismatch"
+        and (error.get("ctx") or {}).get("pattern") == NO_NUL_PATTERN
+    ):
+        return NO_NUL_MESSAGE
+    return str(error.get("msg", ""))
+
+
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     details = []
     for error in exc.errors():
         # Never echo the input back: it may be a secret or personal data.
         details.append(
-            {"field": ".".join(str(part) for part in error.get("loc", ())), "problem": error.get("msg", "")}
+            {"field": ".".join(str(part) for part in error.get("loc", ())), "problem": _problem(error)}
         )
     return details
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Index, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Index, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlmodel import Column, Field, SQLModel
 
@@ -137,8 +137,9 @@ class InvoiceSync(SQLModel, table=True):
     status: str = Field(max_length=24, index=True)
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     currency: str = Field(max_length=3)
-    total_cents: int
-    balance_cents: int | None = None
+    # Money is BIGINT: QuickBooks amounts reach 9,999,999,999.99 (models/bounds.py), beyond a 32-bit integer.
+    total_cents: int = Field(sa_column=Column(BigInteger, nullable=False))
+    balance_cents: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     client_name: str = Field(sa_column=Column(Text, nullable=False))
     client_email: str = Field(max_length=320)
     realm_id: str | None = Field(default=None, max_length=32)

@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import AccountDep, ServicesDep, SessionDep
 from api.errors import ApiError
+from models.bounds import MAX_LIST_OFFSET
 from models.plans import quickbooks_entitled
 from models.queries import insert_ignoring_conflicts
 from models.schemas import (
@@ -257,7 +258,7 @@ async def list_invoices(
     session: SessionDep,
     status: Annotated[InvoiceStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0,
 ) -> InvoiceList:
     """The account's invoices, newest first, with what their QuickBooks badges need."""
     statement = select(InvoiceSync).where(InvoiceSync.account_id == account.id)

@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.connection import grant_columns
 from api.deps import AccountDep, ServicesDep, SessionDep
 from api.errors import ApiError
+from models.bounds import SafeStr
 from models.plans import entitlement_problem, quickbooks_entitled
 from models.schemas import (
     ConnectionPublic,
@@ -236,10 +237,11 @@ class CallbackOutcome(Exception):
 async def oauth_callback(
     session: SessionDep,
     services: ServicesDep,
-    state: Annotated[str | None, Query(max_length=512)] = None,
-    code: Annotated[str | None, Query(max_length=1024)] = None,
-    realm_id: Annotated[str | None, Query(alias="realmId", max_length=64)] = None,
-    error: Annotated[str | None, Query(max_length=128)] = None,
+    state: Annotated[SafeStr | None, Query(max_length=512)] = None,
+    code: Annotated[SafeStr | None, Query(max_length=1024)] = None,
+    # A company id is digits (and its column holds 32).
+    realm_id: Annotated[str | None, Query(alias="realmId", pattern=r"^[0-9]{1,32}$")] = None,
+    error: Annotated[SafeStr | None, Query(max_length=128)] = None,
 ) -> RedirectResponse:
     """Where Intuit sends the browser back. Redirects to the platform with `quickbooks=connected` or an error."""
     return_url = services.settings.platform_return_url
