@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx
+from sqlmodel import select
 
+from models.tables import Account
 from tests.api.test_accounts_auth_errors import assert_error
 from tests.engine import Engine, invoice_payload
 
@@ -137,3 +141,18 @@ async def test_a_callback_naming_an_impossible_company_is_refused_before_anythin
     # The state was not spent on the refused callbacks: the genuine one still connects.
     genuine = await http.get(consent.json()["redirect_url"], follow_redirects=False)
     assert "quickbooks=connected" in genuine.headers["location"]
+
+
+async def test_concurrent_puts_create_one_account(engine: Engine) -> None:
+    for _ in range(5):
+        account = f"race-{uuid.uuid4().hex[:10]}"
+        responses = await asyncio.gather(
+            *(
+                engine.api.put(f"/v1/accounts/{account}", json={"plan": plan, "quickbooks_addon": True})
+                for plan in ["premium", "pro", "free", "premium"] * 2
+            )
+        )
+        assert [response.status_code for response in responses] == [200] * 8, [r.text for r in responses]
+        async with engine.sessions() as session:
+            rows = (await session.exec(select(Account).where(Account.id == account))).all()
+        assert len(rows) == 1
