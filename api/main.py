@@ -13,14 +13,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 
 import temporal_support
+from api.body_limit import RequestBodyLimit
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.routes import accounts, invoices, notifications, ops, quickbooks, webhooks
+from models.bounds import MAX_JSON_BODY_BYTES
 from models.crypto import TokenCipher
 from models.db import create_engine, create_session_factory
 from qbo.client import QboEndpoints, endpoints_for
 from qbo.oauth import QboOAuth
 from settings import Settings, get_settings
+
+# The Temporal Web UI sends the codec endpoint batches of payloads, each up to Temporal's 2 MB, base64-encoded.
+CODEC_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 def browser_facing_endpoints(settings: Settings) -> QboEndpoints:
@@ -74,6 +79,12 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         allow_origins=[settings.temporal_ui_origin],
         allow_methods=["POST"],
         allow_headers=["Content-Type", "X-Namespace", "Authorization"],
+    )
+    app.add_middleware(
+        RequestBodyLimit,
+        default_limit=MAX_JSON_BODY_BYTES,
+        # Intuit's webhook enforces WEBHOOK_MAX_BODY_BYTES itself; the Web UI's codec batches whole payloads.
+        limits={"/webhooks/": None, "/codec/": CODEC_MAX_BODY_BYTES},
     )
     install_error_handlers(app)
     for module in (accounts, quickbooks, invoices, notifications, webhooks, ops):

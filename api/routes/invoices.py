@@ -19,7 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import AccountDep, ServicesDep, SessionDep
 from api.errors import ApiError
-from models.bounds import MAX_LIST_OFFSET
+from models.bounds import MAX_LIST_OFFSET, MAX_SNAPSHOT_BYTES
 from models.plans import quickbooks_entitled
 from models.queries import insert_ignoring_conflicts
 from models.schemas import (
@@ -84,6 +84,7 @@ async def send_invoice(
 ) -> InvoiceAccepted:
     """Accept a sent invoice at once; QuickBooks is updated in the background. Sending twice is harmless."""
     snapshot = body.snapshot()
+    await _ensure_fits_temporal(services, account.id, invoice_id, snapshot)
     connection = await session.get(QuickBooksConnection, account.id)
     status, reason = _sync_decision(account, connection)
     inserted = await insert_ignoring_conflicts(
@@ -132,6 +133,25 @@ async def send_invoice(
         # Also on a repeated send: if the first start never reached Temporal, this one starts the workflow.
         await _start_invoice_workflow(services, row, snapshot)
     return InvoiceAccepted(invoice=await _public(session, row), duplicate=not inserted)
+
+
+async def _ensure_fits_temporal(
+    services: ServicesDep, account_id: str, invoice_id: str, snapshot: InvoiceSnapshot
+) -> None:
+    """Refuse, before anything is stored, an invoice whose workflow input Temporal would refuse or barely hold.
+
+    Measured as Temporal stores it (through the client's data converter and payload codec), so the bound holds
+    whatever the encoding adds."""
+    workflow_input = InvoiceWorkflowInput(account_id=account_id, invoice_id=invoice_id, snapshot=snapshot)
+    [payload] = await services.temporal.data_converter.encode([workflow_input])
+    size = payload.ByteSize()
+    if size > MAX_SNAPSHOT_BYTES:
+        raise ApiError(
+            413,
+            "invoice_too_large",
+            f"The invoice is too large to sync ({size // 1024} KiB encoded; at most {MAX_SNAPSHOT_BYTES // 1024} "
+            "KiB): shorten its line descriptions or split it.",
+        )
 
 
 async def _start_invoice_workflow(services: ServicesDep, row: InvoiceSync, snapshot: InvoiceSnapshot) -> None:

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import httpx
 from sqlmodel import select
 
-from models.tables import Account
+from models.tables import Account, InvoiceSync
 from tests.api.test_accounts_auth_errors import assert_error
 from tests.engine import Engine, invoice_payload
 
@@ -156,3 +156,48 @@ async def test_concurrent_puts_create_one_account(engine: Engine) -> None:
         async with engine.sessions() as session:
             rows = (await session.exec(select(Account).where(Account.id == account))).all()
         assert len(rows) == 1
+
+
+async def test_an_invoice_too_large_for_temporal_is_refused_before_anything_is_stored(engine: Engine) -> None:
+    account = await engine.create_account()
+    await engine.connect(account)
+    # 3 MB of descriptions: more than a Temporal payload holds (2 MB), so its workflow could never start.
+    huge = invoice_payload(lines=[line(description="x" * 4000)] * 750)
+    response = await send(engine, account, "inv-huge", huge)
+    assert_error(response, 413, "payload_too_large")
+    # Within the request limit, but its snapshot would crowd a Temporal payload.
+    large = invoice_payload(lines=[line(description="y" * 4000)] * 100)
+    response = await send(engine, account, "inv-large", large)
+    error = assert_error(response, 413, "invoice_too_large")
+    assert "KiB" in error["message"]
+    for invoice_id in ("inv-huge", "inv-large"):
+        await assert_not_recorded(engine, account, invoice_id)
+    async with engine.sessions() as session:
+        assert (await session.exec(select(InvoiceSync).where(InvoiceSync.account_id == account))).all() == []
+    # An ordinary invoice still goes through.
+    response = await send(engine, account, "inv-ok", invoice_payload())
+    assert response.status_code == 202, response.text
+
+
+async def test_every_json_route_bounds_its_request_body(engine: Engine, http: httpx.AsyncClient) -> None:
+    account = await engine.create_account()
+    big = b'{"plan": "premium", "padding": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    for method, path in [
+        ("PUT", f"/v1/accounts/{account}"),
+        ("POST", f"/v1/accounts/{account}/quickbooks/disconnect"),
+        ("POST", f"/v1/accounts/{account}/invoices/inv-1/send"),
+    ]:
+        response = await engine.api.request(
+            method, path, content=big, headers={"Content-Type": "application/json"}
+        )
+        assert_error(response, 413, "payload_too_large")
+
+        # Without a Content-Length (chunked), the limit still holds.
+        async def chunks() -> Any:
+            for start in range(0, len(big), 65536):
+                yield big[start : start + 65536]
+
+        response = await engine.api.request(
+            method, path, content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert_error(response, 413, "payload_too_large")
