@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError
 
 from models.bounds import NO_NUL_MESSAGE, NO_NUL_PATTERN
 from models.schemas import ErrorResponse
@@ -29,6 +31,19 @@ _HTTP_CODES = {
     429: "too_many_requests",
     503: "unavailable",
 }
+
+
+# How long a client should wait before retrying a 503 (the database or Temporal did not answer).
+RETRY_AFTER_SECONDS = 5
+UNAVAILABLE_MESSAGE = "The service is briefly unavailable; try again in a few seconds."
+# What a dependency that does not answer raises: connection refused or lost, pool exhausted, a database busy
+# (SQLite's lock) or cancelling. Integrity and data errors are not among them: they are bugs, and stay 500s.
+_DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    sqlalchemy.exc.DisconnectionError,
+)
 
 
 class ApiError(Exception):
@@ -74,7 +89,28 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 503:
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS), **(headers or {})}
+        return error_response(exc.status_code, exc.code, exc.message, headers=headers)
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The exception's text may carry SQL parameters (personal data) or addresses: its type says enough.
+        cause = getattr(exc, "orig", None) or exc
+        logger.warning(
+            "dependency unavailable on %s %s: %s", request.method, request.url.path, type(cause).__name__
+        )
+        return error_response(
+            503,
+            "temporarily_unavailable",
+            UNAVAILABLE_MESSAGE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    for unavailable in _DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _unavailable)
+    # A backstop: routes answer Temporal's errors themselves where they mean something else.
+    app.add_exception_handler(RPCError, _unavailable)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

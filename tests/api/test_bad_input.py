@@ -10,10 +10,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx
 from sqlmodel import select
+from temporalio.testing import WorkflowEnvironment
 
 from models.tables import Account, InvoiceSync
 from tests.api.test_accounts_auth_errors import assert_error
-from tests.engine import Engine, invoice_payload
+from tests.e2e.test_payments_and_webhooks import signed
+from tests.engine import Engine, invoice_payload, running_engine
+from tests.support import Emulator, free_port
 
 # QuickBooks amounts hold 15 digits in 10.5 format: at most 9,999,999,999.99 in cents.
 LARGEST_AMOUNT_CENTS = 999_999_999_999
@@ -201,3 +204,31 @@ async def test_every_json_route_bounds_its_request_body(engine: Engine, http: ht
             method, path, content=chunks(), headers={"Content-Type": "application/json"}
         )
         assert_error(response, 413, "payload_too_large")
+
+
+async def test_a_database_that_does_not_answer_gives_503_with_retry_after(
+    dev_env: WorkflowEnvironment, emulator: Emulator, task_queue: str, http: httpx.AsyncClient
+) -> None:
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/qbo_sync"
+    async with running_engine(
+        env=dev_env, database_url=nowhere, emulator=emulator, task_queue=task_queue, with_worker=False
+    ) as engine:
+        for method, path, body in [
+            ("GET", "/v1/accounts/acct-1", None),
+            ("PUT", "/v1/accounts/acct-1", {"plan": "premium"}),
+            ("GET", "/v1/accounts/acct-1/invoices", None),
+            ("POST", "/v1/accounts/acct-1/invoices/inv-1/send", invoice_payload()),
+            ("GET", "/v1/accounts/acct-1/notifications", None),
+        ]:
+            response = await engine.api.request(method, path, json=body)
+            assert_error(response, 503, "temporarily_unavailable")
+            assert int(response.headers["retry-after"]) > 0
+            assert "password" not in response.text and "127.0.0.1" not in response.text
+        # Intuit retries a 503, so nothing it sent is lost while the database is away.
+        webhook = b'{"eventNotifications": []}'
+        response = await http.post(
+            f"{engine.api_url}/webhooks/quickbooks", content=webhook, headers=signed(webhook)
+        )
+        assert_error(response, 503, "temporarily_unavailable")
+        ready = await http.get(f"{engine.api_url}/readyz")
+        assert_error(ready, 503, "not_ready")
