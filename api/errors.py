@@ -46,6 +46,38 @@ _DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
+_ERROR_DESCRIPTIONS = {
+    400: "The body could not be read as what the route takes (`malformed_payload`).",
+    401: "A missing or unknown token (`unauthorized`), or a webhook signature that does not match "
+    "(`invalid_signature`).",
+    403: "The token may not do this (`forbidden`), or the plan does not allow it (`plan_required`).",
+    404: "The account or invoice is unknown (`account_not_found`, `invoice_not_found`).",
+    409: "The request conflicts with the current state (the code says which).",
+    413: "The body is too large (`payload_too_large`, `invoice_too_large`).",
+    422: "The request is not valid (`invalid_request`): `details` lists each field and its problem.",
+    503: "The database or Temporal did not answer (`temporarily_unavailable`, `not_ready`); retry after "
+    "`Retry-After` seconds.",
+}
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    503: {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}},
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a route's errors: each is an ErrorResponse."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        documented[status] = {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[status]}
+        if status in _ERROR_HEADERS:
+            documented[status]["headers"] = _ERROR_HEADERS[status]
+    return documented
+
+
+# What every route of an account can answer besides its own errors.
+ACCOUNT_ROUTE_ERRORS = (401, 403, 404, 422, 503)
+
+
 class ApiError(Exception):
     """An error the API reports as JSON; raise it from routes and dependencies."""
 
@@ -120,6 +152,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            # FastAPI's answer to a body json.loads cannot take (not UTF-8, too deep, a 5000-digit number): the
+            # same 422 as any other body that is not JSON.
+            return error_response(422, "invalid_request", "The request is not valid: the body is not JSON.")
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
         return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))

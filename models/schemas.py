@@ -188,7 +188,23 @@ def line_amount_cents(quantity: str, unit_price_cents: int) -> int:
 class InvoiceSend(BaseModel):
     """The invoice as the platform sent it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "number": "INV-1001",
+                    "client": {"name": "Ada Lovelace", "email": "ada@example.com"},
+                    "currency": "USD",
+                    "issue_date": "2026-11-24",
+                    "due_date": "2026-12-24",
+                    "lines": [
+                        {"description": "Architecture review", "quantity": "1.5", "unit_price_cents": 12000}
+                    ],
+                }
+            ]
+        },
+    )
 
     number: Annotated[
         SafeStr,

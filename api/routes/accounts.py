@@ -10,10 +10,10 @@ from temporalio.service import RPCError
 
 from api.auth import account_token
 from api.deps import AccountDep, ServiceCallerDep, ServicesDep, SessionDep
-from api.errors import ApiError
+from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
 from models.plans import entitlement_problem, quickbooks_entitled
 from models.queries import insert_ignoring_conflicts
-from models.schemas import AccountPublic, AccountUpdate, ErrorResponse
+from models.schemas import AccountPublic, AccountUpdate
 from models.tables import Account, QuickBooksConnection, utcnow
 from workflows.connection import ConnectionWorkflow
 from workflows.ids import connection_workflow_id
@@ -41,7 +41,7 @@ def account_public(account: Account, *, token: str | None = None) -> AccountPubl
 
 @router.put(
     "",
-    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    responses=error_responses(401, 403, 409, 413, 422, 503),
 )
 async def put_account(
     body: AccountUpdate, caller: ServiceCallerDep, session: SessionDep, services: ServicesDep
@@ -120,6 +120,6 @@ async def _tell_connection(
         logger.warning("connection workflow of %s not told about the plan: %s", account_id, exc.message)
 
 
-@router.get("", responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
+@router.get("", responses=error_responses(*ACCOUNT_ROUTE_ERRORS))
 async def get_account(account: AccountDep) -> AccountPublic:
     return account_public(account)

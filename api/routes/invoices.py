@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from sqlmodel import col, select
@@ -18,12 +18,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import AccountDep, ServicesDep, SessionDep
-from api.errors import ApiError
+from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
 from models.bounds import MAX_LIST_OFFSET, MAX_SNAPSHOT_BYTES
 from models.plans import quickbooks_entitled
 from models.queries import insert_ignoring_conflicts
 from models.schemas import (
-    ErrorResponse,
     InvoiceAccepted,
     InvoiceList,
     InvoiceSend,
@@ -51,7 +50,6 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["invoices"])
 
 InvoiceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}, 401: {"model": ErrorResponse}}
 # Statuses whose workflow has finished: QuickBooks is no longer followed for these.
 _FINISHED = {InvoiceStatus.DISCONNECTED.value, InvoiceStatus.DELETED_IN_QUICKBOOKS.value}
 
@@ -77,7 +75,7 @@ def _sync_decision(
 
 
 @router.post(
-    "/invoices/{invoice_id}/send", status_code=202, responses={**NOT_FOUND, 422: {"model": ErrorResponse}}
+    "/invoices/{invoice_id}/send", status_code=202, responses=error_responses(*ACCOUNT_ROUTE_ERRORS, 413)
 )
 async def send_invoice(
     invoice_id: InvoiceId, body: InvoiceSend, account: AccountDep, session: SessionDep, services: ServicesDep
@@ -184,7 +182,7 @@ async def _start_invoice_workflow(services: ServicesDep, row: InvoiceSync, snaps
 
 
 @router.post(
-    "/invoices/{invoice_id}/void", status_code=202, responses={**NOT_FOUND, 409: {"model": ErrorResponse}}
+    "/invoices/{invoice_id}/void", status_code=202, responses=error_responses(*ACCOUNT_ROUTE_ERRORS, 409)
 )
 async def void_invoice(
     invoice_id: InvoiceId, account: AccountDep, session: SessionDep, services: ServicesDep
@@ -243,7 +241,7 @@ async def _void_locally(session: SessionDep, row: InvoiceSync) -> None:
 @router.post(
     "/invoices/{invoice_id}/quickbooks/retry",
     status_code=202,
-    responses={**NOT_FOUND, 409: {"model": ErrorResponse}},
+    responses=error_responses(*ACCOUNT_ROUTE_ERRORS, 409),
 )
 async def retry_sync(
     invoice_id: InvoiceId, account: AccountDep, session: SessionDep, services: ServicesDep
@@ -266,13 +264,13 @@ async def retry_sync(
     return await _public(session, row)
 
 
-@router.get("/invoices/{invoice_id}", responses=NOT_FOUND)
+@router.get("/invoices/{invoice_id}", responses=error_responses(*ACCOUNT_ROUTE_ERRORS))
 async def get_invoice(invoice_id: InvoiceId, account: AccountDep, session: SessionDep) -> InvoiceSyncPublic:
     """The invoice's sync status, QuickBooks badge and ids, last error and open notification."""
     return await _public(session, await _invoice_row(session, account.id, invoice_id))
 
 
-@router.get("/invoices", responses=NOT_FOUND)
+@router.get("/invoices", responses=error_responses(*ACCOUNT_ROUTE_ERRORS))
 async def list_invoices(
     account: AccountDep,
     session: SessionDep,
@@ -297,7 +295,7 @@ async def list_invoices(
     )
 
 
-@router.get("/invoices/{invoice_id}/timeline", responses=NOT_FOUND)
+@router.get("/invoices/{invoice_id}/timeline", responses=error_responses(*ACCOUNT_ROUTE_ERRORS))
 async def get_timeline(invoice_id: InvoiceId, account: AccountDep, session: SessionDep) -> Timeline:
     await _invoice_row(session, account.id, invoice_id)
     entries = (

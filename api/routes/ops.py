@@ -11,7 +11,7 @@ from sqlalchemy import func, text
 from sqlmodel import select
 
 from api.deps import ServicesDep, ServiceTokenDep, SessionDep
-from api.errors import ApiError
+from api.errors import ApiError, error_responses
 from models.tables import QuickBooksEvent
 from temporal_support import EncryptionCodec, payload_from_json, payload_to_json
 
@@ -28,7 +28,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=error_responses(503))
 async def readyz(session: SessionDep, services: ServicesDep) -> dict[str, str]:
     """The database and Temporal answer."""
     try:

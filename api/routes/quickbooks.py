@@ -21,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.connection import grant_columns
 from api.deps import AccountDep, ServicesDep, SessionDep
-from api.errors import ApiError
+from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
 from models.bounds import SafeStr
 from models.plans import entitlement_problem, quickbooks_entitled
 from models.schemas import (
@@ -30,7 +30,6 @@ from models.schemas import (
     DisconnectFailure,
     DisconnectIn,
     DisconnectProgress,
-    ErrorResponse,
 )
 from models.tables import Account, InvoiceSync, OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
 from qbo.errors import QboError, QboOAuthError
@@ -68,7 +67,7 @@ def _state_hash(state: str) -> str:
 
 @router.post(
     "/v1/accounts/{account_id}/quickbooks/connect",
-    responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+    responses=error_responses(*ACCOUNT_ROUTE_ERRORS),
 )
 async def connect(account: AccountDep, session: SessionDep, services: ServicesDep) -> ConnectStart:
     """Start connecting: send the browser to the returned Intuit authorization URL."""
@@ -91,7 +90,7 @@ async def connect(account: AccountDep, session: SessionDep, services: ServicesDe
 
 @router.get(
     "/v1/accounts/{account_id}/quickbooks/connection",
-    responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+    responses=error_responses(*ACCOUNT_ROUTE_ERRORS),
 )
 async def get_connection(account: AccountDep, session: SessionDep) -> ConnectionPublic:
     """The connection card: status, company (realm) id, connection date, and what to do next."""
@@ -178,7 +177,7 @@ async def _disconnect_progress(session: SessionDep, row: QuickBooksConnection) -
 @router.post(
     "/v1/accounts/{account_id}/quickbooks/disconnect",
     status_code=202,
-    responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+    responses=error_responses(*ACCOUNT_ROUTE_ERRORS, 409, 413),
 )
 async def disconnect(
     body: DisconnectIn, account: AccountDep, session: SessionDep, services: ServicesDep
@@ -232,7 +231,14 @@ class CallbackOutcome(Exception):
 
 
 @router.get(
-    "/oauth/quickbooks/callback", include_in_schema=True, response_class=RedirectResponse, status_code=303
+    "/oauth/quickbooks/callback",
+    include_in_schema=True,
+    response_class=RedirectResponse,
+    status_code=303,
+    responses={
+        303: {"description": "Back to the platform (`PLATFORM_RETURN_URL`) with how connecting ended."},
+        **error_responses(422, 503),
+    },
 )
 async def oauth_callback(
     session: SessionDep,

@@ -9,11 +9,11 @@ from prometheus_client import Counter
 
 from activities.connection import start_realm_events
 from api.deps import ServicesDep, SessionDep
-from api.errors import ApiError
+from api.errors import ApiError, error_responses
 from models.queries import insert_ignoring_conflicts
-from models.schemas import ErrorResponse, WebhookAccepted
+from models.schemas import WebhookAccepted
 from models.tables import QuickBooksEvent, WebhookDelivery, utcnow
-from qbo.webhooks import WebhookPayloadError, parse_webhook, verify_signature
+from qbo.webhooks import SIGNATURE_HEADER, WebhookPayloadError, parse_webhook, verify_signature
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +39,30 @@ async def _body_within_limit(request: Request, limit: int) -> bytes:
 
 @router.post(
     "/webhooks/quickbooks",
-    responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
+    responses=error_responses(400, 401, 413, 503),
+    openapi_extra={
+        "parameters": [
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": True,
+                "description": "base64(HMAC-SHA256(key = the app's verifier token, message = the raw body))",
+                "schema": {"type": "string"},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "description": 'Classic (`{"eventNotifications": [...]}`) or CloudEvents (an array of events).',
+            "content": {"application/json": {"schema": {"anyOf": [{"type": "object"}, {"type": "array"}]}}},
+        },
+    },
 )
 async def quickbooks_webhook(request: Request, session: SessionDep, services: ServicesDep) -> WebhookAccepted:
     """Intuit's change notifications (classic or CloudEvents). 200 means stored: nothing accepted is ever lost."""
     settings = services.settings
     body = await _body_within_limit(request, settings.webhook_max_body_bytes)
     if not verify_signature(
-        body, request.headers.get("intuit-signature"), settings.qbo_webhook_verifier_token.get_secret_value()
+        body, request.headers.get(SIGNATURE_HEADER), settings.qbo_webhook_verifier_token.get_secret_value()
     ):
         WEBHOOK_DELIVERIES.labels("bad_signature").inc()
         raise ApiError(401, "invalid_signature", "The intuit-signature header does not match the body.")
