@@ -327,5 +327,9 @@ class NotificationList(BaseModel):
 
 
 class WebhookAccepted(BaseModel):
-    accepted: int
-    duplicates: int
+    accepted: int = Field(description="Events stored now.")
+    duplicates: int = Field(description="Events stored before (a redelivery).")
+    unreadable: int = Field(
+        default=0,
+        description="Events that could not be read: kept verbatim with the delivery, for operators.",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Index, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Index, LargeBinary, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlmodel import Column, Field, SQLModel
 
@@ -195,14 +195,20 @@ class Notification(SQLModel, table=True):
 
 
 class WebhookDelivery(SQLModel, table=True):
-    """A verified webhook POST from Intuit, kept verbatim so nothing Intuit sent is ever lost."""
+    """A verified webhook POST from Intuit, kept verbatim so nothing Intuit sent is ever lost.
+
+    The body is the exact bytes signed (not text: a signed body may hold NUL, or bytes that are not UTF-8, and
+    is still Intuit's). `event_count` events were stored from it; `unreadable_count` could not be read, and
+    `parse_error` says where and why (never what they held).
+    """
 
     __tablename__ = "quickbooks_webhook_delivery"
 
     id: int | None = Field(default=None, primary_key=True)
     received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
-    body: str = Field(sa_column=Column(Text, nullable=False))
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     event_count: int = 0
+    unreadable_count: int = 0
     parse_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
