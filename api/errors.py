@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.client import RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from models.bounds import NO_NUL_MESSAGE, NO_NUL_PATTERN
@@ -143,6 +144,7 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(unavailable, _unavailable)
     # A backstop: routes answer Temporal's errors themselves where they mean something else.
     app.add_exception_handler(RPCError, _unavailable)
+    app.add_exception_handler(RPCTimeoutOrCancelledError, _unavailable)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
