@@ -58,7 +58,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if is_sqlite(url):
         _ensure_sqlite_directory(url)
-        engine = create_async_engine(async_database_url(url))
+        engine = create_async_engine(async_database_url(url), hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
@@ -66,6 +66,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        # Errors are logged; what a statement was sent (names, emails) must not be in them.
+        hide_parameters=True,
         # A database host that does not answer fails the request (503) instead of holding it forever.
         connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
     )
