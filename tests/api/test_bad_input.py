@@ -232,3 +232,28 @@ async def test_a_database_that_does_not_answer_gives_503_with_retry_after(
         assert_error(response, 503, "temporarily_unavailable")
         ready = await http.get(f"{engine.api_url}/readyz")
         assert_error(ready, 503, "not_ready")
+
+
+async def test_ids_as_long_as_allowed_work_everywhere(engine: Engine) -> None:
+    """Ids may be 64 characters of [A-Za-z0-9_.:-]; a `:` is three once percent-encoded in workflow ids, so the
+    dedupe keys built from them outgrew their column (a 500 on PostgreSQL)."""
+    account = ":" * 63 + uuid.uuid4().hex[:1]
+    invoice_id = ":" * 64
+    await engine.create_account(account)
+    response = await send(engine, account, invoice_id, invoice_payload())
+    assert response.status_code == 202, response.text
+    again = await send(engine, account, invoice_id, invoice_payload())
+    assert again.status_code == 202 and again.json()["duplicate"] is True
+    assert await engine.timeline(account, invoice_id) == [
+        "Sent. Not synced: QuickBooks was not connected when this invoice was sent."
+    ]
+    voided = await engine.api.post(f"/v1/accounts/{account}/invoices/{invoice_id}/void")
+    assert voided.status_code == 202, voided.text
+    assert (await engine.timeline(account, invoice_id))[-1] == "Voided. It was never synced to QuickBooks."
+    # The workflows' activities write such keys too.
+    await engine.connect(account)
+    synced_id = ":" * 63 + "s"
+    response = await send(engine, account, synced_id, invoice_payload(number="LONG-IDS-1"))
+    assert response.status_code == 202, response.text
+    await engine.wait_for_invoice(account, synced_id, "synced")
+    assert len(await engine.timeline(account, synced_id)) >= 2
