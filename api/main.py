@@ -11,10 +11,12 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 import temporal_support
+from api.body_limit import RequestBodyLimit
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.routes import accounts, invoices, notifications, ops, quickbooks, webhooks
 from logging_setup import configure_logging
+from models.bounds import MAX_JSON_BODY_BYTES
 from models.crypto import TokenCipher
 from models.db import create_engine, create_session_factory
 from qbo.client import QboEndpoints, endpoints_for
@@ -81,6 +83,12 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         version="1.0.0",
         description="Keeps an invoicing platform's invoices in step with each user's QuickBooks Online company.",
         lifespan=lifespan,
+    )
+    app.add_middleware(
+        RequestBodyLimit,
+        default_limit=MAX_JSON_BODY_BYTES,
+        # Intuit's webhook enforces WEBHOOK_MAX_BODY_BYTES itself.
+        limits={"/webhooks/": None},
     )
     install_error_handlers(app)
     for module in (accounts, quickbooks, invoices, notifications, webhooks, ops):

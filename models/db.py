@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 SessionFactory = async_sessionmaker[AsyncSession]
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 def sync_database_url(url: str) -> str:
@@ -67,7 +68,10 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        # Errors are logged; what a statement was sent (names, emails) must not be in them.
         hide_parameters=True,
+        # A database host that does not answer fails the request (503) instead of holding it forever.
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
     )
 
 

@@ -8,6 +8,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+MAX_BIND_PARAMETERS = 30_000
+
 
 async def insert_ignoring_conflicts(
     session: AsyncSession, table: type[SQLModel], rows: list[dict[str, Any]]
@@ -18,10 +20,19 @@ async def insert_ignoring_conflicts(
     dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
     builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
     primary_key = list(table.__table__.primary_key.columns)  # type: ignore[attr-defined]
-    # RETURNING counts what was really inserted (rowcount is not reliable for multi-row inserts).
-    statement = builder(table).values(rows).on_conflict_do_nothing().returning(*primary_key)
-    result = await session.exec(statement)
-    return len(result.all())
+    # One statement binds every value: keep each within what the drivers take (SQLite 32,766, psycopg 65,535).
+    per_statement = max(1, MAX_BIND_PARAMETERS // max(1, len(rows[0])))
+    inserted = 0
+    for start in range(0, len(rows), per_statement):
+        # RETURNING counts what was really inserted (rowcount is not reliable for multi-row inserts).
+        statement = (
+            builder(table)
+            .values(rows[start : start + per_statement])
+            .on_conflict_do_nothing()
+            .returning(*primary_key)
+        )
+        inserted += len((await session.exec(statement)).all())
+    return inserted
 
 
 async def upsert(

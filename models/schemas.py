@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.bounds import (
+    MAX_AMOUNT_CENTS,
+    MAX_AMOUNT_TEXT,
+    MAX_QUANTITY,
+    QUANTITY_DECIMAL_PLACES,
+    SafeStr,
+)
 from models.plans import Plan
 from workflows.messages import ConnectionStatus, DisconnectMode, InvoiceLine, InvoiceSnapshot, InvoiceStatus
 
@@ -118,8 +125,8 @@ class DisconnectIn(BaseModel):
 class ClientIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(min_length=1, max_length=500)]
-    email: Annotated[str, Field(min_length=3, max_length=100)]
+    name: Annotated[SafeStr, Field(min_length=1, max_length=500)]
+    email: Annotated[SafeStr, Field(min_length=3, max_length=100)]
 
     @field_validator("name")
     @classmethod
@@ -140,9 +147,18 @@ class ClientIn(BaseModel):
 class InvoiceLineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    description: Annotated[str, Field(min_length=1, max_length=4000)]
-    quantity: Annotated[str, Field(description='A positive decimal, e.g. "1.5"', examples=["1.5"])]
-    unit_price_cents: Annotated[int, Field(ge=0, le=10**13)]
+    description: Annotated[SafeStr, Field(min_length=1, max_length=4000)]
+    quantity: Annotated[
+        str,
+        Field(
+            description=f"A positive decimal of at most {QUANTITY_DECIMAL_PLACES} decimal places and at most "
+            f'{MAX_QUANTITY} (QuickBooks\' Qty), e.g. "1.5"',
+            examples=["1.5"],
+        ),
+    ]
+    unit_price_cents: Annotated[
+        int, Field(ge=0, le=MAX_AMOUNT_CENTS, description=f"At most {MAX_AMOUNT_TEXT} (QuickBooks' limit)")
+    ]
 
     @field_validator("quantity", mode="before")
     @classmethod
@@ -155,18 +171,50 @@ class InvoiceLineIn(BaseModel):
             raise ValueError("quantity must be a decimal number") from exc
         if not quantity.is_finite() or quantity <= 0:
             raise ValueError("quantity must be greater than 0")
-        if quantity.as_tuple().exponent < -5:  # type: ignore[operator]
-            raise ValueError("quantity allows at most 5 decimal places")
-        return str(quantity)
+        if quantity > MAX_QUANTITY:
+            raise ValueError(f"quantity is at most {MAX_QUANTITY} (QuickBooks' limit)")
+        if quantity.as_tuple().exponent < -QUANTITY_DECIMAL_PLACES:  # type: ignore[operator]
+            raise ValueError(f"quantity allows at most {QUANTITY_DECIMAL_PLACES} decimal places")
+        # Plain notation ("1000", never "1E+3"), as QuickBooks and people read it.
+        return format(quantity, "f")
+
+    @model_validator(mode="after")
+    def _amount_fits_quickbooks(self) -> InvoiceLineIn:
+        if line_amount_cents(self.quantity, self.unit_price_cents) > MAX_AMOUNT_CENTS:
+            raise ValueError(f"a line's amount (quantity x unit price) is at most {MAX_AMOUNT_TEXT}")
+        return self
+
+
+def line_amount_cents(quantity: str, unit_price_cents: int) -> int:
+    """The line's amount as InvoiceLine.amount_cents computes it, exact however large the operands."""
+    with localcontext() as context:
+        context.prec = 60
+        return InvoiceLine(description="", quantity=quantity, unit_price_cents=unit_price_cents).amount_cents
 
 
 class InvoiceSend(BaseModel):
     """The invoice as the platform sent it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "number": "INV-1001",
+                    "client": {"name": "Ada Lovelace", "email": "ada@example.com"},
+                    "currency": "USD",
+                    "issue_date": "2026-11-24",
+                    "due_date": "2026-12-24",
+                    "lines": [
+                        {"description": "Architecture review", "quantity": "1.5", "unit_price_cents": 12000}
+                    ],
+                }
+            ]
+        },
+    )
 
     number: Annotated[
-        str,
+        SafeStr,
         Field(
             min_length=1,
             description="The platform's invoice number; QuickBooks' DocNumber holds at most 21 characters.",
@@ -195,6 +243,13 @@ class InvoiceSend(BaseModel):
     def _due_after_issue(self) -> InvoiceSend:
         if self.due_date < self.issue_date:
             raise ValueError("due_date is before issue_date")
+        return self
+
+    @model_validator(mode="after")
+    def _total_fits_quickbooks(self) -> InvoiceSend:
+        total = sum(line_amount_cents(line.quantity, line.unit_price_cents) for line in self.lines)
+        if total > MAX_AMOUNT_CENTS:
+            raise ValueError(f"the invoice's total is at most {MAX_AMOUNT_TEXT}")
         return self
 
     def snapshot(self) -> InvoiceSnapshot:
@@ -279,5 +334,9 @@ class NotificationList(BaseModel):
 
 
 class WebhookAccepted(BaseModel):
-    accepted: int
-    duplicates: int
+    accepted: int = Field(description="Events stored now.")
+    duplicates: int = Field(description="Events stored before (a redelivery).")
+    unreadable: int = Field(
+        default=0,
+        description="Events that could not be read: kept verbatim with the delivery, for operators.",
+    )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Index, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Index, LargeBinary, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlmodel import Column, Field, SQLModel
+from sqlmodel.sql.sqltypes import AutoString
+
+DEDUPE_KEY_MAX_LENGTH = 255
 
 
 def utcnow() -> datetime:
@@ -32,6 +36,23 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class DedupeKey(TypeDecorator[str]):
+    """A dedupe key that fits its column whatever it is built from: a longer one is stored as its digest.
+
+    Keys start with a workflow id, which grows with the ids a client chose (a `:` is `%3A` there, so two 64-character
+    ids make a 400-character key). The digest starts with `sha256:`, which no workflow id does, so it never equals a
+    key stored as it is; one key always gives one digest, in lookups too.
+    """
+
+    impl = AutoString(length=DEDUPE_KEY_MAX_LENGTH)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None or len(value) <= DEDUPE_KEY_MAX_LENGTH:
+            return value
+        return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Account(SQLModel, table=True):
@@ -145,8 +166,9 @@ class InvoiceSync(SQLModel, table=True):
     status: str = Field(max_length=24, index=True)
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     currency: str = Field(max_length=3)
-    total_cents: int
-    balance_cents: int | None = None
+    # Money is BIGINT: QuickBooks amounts reach 9,999,999,999.99 (models/bounds.py), beyond a 32-bit integer.
+    total_cents: int = Field(sa_column=Column(BigInteger, nullable=False))
+    balance_cents: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     client_name: str = Field(sa_column=Column(Text, nullable=False))
     client_email: str = Field(max_length=320)
     realm_id: str | None = Field(default=None, max_length=32)
@@ -179,7 +201,7 @@ class TimelineEntry(SQLModel, table=True):
     kind: str = Field(max_length=32)
     message: str = Field(sa_column=Column(Text, nullable=False))
     # Activities may run twice; the key makes the insert idempotent.
-    dedupe_key: str = Field(max_length=255)
+    dedupe_key: str = Field(sa_column=Column(DedupeKey(), nullable=False))
 
 
 class Notification(SQLModel, table=True):
@@ -198,18 +220,24 @@ class Notification(SQLModel, table=True):
     action: str | None = Field(default=None, max_length=32)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     resolved_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
-    dedupe_key: str = Field(max_length=255)
+    dedupe_key: str = Field(sa_column=Column(DedupeKey(), nullable=False))
 
 
 class WebhookDelivery(SQLModel, table=True):
-    """A verified webhook POST from Intuit, kept verbatim so nothing Intuit sent is ever lost."""
+    """A verified webhook POST from Intuit, kept verbatim so nothing Intuit sent is ever lost.
+
+    The body is the exact bytes signed (not text: a signed body may hold NUL, or bytes that are not UTF-8, and
+    is still Intuit's). `event_count` events were stored from it; `unreadable_count` could not be read, and
+    `parse_error` says where and why (never what they held).
+    """
 
     __tablename__ = "quickbooks_webhook_delivery"
 
     id: int | None = Field(default=None, primary_key=True)
     received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
-    body: str = Field(sa_column=Column(Text, nullable=False))
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     event_count: int = 0
+    unreadable_count: int = 0
     parse_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 

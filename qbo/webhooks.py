@@ -1,20 +1,36 @@
-"""Intuit webhooks: signature verification and parsing of both payload formats (classic and CloudEvents)."""
+"""Intuit webhooks: signature verification and parsing of both payload formats (classic and CloudEvents).
+
+A signed body is still not trusted: every field an event carries is checked against what QuickBooks sends (ids are
+digits, names and operations short identifiers, timestamps sane), so whatever is stored fits its column. One event
+that cannot be read costs only itself (`read_webhook` returns the others, and says where and why).
+"""
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
 SIGNATURE_HEADER = "intuit-signature"
 
+# QuickBooks ids (companies, entities) are strings of digits; the columns that store them hold 32.
+_QUICKBOOKS_ID = re.compile(r"^[0-9]{1,32}$", re.ASCII)
+# Entity names as the API spells them (`Invoice`, `BillPayment`), and operations (`Create`, ..., `Emailed`).
+_ENTITY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,31}$", re.ASCII)
+_OPERATION = re.compile(r"^[A-Za-z]{1,16}$", re.ASCII)
+# CloudEvents ids are only digested into dedupe keys: any text short of control characters.
+_EVENT_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
 # CloudEvents `type` is `qbo.<entity lower-case>.<verb>.v<n>` (reference §2.3).
-_CLOUDEVENT_TYPE = re.compile(r"^qbo\.([a-z0-9]+)\.([a-z]+)\.v\d+$", re.IGNORECASE)
+_CLOUDEVENT_TYPE = re.compile(
+    r"^qbo\.([a-z][a-z0-9]{0,31})\.([a-z]{1,16})\.v[0-9]{1,9}$", re.IGNORECASE | re.ASCII
+)
 _VERBS = {
     "created": "Create",
     "updated": "Update",
@@ -67,12 +83,19 @@ _ENTITY_NAMES = {
     )
 }
 _TIMESTAMP = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2}))?(?:[.,](\d+))?\s*([Zz]|[+-]\d{2}(?::?\d{2})?)?$"
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2}))?(?:[.,](\d+))?\s*([Zz]|[+-]\d{2}(?::?\d{2})?)?$",
+    re.ASCII,
 )
+# Sane times for a change in QuickBooks Online; anything outside is kept as unreadable (the event is not).
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+# At most this many problems are written out in full for operators; the rest are counted.
+MAX_LISTED_PROBLEMS = 20
 
 
 class WebhookPayloadError(ValueError):
-    """The webhook body is not a notification this parser can read completely."""
+    """The webhook body is not a notification this parser can read completely (its message names the place and
+    the reason, never the values found there)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +126,9 @@ class WebhookEvent:
 def event_dedupe_key(source: str, *parts: str) -> str:
     """A stored event's dedupe key: injective over its parts (JSON keeps ("a:b", "c") and ("a", "b:c") apart),
     and of bounded length whatever Intuit sends (a digest), so it always fits its column."""
-    digest = hashlib.sha256(json.dumps([source, *parts], ensure_ascii=False).encode()).hexdigest()
+    # surrogatepass: a lone surrogate Intuit (or anyone) put in a timestamp still gives a key, and a distinct one.
+    text = json.dumps([source, *parts], ensure_ascii=False)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{source}:{digest}"
 
 
@@ -119,15 +144,17 @@ def verify_signature(body: bytes, signature: str | None, verifier_token: str) ->
         return False
     try:
         given = signature.strip().encode("ascii")
+        expected = signature_of(body, verifier_token).encode("ascii")
     except UnicodeEncodeError:
         return False
-    return hmac.compare_digest(signature_of(body, verifier_token).encode("ascii"), given)
+    return hmac.compare_digest(expected, given)
 
 
 def parse_timestamp(value: str) -> datetime | None:
     """A timezone-aware datetime from Intuit's timestamps ("-0700", "Z" with nanoseconds, ...), else None.
 
-    A timestamp without an offset is taken as UTC.
+    A timestamp without an offset is taken as UTC. One outside 2000-2099 (in UTC) is not a QuickBooks Online
+    change time, and would not even convert to UTC near year 1 or 9999: None too.
     """
     match = _TIMESTAMP.match(value.strip())
     if match is None:
@@ -144,29 +171,78 @@ def parse_timestamp(value: str) -> datetime | None:
         delta = timedelta(hours=hours, minutes=minutes)
         zone = timezone(-delta if offset[0] == "-" else delta)
     try:
-        return datetime.fromisoformat(f"{day}T{hour}:{minute}:{second or '00'}").replace(
+        parsed = datetime.fromisoformat(f"{day}T{hour}:{minute}:{second or '00'}").replace(
             microsecond=micro, tzinfo=zone
         )
-    except ValueError:
+        in_utc = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
+    return parsed if _EARLIEST <= in_utc < _LATEST else None
 
 
-def parse_webhook(body: bytes) -> list[WebhookEvent]:
-    """Every event of a notification, in order; raises WebhookPayloadError rather than drop any."""
+@dataclass(frozen=True)
+class WebhookBatch:
+    """What a notification holds: the events that could be read, in order, and where and why the rest could not."""
+
+    events: list[WebhookEvent]
+    problems: list[str]
+
+    def problem_summary(self) -> str | None:
+        """The problems for operators, bounded however many there are."""
+        if not self.problems:
+            return None
+        listed = "; ".join(self.problems[:MAX_LISTED_PROBLEMS])
+        more = len(self.problems) - MAX_LISTED_PROBLEMS
+        return f"{listed}; and {more} more" if more > 0 else listed
+
+
+class _Unreadable(Exception):
+    """One event (or notification) that cannot be read; the others still are."""
+
+
+def read_webhook(body: bytes) -> WebhookBatch:
+    """Every readable event of a notification, and a problem for each event that is not.
+
+    Raises WebhookPayloadError only when the body as a whole is not a notification of either format.
+    """
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WebhookPayloadError(f"the webhook body is not JSON: {exc}") from None
+    except RecursionError:
+        raise WebhookPayloadError(
+            "the webhook body is not JSON this parser reads: nested too deeply"
+        ) from None
+    batch = WebhookBatch(events=[], problems=[])
     if isinstance(payload, list):
-        return [_cloud_event(item, index) for index, item in enumerate(payload)]
+        for index, item in enumerate(payload):
+            _collect(batch, functools.partial(_cloud_event, item), f"CloudEvent #{index}")
+        return batch
     if isinstance(payload, dict):
         if "eventNotifications" in payload:
-            return _classic(payload["eventNotifications"])
+            _classic(payload["eventNotifications"], batch)
+            return batch
         if "specversion" in payload:
             # A single CloudEvent in structured mode; Intuit sends arrays, but this is unambiguous.
-            return [_cloud_event(payload, 0)]
+            _collect(batch, functools.partial(_cloud_event, payload), "CloudEvent #0")
+            return batch
         raise WebhookPayloadError("the webhook object has no eventNotifications")
     raise WebhookPayloadError(f"the webhook body is a JSON {type(payload).__name__}, not an array or object")
+
+
+def parse_webhook(body: bytes) -> list[WebhookEvent]:
+    """Every event of a notification, in order; raises WebhookPayloadError rather than drop any."""
+    batch = read_webhook(body)
+    if batch.problems:
+        raise WebhookPayloadError(batch.problem_summary())
+    return batch.events
+
+
+def _collect(batch: WebhookBatch, read: Callable[[], WebhookEvent], where: str) -> None:
+    try:
+        batch.events.append(read())
+    except _Unreadable as exc:
+        batch.problems.append(f"{where} {exc}")
 
 
 def _identifier(value: Any) -> str | None:
@@ -180,36 +256,46 @@ def _identifier(value: Any) -> str | None:
     return None
 
 
+def _quickbooks_id(value: Any, field: str) -> str:
+    identifier = _identifier(value)
+    if identifier is None:
+        raise _Unreadable(f"has no {field}")
+    if not _QUICKBOOKS_ID.match(identifier):
+        raise _Unreadable(f"has a {field} that is not a QuickBooks id (digits, at most 32)")
+    return identifier
+
+
+def _optional_quickbooks_id(value: Any, field: str) -> str | None:
+    return None if value is None else _quickbooks_id(value, field)
+
+
 def _optional_text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _cloud_event(item: Any, index: int) -> WebhookEvent:
-    where = f"CloudEvent #{index}"
+def _cloud_event(item: Any) -> WebhookEvent:
     if not isinstance(item, dict):
-        raise WebhookPayloadError(f"{where} is not an object")
+        raise _Unreadable("is not an object")
     event_type = item.get("type")
     if not isinstance(event_type, str):
-        raise WebhookPayloadError(f"{where} has no type")
+        raise _Unreadable("has no type")
     match = _CLOUDEVENT_TYPE.match(event_type)
     if match is None:
-        raise WebhookPayloadError(f"{where} has an unknown type {event_type!r}")
+        raise _Unreadable("has an unknown type (not qbo.<entity>.<verb>.v<n>)")
     entity_part, verb = match.group(1).lower(), match.group(2).lower()
-    realm_id = _identifier(item.get("intuitaccountid"))
-    entity_id = _identifier(item.get("intuitentityid"))
+    realm_id = _quickbooks_id(item.get("intuitaccountid"), "intuitaccountid")
+    entity_id = _quickbooks_id(item.get("intuitentityid"), "intuitentityid")
     event_id = _identifier(item.get("id"))
-    if realm_id is None:
-        raise WebhookPayloadError(f"{where} ({event_type}) has no intuitaccountid")
-    if entity_id is None:
-        raise WebhookPayloadError(f"{where} ({event_type}) has no intuitentityid")
     if event_id is None:
-        raise WebhookPayloadError(f"{where} ({event_type}) has no id")
+        raise _Unreadable("has no id")
+    if not _EVENT_ID.match(event_id) or not _encodable(event_id):
+        raise _Unreadable("has an id that is not an event id (1 to 255 characters of text)")
     data = item.get("data")
     deleted_id = None
     if isinstance(data, dict):
-        deleted_id = _identifier(data.get("deletedid", data.get("deletedId")))
+        deleted_id = _optional_quickbooks_id(data.get("deletedid", data.get("deletedId")), "deletedid")
     elif data is not None:
-        raise WebhookPayloadError(f"{where} ({event_type}) has data that is not an object")
+        raise _Unreadable("has data that is not an object")
     raw_time = _optional_text(item.get("time"))
     return WebhookEvent(
         realm_id=realm_id,
@@ -225,48 +311,70 @@ def _cloud_event(item: Any, index: int) -> WebhookEvent:
     )
 
 
-def _classic(notifications: Any) -> list[WebhookEvent]:
+def _classic(notifications: Any, batch: WebhookBatch) -> None:
     if not isinstance(notifications, list):
         raise WebhookPayloadError("eventNotifications is not an array")
-    events: list[WebhookEvent] = []
     for n_index, notification in enumerate(notifications):
         where = f"eventNotifications[{n_index}]"
-        if not isinstance(notification, dict):
-            raise WebhookPayloadError(f"{where} is not an object")
-        realm_id = _identifier(notification.get("realmId"))
-        if realm_id is None:
-            raise WebhookPayloadError(f"{where} has no realmId")
-        change = notification.get("dataChangeEvent")
-        if not isinstance(change, dict):
-            raise WebhookPayloadError(f"{where} has no dataChangeEvent object")
-        entities = change.get("entities")
-        if not isinstance(entities, list):
-            raise WebhookPayloadError(f"{where}.dataChangeEvent.entities is not an array")
+        try:
+            realm_id, entities = _classic_notification(notification)
+        except _Unreadable as exc:
+            batch.problems.append(f"{where} {exc}")
+            continue
         for e_index, entity in enumerate(entities):
-            spot = f"{where}.dataChangeEvent.entities[{e_index}]"
-            if not isinstance(entity, dict):
-                raise WebhookPayloadError(f"{spot} is not an object")
-            name = _optional_text(entity.get("name"))
-            entity_id = _identifier(entity.get("id"))
-            operation = _optional_text(entity.get("operation"))
-            if name is None:
-                raise WebhookPayloadError(f"{spot} has no name")
-            if entity_id is None:
-                raise WebhookPayloadError(f"{spot} ({name}) has no id")
-            if operation is None:
-                raise WebhookPayloadError(f"{spot} ({name} {entity_id}) has no operation")
-            raw_time = _optional_text(entity.get("lastUpdated"))
-            events.append(
-                WebhookEvent(
-                    realm_id=realm_id,
-                    entity=name,
-                    entity_id=entity_id,
-                    operation=operation,
-                    occurred_at=parse_timestamp(raw_time) if raw_time else None,
-                    event_id=None,
-                    deleted_id=_identifier(entity.get("deletedId", entity.get("deletedid"))),
-                    occurred_at_raw=raw_time,
-                    format="classic",
-                )
+            _collect(
+                batch,
+                functools.partial(_classic_entity, realm_id, entity),
+                f"{where}.dataChangeEvent.entities[{e_index}]",
             )
-    return events
+
+
+def _classic_notification(notification: Any) -> tuple[str, list[Any]]:
+    if not isinstance(notification, dict):
+        raise _Unreadable("is not an object")
+    realm_id = _quickbooks_id(notification.get("realmId"), "realmId")
+    change = notification.get("dataChangeEvent")
+    if not isinstance(change, dict):
+        raise _Unreadable("has no dataChangeEvent object")
+    entities = change.get("entities")
+    if not isinstance(entities, list):
+        raise _Unreadable("has no dataChangeEvent.entities array")
+    return realm_id, entities
+
+
+def _classic_entity(realm_id: str, entity: Any) -> WebhookEvent:
+    if not isinstance(entity, dict):
+        raise _Unreadable("is not an object")
+    name = _optional_text(entity.get("name"))
+    if name is None:
+        raise _Unreadable("has no name")
+    if not _ENTITY_NAME.match(name):
+        raise _Unreadable(
+            "has a name that is not an entity name (a letter, then letters or digits, at most 32)"
+        )
+    entity_id = _quickbooks_id(entity.get("id"), "id")
+    operation = _optional_text(entity.get("operation"))
+    if operation is None:
+        raise _Unreadable("has no operation")
+    if not _OPERATION.match(operation):
+        raise _Unreadable("has an operation that is not an operation name (letters, at most 16)")
+    raw_time = _optional_text(entity.get("lastUpdated"))
+    return WebhookEvent(
+        realm_id=realm_id,
+        entity=name,
+        entity_id=entity_id,
+        operation=operation,
+        occurred_at=parse_timestamp(raw_time) if raw_time else None,
+        event_id=None,
+        deleted_id=_optional_quickbooks_id(entity.get("deletedId", entity.get("deletedid")), "deletedId"),
+        occurred_at_raw=raw_time,
+        format="classic",
+    )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from sqlmodel import col, select
@@ -18,11 +18,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import AccountDep, ServicesDep, SessionDep
-from api.errors import ApiError
+from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
+from models.bounds import MAX_LIST_OFFSET, MAX_SNAPSHOT_BYTES
 from models.plans import quickbooks_entitled
 from models.queries import insert_ignoring_conflicts
 from models.schemas import (
-    ErrorResponse,
     InvoiceAccepted,
     InvoiceList,
     InvoiceSend,
@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["invoices"])
 
 InvoiceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}, 401: {"model": ErrorResponse}}
 # Statuses whose workflow has finished: QuickBooks is no longer followed for these.
 _FINISHED = {InvoiceStatus.DISCONNECTED.value, InvoiceStatus.DELETED_IN_QUICKBOOKS.value}
 
@@ -76,13 +75,14 @@ def _sync_decision(
 
 
 @router.post(
-    "/invoices/{invoice_id}/send", status_code=202, responses={**NOT_FOUND, 422: {"model": ErrorResponse}}
+    "/invoices/{invoice_id}/send", status_code=202, responses=error_responses(*ACCOUNT_ROUTE_ERRORS, 413)
 )
 async def send_invoice(
     invoice_id: InvoiceId, body: InvoiceSend, account: AccountDep, session: SessionDep, services: ServicesDep
 ) -> InvoiceAccepted:
     """Accept a sent invoice at once; QuickBooks is updated in the background. Sending twice is harmless."""
     snapshot = body.snapshot()
+    await _ensure_fits_temporal(services, account.id, invoice_id, snapshot)
     connection = await session.get(QuickBooksConnection, account.id)
     status, reason = _sync_decision(account, connection)
     inserted = await insert_ignoring_conflicts(
@@ -133,6 +133,25 @@ async def send_invoice(
     return InvoiceAccepted(invoice=await _public(session, row), duplicate=not inserted)
 
 
+async def _ensure_fits_temporal(
+    services: ServicesDep, account_id: str, invoice_id: str, snapshot: InvoiceSnapshot
+) -> None:
+    """Refuse, before anything is stored, an invoice whose workflow input Temporal would refuse or barely hold.
+
+    Measured as Temporal stores it (through the client's data converter and payload codec), so the bound holds
+    whatever the encoding adds."""
+    workflow_input = InvoiceWorkflowInput(account_id=account_id, invoice_id=invoice_id, snapshot=snapshot)
+    [payload] = await services.temporal.data_converter.encode([workflow_input])
+    size = payload.ByteSize()
+    if size > MAX_SNAPSHOT_BYTES:
+        raise ApiError(
+            413,
+            "invoice_too_large",
+            f"The invoice is too large to sync ({size // 1024} KiB encoded; at most {MAX_SNAPSHOT_BYTES // 1024} "
+            "KiB): shorten its line descriptions or split it.",
+        )
+
+
 async def _start_invoice_workflow(services: ServicesDep, row: InvoiceSync, snapshot: InvoiceSnapshot) -> None:
     attributes = [
         SearchAttributePair(search_attributes.ACCOUNT_ID, row.account_id),
@@ -163,7 +182,7 @@ async def _start_invoice_workflow(services: ServicesDep, row: InvoiceSync, snaps
 
 
 @router.post(
-    "/invoices/{invoice_id}/void", status_code=202, responses={**NOT_FOUND, 409: {"model": ErrorResponse}}
+    "/invoices/{invoice_id}/void", status_code=202, responses=error_responses(*ACCOUNT_ROUTE_ERRORS, 409)
 )
 async def void_invoice(
     invoice_id: InvoiceId, account: AccountDep, session: SessionDep, services: ServicesDep
@@ -222,7 +241,7 @@ async def _void_locally(session: SessionDep, row: InvoiceSync) -> None:
 @router.post(
     "/invoices/{invoice_id}/quickbooks/retry",
     status_code=202,
-    responses={**NOT_FOUND, 409: {"model": ErrorResponse}},
+    responses=error_responses(*ACCOUNT_ROUTE_ERRORS, 409),
 )
 async def retry_sync(
     invoice_id: InvoiceId, account: AccountDep, session: SessionDep, services: ServicesDep
@@ -245,19 +264,19 @@ async def retry_sync(
     return await _public(session, row)
 
 
-@router.get("/invoices/{invoice_id}", responses=NOT_FOUND)
+@router.get("/invoices/{invoice_id}", responses=error_responses(*ACCOUNT_ROUTE_ERRORS))
 async def get_invoice(invoice_id: InvoiceId, account: AccountDep, session: SessionDep) -> InvoiceSyncPublic:
     """The invoice's sync status, QuickBooks badge and ids, last error and open notification."""
     return await _public(session, await _invoice_row(session, account.id, invoice_id))
 
 
-@router.get("/invoices", responses=NOT_FOUND)
+@router.get("/invoices", responses=error_responses(*ACCOUNT_ROUTE_ERRORS))
 async def list_invoices(
     account: AccountDep,
     session: SessionDep,
     status: Annotated[InvoiceStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0,
 ) -> InvoiceList:
     """The account's invoices, newest first, with what their QuickBooks badges need."""
     statement = select(InvoiceSync).where(InvoiceSync.account_id == account.id)
@@ -276,7 +295,7 @@ async def list_invoices(
     )
 
 
-@router.get("/invoices/{invoice_id}/timeline", responses=NOT_FOUND)
+@router.get("/invoices/{invoice_id}/timeline", responses=error_responses(*ACCOUNT_ROUTE_ERRORS))
 async def get_timeline(invoice_id: InvoiceId, account: AccountDep, session: SessionDep) -> Timeline:
     await _invoice_row(session, account.id, invoice_id)
     entries = (

@@ -8,14 +8,15 @@ from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
 from api.deps import AccountDep, SessionDep
+from api.errors import ACCOUNT_ROUTE_ERRORS, error_responses
 from api.routes.invoices import notification_public
-from models.schemas import ErrorResponse, NotificationList
+from models.schemas import NotificationList
 from models.tables import Notification
 
 router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["notifications"])
 
 
-@router.get("/notifications", responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
+@router.get("/notifications", responses=error_responses(*ACCOUNT_ROUTE_ERRORS))
 async def list_notifications(
     account: AccountDep,
     session: SessionDep,

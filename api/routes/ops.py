@@ -10,7 +10,7 @@ from sqlalchemy import func, text
 from sqlmodel import select
 
 from api.deps import ServicesDep, ServiceTokenDep, SessionDep
-from api.errors import ApiError
+from api.errors import ApiError, error_responses
 from models.tables import QuickBooksEvent
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=error_responses(503))
 async def readyz(session: SessionDep, services: ServicesDep) -> dict[str, str]:
     """The database and Temporal answer."""
     try:

@@ -25,7 +25,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.connection import grant_columns
 from api.deps import AccountDep, ServicesDep, SessionDep
-from api.errors import ApiError
+from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
+from models.bounds import SafeStr
 from models.connections import company_held
 from models.plans import entitlement_problem, quickbooks_entitled
 from models.schemas import (
@@ -34,7 +35,6 @@ from models.schemas import (
     DisconnectFailure,
     DisconnectIn,
     DisconnectProgress,
-    ErrorResponse,
 )
 from models.tables import Account, InvoiceSync, OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
 from qbo.companies import CompanyNotVerified, VerificationUnavailable
@@ -139,7 +139,7 @@ def _private(response: Response) -> Response:
 
 @router.post(
     "/v1/accounts/{account_id}/quickbooks/connect",
-    responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+    responses=error_responses(*ACCOUNT_ROUTE_ERRORS),
 )
 async def connect(account: AccountDep, session: SessionDep, services: ServicesDep) -> ConnectStart:
     """Start connecting: redirect the user's browser at once to the returned `authorization_url`.
@@ -172,11 +172,19 @@ async def connect(account: AccountDep, session: SessionDep, services: ServicesDe
     )
 
 
-@router.get(START_PATH, response_class=RedirectResponse, status_code=303)
+@router.get(
+    START_PATH,
+    response_class=RedirectResponse,
+    status_code=303,
+    responses={
+        303: {"description": "On to Intuit's authorization page, or back to the platform with an error."},
+        **error_responses(422, 503),
+    },
+)
 async def oauth_start(
     session: SessionDep,
     services: ServicesDep,
-    state: Annotated[str | None, Query(max_length=512)] = None,
+    state: Annotated[SafeStr | None, Query(max_length=512)] = None,
 ) -> Response:
     """The start link: binds the sign-in to this browser (a cookie) and sends it on to Intuit's authorization
     page. Opens once, within minutes; otherwise redirects to the platform with `quickbooks=error`."""
@@ -227,7 +235,7 @@ async def _launch(session: SessionDep, state: str | None, browser_hash: str) -> 
 
 @router.get(
     "/v1/accounts/{account_id}/quickbooks/connection",
-    responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+    responses=error_responses(*ACCOUNT_ROUTE_ERRORS),
 )
 async def get_connection(account: AccountDep, session: SessionDep) -> ConnectionPublic:
     """The connection card: status, company (realm) id, connection date, and what to do next."""
@@ -315,7 +323,7 @@ async def _disconnect_progress(session: SessionDep, row: QuickBooksConnection) -
 @router.post(
     "/v1/accounts/{account_id}/quickbooks/disconnect",
     status_code=202,
-    responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+    responses=error_responses(*ACCOUNT_ROUTE_ERRORS, 409, 413),
 )
 async def disconnect(
     body: DisconnectIn, account: AccountDep, session: SessionDep, services: ServicesDep
@@ -370,16 +378,23 @@ class CallbackOutcome(Exception):
 
 
 @router.get(
-    "/oauth/quickbooks/callback", include_in_schema=True, response_class=RedirectResponse, status_code=303
+    "/oauth/quickbooks/callback",
+    include_in_schema=True,
+    response_class=RedirectResponse,
+    status_code=303,
+    responses={
+        303: {"description": "Back to the platform (`PLATFORM_RETURN_URL`) with how connecting ended."},
+        **error_responses(422, 503),
+    },
 )
 async def oauth_callback(
     request: Request,
     session: SessionDep,
     services: ServicesDep,
-    state: Annotated[str | None, Query(max_length=512)] = None,
-    code: Annotated[str | None, Query(max_length=1024)] = None,
+    state: Annotated[SafeStr | None, Query(max_length=512)] = None,
+    code: Annotated[SafeStr | None, Query(max_length=1024)] = None,
     realm_id: Annotated[str | None, Query(alias="realmId", max_length=64)] = None,
-    error: Annotated[str | None, Query(max_length=128)] = None,
+    error: Annotated[SafeStr | None, Query(max_length=128)] = None,
 ) -> Response:
     """Where Intuit sends the browser back. Accepted only from the browser that opened the start link (its flow
     cookie). Redirects to the platform with `quickbooks=connected` or an error, and clears the flow cookie."""

@@ -9,11 +9,11 @@ from prometheus_client import Counter
 
 from activities.connection import start_realm_events
 from api.deps import ServicesDep, SessionDep
-from api.errors import ApiError
+from api.errors import ApiError, error_responses
 from models.queries import insert_ignoring_conflicts
-from models.schemas import ErrorResponse, WebhookAccepted
+from models.schemas import WebhookAccepted
 from models.tables import QuickBooksEvent, WebhookDelivery, utcnow
-from qbo.webhooks import WebhookPayloadError, parse_webhook, verify_signature
+from qbo.webhooks import SIGNATURE_HEADER, WebhookPayloadError, read_webhook, verify_signature
 
 logger = logging.getLogger(__name__)
 
@@ -39,29 +39,51 @@ async def _body_within_limit(request: Request, limit: int) -> bytes:
 
 @router.post(
     "/webhooks/quickbooks",
-    responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
+    responses=error_responses(400, 401, 413, 503),
+    openapi_extra={
+        "parameters": [
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": True,
+                "description": "base64(HMAC-SHA256(key = the app's verifier token, message = the raw body))",
+                "schema": {"type": "string"},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "description": 'Classic (`{"eventNotifications": [...]}`) or CloudEvents (an array of events).',
+            "content": {"application/json": {"schema": {"anyOf": [{"type": "object"}, {"type": "array"}]}}},
+        },
+    },
 )
 async def quickbooks_webhook(request: Request, session: SessionDep, services: ServicesDep) -> WebhookAccepted:
-    """Intuit's change notifications (classic or CloudEvents). 200 means stored: nothing accepted is ever lost."""
+    """Intuit's change notifications (classic or CloudEvents). 200 means stored: nothing accepted is ever lost.
+
+    An event that cannot be read costs only itself: the others are stored and acknowledged, and the delivery is kept
+    verbatim with what could not be read (`unreadable` counts them). A delivery with nothing readable is a 400."""
     settings = services.settings
     body = await _body_within_limit(request, settings.webhook_max_body_bytes)
     if not verify_signature(
-        body, request.headers.get("intuit-signature"), settings.qbo_webhook_verifier_token.get_secret_value()
+        body, request.headers.get(SIGNATURE_HEADER), settings.qbo_webhook_verifier_token.get_secret_value()
     ):
         WEBHOOK_DELIVERIES.labels("bad_signature").inc()
         raise ApiError(401, "invalid_signature", "The intuit-signature header does not match the body.")
 
-    text = body.decode("utf-8", errors="replace")
     try:
-        events = parse_webhook(body)
+        batch = read_webhook(body)
     except WebhookPayloadError as exc:
-        # Signed by Intuit but unreadable: keep it for operators, and say why.
-        session.add(WebhookDelivery(body=text, event_count=0, parse_error=str(exc)))
-        await session.commit()
-        WEBHOOK_DELIVERIES.labels("malformed").inc()
+        await _keep_unreadable(session, body, str(exc), unreadable=1)
         raise ApiError(400, "malformed_payload", f"The webhook payload could not be read: {exc}") from exc
+    events = batch.events
+    summary = batch.problem_summary()
+    if summary is not None and not events:
+        await _keep_unreadable(session, body, summary, unreadable=len(batch.problems))
+        raise ApiError(400, "malformed_payload", f"No event of the webhook payload could be read: {summary}")
 
-    delivery = WebhookDelivery(body=text, event_count=len(events))
+    delivery = WebhookDelivery(
+        body=body, event_count=len(events), unreadable_count=len(batch.problems), parse_error=summary
+    )
     session.add(delivery)
     await session.flush()
     now = utcnow()
@@ -86,9 +108,18 @@ async def quickbooks_webhook(request: Request, session: SessionDep, services: Se
         ],
     )
     await session.commit()
-    WEBHOOK_DELIVERIES.labels("accepted").inc()
+    WEBHOOK_DELIVERIES.labels("accepted" if not batch.problems else "partly_unreadable").inc()
     WEBHOOK_EVENTS.labels("stored").inc(accepted)
     WEBHOOK_EVENTS.labels("duplicate").inc(len(events) - accepted)
+    if batch.problems:
+        # Acknowledged (Intuit would otherwise redeliver the readable events forever), and kept for operators.
+        WEBHOOK_EVENTS.labels("unreadable").inc(len(batch.problems))
+        logger.warning(
+            "webhook delivery %s: %d event(s) could not be read (kept verbatim with the delivery), %d read",
+            delivery.id,
+            len(batch.problems),
+            len(events),
+        )
 
     for realm_id in sorted({event.realm_id for event in events}):
         try:
@@ -96,4 +127,14 @@ async def quickbooks_webhook(request: Request, session: SessionDep, services: Se
         except Exception:
             # Stored already: the next delivery, reconnect or CDC sweep for this company picks it up.
             logger.exception("events workflow for realm %s not signalled", realm_id)
-    return WebhookAccepted(accepted=accepted, duplicates=len(events) - accepted)
+    return WebhookAccepted(
+        accepted=accepted, duplicates=len(events) - accepted, unreadable=len(batch.problems)
+    )
+
+
+async def _keep_unreadable(session: SessionDep, body: bytes, problem: str, *, unreadable: int) -> None:
+    """Signed by Intuit but with nothing readable: keep it for operators, and say why (a 400 follows)."""
+    session.add(WebhookDelivery(body=body, event_count=0, unreadable_count=unreadable, parse_error=problem))
+    await session.commit()
+    WEBHOOK_DELIVERIES.labels("malformed").inc()
+    WEBHOOK_EVENTS.labels("unreadable").inc(unreadable)

@@ -137,9 +137,7 @@ async def test_malformed_but_signed_webhooks_are_kept_and_reported(
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "malformed_payload"
         async with engine.sessions() as session:
-            kept = (
-                await session.exec(select(WebhookDelivery).where(WebhookDelivery.body == body.decode()))
-            ).first()
+            kept = (await session.exec(select(WebhookDelivery).where(WebhookDelivery.body == body))).first()
             assert kept is not None and kept.parse_error
 
 
@@ -164,7 +162,7 @@ async def test_an_accepted_event_is_stored_once_with_its_dedupe_key(
             f"{engine.api_url}/webhooks/quickbooks", content=body, headers=signed(body)
         )
         assert response.status_code == 200
-        assert response.json() == expected
+        assert response.json() == {**expected, "unreadable": 0}
     async with engine.sessions() as session:
         rows = (
             await session.exec(

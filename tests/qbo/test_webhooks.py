@@ -295,7 +295,10 @@ def _without(item: dict[str, Any], key: str) -> dict[str, Any]:
         (b'{"eventNotifications": [1]}', "not an object"),
         (b'{"eventNotifications": [{"dataChangeEvent": {"entities": []}}]}', "no realmId"),
         (b'{"eventNotifications": [{"realmId": "1"}]}', "no dataChangeEvent"),
-        (b'{"eventNotifications": [{"realmId": "1", "dataChangeEvent": {}}]}', "entities is not an array"),
+        (
+            b'{"eventNotifications": [{"realmId": "1", "dataChangeEvent": {}}]}',
+            "no dataChangeEvent.entities array",
+        ),
         (
             b'{"eventNotifications": [{"realmId": "1", "dataChangeEvent": {"entities": [{"id": "1", "operation": "Create"}]}}]}',
             "no name",
@@ -344,6 +347,12 @@ def test_malformed_payloads_are_rejected_with_a_reason(body: bytes, complaint: s
         ("2025-09-10T21:31:25", datetime(2025, 9, 10, 21, 31, 25, tzinfo=UTC)),
         ("2025-09-10T21:31Z", datetime(2025, 9, 10, 21, 31, tzinfo=UTC)),
         ("yesterday", None),
+        # Not a QuickBooks Online change time (and near year 1 or 9999, not even a time once in UTC).
+        ("1999-12-31T23:59:59Z", None),
+        ("2100-01-01T00:00:00Z", None),
+        ("0001-01-01T00:00:00+0100", None),
+        ("9999-12-31T23:59:59-2300", None),
+        ("\uff12\uff10\uff12\uff15-09-10T21:31:25Z", None),  # full-width digits are not digits here
         ("2025-13-10T21:31:25Z", None),
         ("2025-09-10T21:31:25+2500", None),
     ],

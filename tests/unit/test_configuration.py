@@ -3,21 +3,26 @@ match the settings."""
 
 from __future__ import annotations
 
+import os
 import re
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlmodel import SQLModel
 
 import models.tables  # noqa: F401  (registers the tables)
 from models.db import alembic_config, migrate, sync_database_url
 from settings import Settings
+from tests.conftest import _postgres_reachable, _postgres_server_url
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -101,3 +106,49 @@ def test_the_two_commands_are_where_a_newcomer_looks(path: str) -> None:
     assert "make test" in text
     if path == "README.md":
         assert text.index("make run") < 400 and text.index("make test") < 400
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind (PostgreSQL where one answers, as for the other tests)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    server = _postgres_server_url()
+    if not _postgres_reachable(server):
+        if os.environ.get("TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"TEST_REQUIRE_POSTGRES=1 but no PostgreSQL answers at {server}")
+        pytest.skip("no PostgreSQL")
+    name = f"qbo_sync_migration_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://{server.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_kept_webhook_bodies_and_amounts_survive_the_migration(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0002")
+    engine = create_engine(sync_database_url(empty_database))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO quickbooks_webhook_delivery (received_at, body, event_count) "
+                    "VALUES (CURRENT_TIMESTAMP, :body, 0)"
+                ),
+                {"body": '{"eventNotifications": [], "note": "é"}'},
+            )
+        command.upgrade(config, "head")
+        with engine.connect() as connection:
+            body, unreadable = connection.execute(
+                text("SELECT body, unreadable_count FROM quickbooks_webhook_delivery")
+            ).one()
+        assert bytes(body) == '{"eventNotifications": [], "note": "é"}'.encode()
+        assert unreadable == 0
+        assert schema_differences(empty_database) == []
+    finally:
+        engine.dispose()

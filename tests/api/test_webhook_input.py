@@ -1,0 +1,206 @@
+"""Intuit's webhook route under hostile but signed bodies: only documented answers, nothing lost, nothing echoed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from sqlmodel import col, select
+
+from models.tables import QuickBooksEvent, WebhookDelivery
+from tests.e2e.test_payments_and_webhooks import signed
+from tests.engine import SERVICE_TOKEN, Engine
+from tests.qbo.hypothesis_webhooks import webhook_bodies
+
+DOCUMENTED = {200, 400, 401, 413}
+
+
+async def post(engine: Engine, http: httpx.AsyncClient, body: bytes) -> httpx.Response:
+    return await http.post(f"{engine.api_url}/webhooks/quickbooks", content=body, headers=signed(body))
+
+
+async def deliveries_of(engine: Engine, body: bytes) -> list[WebhookDelivery]:
+    async with engine.sessions() as session:
+        return list((await session.exec(select(WebhookDelivery).where(WebhookDelivery.body == body))).all())
+
+
+async def events_of(engine: Engine, delivery: WebhookDelivery) -> list[tuple[str, str, str, str]]:
+    async with engine.sessions() as session:
+        rows = (
+            await session.exec(
+                select(QuickBooksEvent)
+                .where(QuickBooksEvent.delivery_id == delivery.id)
+                .order_by(col(QuickBooksEvent.id))
+            )
+        ).all()
+    return [(row.realm_id, row.entity, row.entity_id, row.operation) for row in rows]
+
+
+async def metric(engine: Engine, http: httpx.AsyncClient, sample: str) -> float:
+    text = (
+        await http.get(f"{engine.api_url}/metrics", headers={"Authorization": f"Bearer {SERVICE_TOKEN}"})
+    ).text
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_one_unreadable_event_does_not_cost_the_valid_events_beside_it(
+    engine: Engine, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    await engine.stop_workers()  # what is stored is the point here, not what the events workflow does with it
+    unreadable_metric = 'qbo_sync_webhook_events_total{outcome="unreadable"}'
+    before = await metric(engine, http, unreadable_metric)
+    classic = {
+        "eventNotifications": [
+            {
+                "realmId": "4620816365000000101",
+                "dataChangeEvent": {
+                    "entities": [
+                        {"name": "Payment", "id": "901", "operation": "Create"},
+                        {"name": "Invoice", "id": "ada@example.com", "operation": "Update"},
+                        {"name": "Invoice", "id": "902", "operation": "Void"},
+                    ]
+                },
+            }
+        ]
+    }
+    cloud = [
+        {"specversion": "1.0", "id": "u-1", "type": "qbo.payment.created.v1", "intuitaccountid": "4620816365000000101", "intuitentityid": "903"},
+        {"specversion": "1.0", "id": "u-2", "type": "qbo.payment.created.v1", "intuitaccountid": "Ada Lovelace", "intuitentityid": "904"},
+    ]  # fmt: skip
+    for payload, readable in [
+        (classic, [("Payment", "901", "Create"), ("Invoice", "902", "Void")]),
+        (cloud, [("Payment", "903", "Create")]),
+    ]:
+        body = json.dumps(payload).encode()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="api.routes.webhooks"):
+            response = await post(engine, http, body)
+        # 200: Intuit must not retry the valid events forever because of the one beside them.
+        assert response.status_code == 200, response.text
+        assert response.json() == {"accepted": len(readable), "duplicates": 0, "unreadable": 1}
+        [delivery] = await deliveries_of(engine, body)
+        assert (delivery.event_count, delivery.unreadable_count) == (len(readable), 1)
+        assert delivery.parse_error and (
+            "entities[1]" in delivery.parse_error or "#1" in delivery.parse_error
+        )
+        stored = await events_of(engine, delivery)
+        assert [(entity, entity_id, op) for _, entity, entity_id, op in stored] == readable
+        # Operators see it: a log line, without what the event carried.
+        [line] = [r.getMessage() for r in caplog.records if "could not be read" in r.getMessage()]
+        assert "ada@example.com" not in line and "Ada Lovelace" not in line
+        # A redelivery stores no event twice, and is kept as Intuit sent it.
+        again = await post(engine, http, body)
+        assert again.json() == {"accepted": 0, "duplicates": len(readable), "unreadable": 1}
+    # Each POST counts what it could not read (the redeliveries too).
+    assert await metric(engine, http, unreadable_metric) == before + 4
+
+
+async def test_signed_hostile_fields_are_refused_per_event_and_never_a_500(
+    engine: Engine, http: httpx.AsyncClient
+) -> None:
+    await engine.stop_workers()
+
+    ids = iter(range(1_000))
+
+    def cloud_event(**fields: Any) -> dict[str, Any]:
+        return {
+            "specversion": "1.0",
+            "id": f"hostile-{uuid.uuid4().hex[:8]}-{next(ids)}",
+            "type": "qbo.invoice.updated.v1",
+            "intuitaccountid": "1185883450",
+            "intuitentityid": "77",
+            **fields,
+        }
+
+    hostile = [
+        cloud_event(intuitaccountid="9" * 40),  # past the realm_id column (Postgres: a 500)
+        cloud_event(intuitaccountid="118\x005883450"),  # NUL (Postgres: a 500)
+        cloud_event(intuitentityid="7" * 33),
+        cloud_event(type="qbo." + "invoice" * 6 + ".updated.v1"),  # an entity name past its column
+        cloud_event(type="qbo.invoice." + "updated" * 4 + ".v1"),  # an operation past its column
+        cloud_event(id="\ud800"),  # a lone surrogate in the dedupe key (a 500 everywhere)
+        cloud_event(data={"deletedid": "x"}),
+    ]
+    # Kept, with the time left unread: year 1 with a positive offset is before datetime's range in UTC.
+    kept = [cloud_event(time="0001-01-01T00:00:00+2359"), cloud_event(time="9999-12-31T23:59:59-2300")]
+    for event in hostile:
+        response = await post(engine, http, json.dumps([event]).encode())
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "malformed_payload"
+    body = json.dumps(kept + hostile).encode()
+    response = await post(engine, http, body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 2, "duplicates": 0, "unreadable": len(hostile)}
+    [delivery] = await deliveries_of(engine, body)
+    async with engine.sessions() as session:
+        rows = (
+            await session.exec(select(QuickBooksEvent).where(QuickBooksEvent.delivery_id == delivery.id))
+        ).all()
+    assert [row.occurred_at for row in rows] == [None, None]
+
+
+async def test_any_bytes_intuit_signs_are_kept_verbatim(engine: Engine, http: httpx.AsyncClient) -> None:
+    for body in (b"\x00\xff\xfe{", b'{"eventNotifications": "\x00"}', b"[" * 100_000, "\ufeff[]".encode()):
+        response = await post(engine, http, body)
+        assert response.status_code in (200, 400), response.text
+        [delivery] = await deliveries_of(engine, body)
+        assert delivery.body == body
+
+
+async def test_a_delivery_of_thousands_of_events_is_stored_whole(
+    engine: Engine, http: httpx.AsyncClient
+) -> None:
+    await engine.stop_workers()
+    entities = [{"name": "Invoice", "id": str(n), "operation": "Update"} for n in range(7000)]
+    body = json.dumps(
+        {"eventNotifications": [{"realmId": "5550001", "dataChangeEvent": {"entities": entities}}]}
+    ).encode()
+    assert len(body) < engine.settings.webhook_max_body_bytes
+    response = await post(engine, http, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 7000
+    [delivery] = await deliveries_of(engine, body)
+    assert len(await events_of(engine, delivery)) == 7000
+
+
+async def test_signed_bodies_of_any_shape_get_only_documented_answers(engine: Engine) -> None:
+    await engine.stop_workers()
+    url = f"{engine.api_url}/webhooks/quickbooks"
+
+    def fuzz() -> list[str]:
+        problems: list[str] = []
+        with httpx.Client(timeout=30) as client:
+
+            @settings(
+                max_examples=300,
+                derandomize=True,
+                database=None,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(body=webhook_bodies)
+            def check(body: bytes) -> None:
+                response = client.post(url, content=body, headers=signed(body))
+                if response.status_code not in DOCUMENTED or response.status_code == 401:
+                    problems.append(f"{response.status_code} for {body[:200]!r}: {response.text[:300]}")
+                    return
+                if response.status_code == 200:
+                    answer = response.json()
+                    assert set(answer) == {"accepted", "duplicates", "unreadable"}, answer
+                else:
+                    assert response.json()["error"]["code"] in ("malformed_payload", "payload_too_large")
+
+            check()
+        return problems
+
+    problems = await asyncio.to_thread(fuzz)
+    assert problems == [], "\n".join(problems[:10])
