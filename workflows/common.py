@@ -60,6 +60,10 @@ class PlatformEventOutbox:
             )
         )
 
+    def delivered(self) -> bool:
+        """Whether every delivery started has ended (delivered, or given up)."""
+        return all(delivery.done() for _, delivery in self._deliveries)
+
     async def drain(self) -> None:
         for event, delivery in self._deliveries:
             try:

@@ -155,9 +155,11 @@ class ConnectionWorkflow:
             else:
                 await self._wait_and_do_what_is_due()
 
+        # Disconnected: deliver what is left, unless the user connects again meanwhile. Then a fresh run adopts the
+        # new authorization at once and takes over the deliveries (the platform may be down for days).
+        await workflow.wait_condition(lambda: self._outbox.delivered() or bool(self._grants))
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._grants:
-            # Connected again while the disconnect was finishing: a fresh run adopts the new authorization.
             workflow.continue_as_new(
                 ConnectionWorkflowInput(
                     account_id=self._account_id,
