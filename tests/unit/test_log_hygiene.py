@@ -33,22 +33,42 @@ async def test_a_failing_statement_never_shows_its_parameters(
     assert "grace@example.com" not in str(excinfo.value)
 
 
-def test_request_lines_are_logged_without_their_query_strings(caplog: pytest.LogCaptureFixture) -> None:
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_request_lines_are_logged_without_their_query_strings() -> None:
     configure_logging("DEBUG")
-    caplog.set_level(logging.DEBUG)
-    url = httpx.URL(
-        "http://127.0.0.1:8900/v3/company/1/query?query=SELECT+%2A+WHERE+Email+%3D+%27grace%40x.com%27"
-    )
-    logging.getLogger("httpx").info('HTTP Request: %s %s "%s %d %s"', "GET", url, "HTTP/1.1", 200, "OK")
-    logging.getLogger("uvicorn.access").info(
-        '%s - "%s %s HTTP/%s" %d',
-        "127.0.0.1:5000",
-        "GET",
-        "/oauth/quickbooks/callback?code=AB11secretcode&state=s3cr3tstate&realmId=1",
-        "1.1",
-        303,
-    )
-    logged = "\n".join(record.getMessage() for record in caplog.records)
+    # A handler on the loggers themselves: an in-process uvicorn (other tests) stops its access log propagating.
+    kept = Kept()
+    loggers = [logging.getLogger(name) for name in ("httpx", "uvicorn.access")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(kept)
+        logger.setLevel(logging.DEBUG)
+    try:
+        url = httpx.URL(
+            "http://127.0.0.1:8900/v3/company/1/query?query=SELECT+%2A+WHERE+Email+%3D+%27grace%40x.com%27"
+        )
+        logging.getLogger("httpx").info('HTTP Request: %s %s "%s %d %s"', "GET", url, "HTTP/1.1", 200, "OK")
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d',
+            "127.0.0.1:5000",
+            "GET",
+            "/oauth/quickbooks/callback?code=AB11secretcode&state=s3cr3tstate&realmId=1",
+            "1.1",
+            303,
+        )
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(kept)
+            logger.setLevel(level)
+    logged = "\n".join(kept.lines)
     assert "/v3/company/1/query?[query hidden]" in logged
     assert "/oauth/quickbooks/callback?[query hidden] HTTP/1.1" in logged
     for secret in ("grace", "AB11secretcode", "s3cr3tstate"):
