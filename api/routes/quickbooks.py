@@ -608,22 +608,19 @@ def _with_query(url: str, params: dict[str, str]) -> str:
 
 
 @router.get("/oauth/quickbooks/done", response_class=HTMLResponse, include_in_schema=False)
-async def oauth_done(
-    quickbooks: str = "",
-    reason: str = "",
-    message: str = "",
-    account_id: str = "",
-    realm_id: str = "",
-    company_name: str = "",
-) -> HTMLResponse:
-    """The default PLATFORM_RETURN_URL for local runs: shows how connecting ended."""
+async def oauth_done(quickbooks: str = "", reason: str = "", realm_id: str = "") -> HTMLResponse:
+    """The default PLATFORM_RETURN_URL for local runs: shows how connecting ended.
+
+    It says only what it can say without trusting the link: anyone can craft one, so free text in it (a message,
+    a company name) would let a stranger put words on this site. A reason is shown only as a known code."""
     if quickbooks == "connected":
         title = "QuickBooks connected"
-        company = company_name or f"QuickBooks company {realm_id}"
-        text = f"Account {account_id} is connected to {company}."
+        company = f" to QuickBooks company {realm_id}" if _REALM_ID.fullmatch(realm_id) else ""
+        text = f"The account is connected{company}. You can close this page."
     else:
         title = "QuickBooks was not connected"
-        text = message or reason or "Unknown outcome."
+        code = f" ({reason})" if _OAUTH_ERROR_CODE.fullmatch(reason) else ""
+        text = f"Connecting did not finish{code}. Start connecting again from the platform."
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
         "<body style='font-family:sans-serif;max-width:40em;margin:3em auto'>"

@@ -315,19 +315,26 @@ async def test_quickbooks_unreachable_while_verifying_refuses_and_revokes(engine
     assert (await engine.connection_status(account))["status"] == "not_connected"
 
 
-async def test_the_local_done_page_names_the_company(engine: Engine) -> None:
+async def test_the_local_done_page_never_shows_words_from_the_link(engine: Engine) -> None:
+    # Anyone can craft a link to this page: free text in it would put a stranger's words on this site.
+    lure = "Your account is suspended: call +1 555 0100"
     async with httpx.AsyncClient(timeout=30) as browser:
-        page = await browser.get(
+        connected = await browser.get(
             f"{engine.api_url}/oauth/quickbooks/done",
-            params={
-                "quickbooks": "connected",
-                "account_id": "a1",
-                "realm_id": "123",
-                "company_name": "Bob's <Bakery>",
-            },
+            params={"quickbooks": "connected", "realm_id": "123", "company_name": lure, "account_id": lure},
         )
-    assert page.status_code == 200
-    assert "connected to Bob&#x27;s &lt;Bakery&gt;" in page.text
+        failed = await browser.get(
+            f"{engine.api_url}/oauth/quickbooks/done",
+            params={"quickbooks": "error", "reason": "state_expired", "message": lure},
+        )
+        garbled = await browser.get(
+            f"{engine.api_url}/oauth/quickbooks/done", params={"quickbooks": "error", "reason": lure}
+        )
+    assert "connected to QuickBooks company 123" in connected.text
+    assert "(state_expired)" in failed.text
+    for page in (connected, failed, garbled):
+        assert page.status_code == 200
+        assert "suspended" not in page.text
 
 
 # --- The flow belongs to the browser that started it --------------------------------------------------------
