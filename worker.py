@@ -16,9 +16,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 import temporal_support
+from activities.change_sweep import ChangeSweepActivities
 from activities.connection import ConnectionActivities
+from activities.disconnect import DisconnectActivities
+from activities.events import EventActivities
+from activities.health import HealthActivities
+from activities.invoice_sync import InvoiceSyncActivities
 from activities.notify import PlatformEventActivities
-from activities.quickbooks import QuickBooksActivities
+from activities.quickbooks_access import QuickBooksAccess
 from activities.store import StoreActivities
 from logging_setup import configure_logging
 from models.crypto import TokenCipher
@@ -84,16 +89,28 @@ def build_workers(
     `max_cached_workflows=0` turns off the sticky cache (every workflow task replays history).
     """
     endpoints = endpoints_for(settings.qbo_environment, settings.qbo_base_url)
-    quickbooks = QuickBooksActivities(
+    access = QuickBooksAccess(
         sessions=resources.sessions,
         cipher=resources.cipher,
         temporal=client,
         http=resources.http,
         limiter=resources.limiter,
         api_base_url=endpoints.api_base_url,
-        task_queue=settings.temporal_task_queue,
         minor_version=settings.qbo_minor_version,
         timeout=settings.qbo_request_timeout_seconds,
+    )
+    invoices = InvoiceSyncActivities(access=access, sessions=resources.sessions)
+    events = EventActivities(access=access, sessions=resources.sessions, temporal=client)
+    sweep = ChangeSweepActivities(
+        access=access, sessions=resources.sessions, temporal=client, task_queue=settings.temporal_task_queue
+    )
+    health = HealthActivities(access=access, sessions=resources.sessions)
+    disconnect = DisconnectActivities(
+        access=access,
+        sessions=resources.sessions,
+        temporal=client,
+        cipher=resources.cipher,
+        oauth=resources.oauth,
     )
     store = StoreActivities(resources.sessions)
     platform = PlatformEventActivities(
@@ -115,12 +132,12 @@ def build_workers(
         max_cached_workflows=max_cached_workflows,
         workflows=[InvoiceWorkflow, ConnectionWorkflow, QuickBooksEventsWorkflow],
         activities=[
-            quickbooks.sync_invoice,
-            quickbooks.void_invoice,
-            quickbooks.process_pending_events,
-            quickbooks.check_connection,
-            quickbooks.sweep_changes,
-            quickbooks.void_for_disconnect,
+            invoices.sync_invoice,
+            invoices.void_invoice,
+            events.process_pending_events,
+            health.check_connection,
+            sweep.sweep_changes,
+            disconnect.void_for_disconnect,
             store.record_invoice,
             store.pause_invoice,
             platform.deliver_platform_event,
@@ -136,8 +153,8 @@ def build_workers(
             connection.record_connection,
             connection.signal_invoices,
             connection.drain_realm_events,
-            connection.begin_disconnect,
-            connection.finish_disconnect,
+            disconnect.begin_disconnect,
+            disconnect.finish_disconnect,
         ],
     )
     return [main, tokens]

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, func
 from sqlmodel import col, select, update
 from temporalio import activity
 from temporalio.client import Client
@@ -18,28 +17,27 @@ from temporalio.service import RPCError
 
 from activities.heartbeat import heartbeating
 from models.connections import company_held
-from models.crypto import TokenCipher
+from models.crud import add_notification, resolve_notifications
+from models.crypto import TokenCipher, encrypted_token_columns
 from models.db import SessionFactory
-from models.queries import for_update, insert_ignoring_conflicts
-from models.tables import InvoiceSync, Notification, QuickBooksConnection, QuickBooksGrant
-from qbo.errors import InvalidClient, InvalidGrant, QboOAuthError
-from qbo.oauth import QboOAuth, TokenSet
-from workflows.ids import invoice_workflow_id, realm_events_workflow_id
-from workflows.messages import (
-    AUTHORIZATION_HOLDING_STATUSES,
+from models.domain import (
     COMPANY_BOUND_STATUSES,
     DIFFERENT_COMPANY,
+    UNCONNECTED_STATUSES,
     USABLE_CONNECTION_STATUSES,
+    ConnectionStatus,
+)
+from models.queries import for_update
+from models.tables import InvoiceSync, QuickBooksConnection, QuickBooksGrant
+from qbo.errors import InvalidGrant, QboOAuthError
+from qbo.oauth import QboOAuth, TokenSet
+from workflows.handles import start_realm_events
+from workflows.ids import invoice_workflow_id
+from workflows.messages import (
     AdoptGrantInput,
     AdoptGrantResult,
-    BeginDisconnectInput,
-    BeginDisconnectResult,
     ConnectionInfo,
     ConnectionRecord,
-    ConnectionStatus,
-    DisconnectMode,
-    InvoiceStatus,
-    RealmEventsInput,
     RefreshTokensInput,
     RefreshTokensResult,
     SignalInvoicesInput,
@@ -129,7 +127,7 @@ class ConnectionActivities:
                     non_retryable=True,
                 )
             # The connection date is when this company was connected; a reconnect after expiry keeps it.
-            if realm_changed or row.connected_at is None or row.status in _ENDED_STATUSES:
+            if realm_changed or row.connected_at is None or row.status in UNCONNECTED_STATUSES:
                 row.connected_at = now
             row.realm_id = grant.realm_id
             row.company_name = grant.company_name
@@ -199,7 +197,7 @@ class ConnectionActivities:
 
         async with self._sessions() as session:
             now = _now()
-            values = _token_columns(self._cipher, tokens)
+            values = encrypted_token_columns(self._cipher, tokens)
             result = await session.exec(
                 update(QuickBooksConnection)
                 .where(
@@ -236,36 +234,28 @@ class ConnectionActivities:
             row.status = record.status.value
             row.status_reason = record.reason
             row.updated_at = now
-            if record.status in _ENDED_STATUSES:
+            if record.status in UNCONNECTED_STATUSES:
                 row.access_token_enc = None
                 row.refresh_token_enc = None
             session.add(row)
             if record.notification is not None:
-                await insert_ignoring_conflicts(
+                await add_notification(
                     session,
-                    Notification,
-                    [
-                        {
-                            "account_id": record.account_id,
-                            "invoice_id": None,
-                            "kind": record.notification.kind,
-                            "message": record.notification.message,
-                            "action": record.notification.action,
-                            "created_at": now,
-                            "dedupe_key": record.notification.dedupe_key,
-                        }
-                    ],
+                    account_id=record.account_id,
+                    invoice_id=None,
+                    kind=record.notification.kind,
+                    message=record.notification.message,
+                    action=record.notification.action,
+                    dedupe_key=record.notification.dedupe_key,
+                    at=now,
                 )
             if record.resolve_notification_kinds:
-                await session.exec(
-                    update(Notification)
-                    .where(
-                        col(Notification.account_id) == record.account_id,
-                        col(Notification.invoice_id).is_(None),
-                        col(Notification.kind).in_(record.resolve_notification_kinds),
-                        col(Notification.resolved_at).is_(None),
-                    )
-                    .values(resolved_at=now)
+                await resolve_notifications(
+                    session,
+                    account_id=record.account_id,
+                    invoice_id=None,
+                    kinds=record.resolve_notification_kinds,
+                    at=now,
                 )
             await session.commit()
             return connection_info(row)
@@ -291,101 +281,6 @@ class ConnectionActivities:
             signalled += sum(results)
             activity.heartbeat(batch_start)
         return SignalInvoicesResult(signalled=signalled)
-
-    @activity.defn
-    async def begin_disconnect(self, request: BeginDisconnectInput) -> BeginDisconnectResult:
-        """Stop syncing at once (status `disconnecting`) and count what Disconnect & Void has to void."""
-        account_id = request.account_id
-        now = _now()
-        async with self._sessions() as session:
-            row = await session.get(QuickBooksConnection, account_id)
-            if row is None:
-                raise ApplicationError("no connection to disconnect", non_retryable=True)
-            to_void = 0
-            if request.mode == DisconnectMode.DISCONNECT_AND_VOID:
-                to_void = (
-                    await session.exec(
-                        select(func.count())
-                        .select_from(InvoiceSync)
-                        .where(InvoiceSync.account_id == account_id, *voidable_on_disconnect())
-                    )
-                ).one()
-            if row.status != ConnectionStatus.DISCONNECTING:
-                row.status = ConnectionStatus.DISCONNECTING.value
-                row.status_reason = None
-                row.disconnect_mode = request.mode.value
-                row.disconnect_total = to_void
-                row.disconnect_started_at = now
-                row.disconnect_finished_at = None
-                row.updated_at = now
-                session.add(row)
-                await session.commit()
-            return BeginDisconnectResult(to_void=row.disconnect_total)
-
-    @activity.defn
-    async def finish_disconnect(self, account_id: str) -> ConnectionInfo:
-        """Revoke the authorization at Intuit (best effort: it may be dead already) unless another account of
-        ours holds the same company, and forget the tokens.
-
-        Intuit documents that revoking a refresh token "disconnects the app from the company": while another
-        connection still holds the company, revoking would cut it off, so the tokens are only erased here (they
-        lapse at Intuit on their own). The company's connections stay locked from that look to the commit, so of
-        two accounts leaving one company at once the second sees the first gone, and revokes.
-        """
-        async with self._sessions() as session:
-            realm_id = (
-                await session.exec(
-                    select(QuickBooksConnection.realm_id).where(QuickBooksConnection.account_id == account_id)
-                )
-            ).first()
-            company = select(QuickBooksConnection).where(
-                QuickBooksConnection.realm_id == realm_id
-                if realm_id is not None
-                else QuickBooksConnection.account_id == account_id
-            )
-            if for_update(session):
-                # One lock order (by account) for every caller, so two of them never deadlock.
-                company = company.order_by(col(QuickBooksConnection.account_id)).with_for_update()
-            rows = (await session.exec(company)).all()
-            row = next((candidate for candidate in rows if candidate.account_id == account_id), None)
-            if row is None:
-                raise ApplicationError("no connection to disconnect", non_retryable=True)
-            shared = any(
-                other.account_id != account_id and other.status in AUTHORIZATION_HOLDING_STATUSES
-                for other in rows
-            )
-            if row.refresh_token_enc is not None and shared:
-                logger.info(
-                    "%s's authorization is erased, not revoked: another account holds the company", account_id
-                )
-            elif row.refresh_token_enc is not None:
-                try:
-                    await self._oauth.revoke(self._cipher.decrypt(row.refresh_token_enc))
-                except InvalidClient:
-                    raise
-                except QboOAuthError as exc:
-                    # Intuit could not be asked; the tokens are forgotten here either way and expire on their own.
-                    logger.warning("revoking %s's authorization failed: %s", account_id, exc)
-            now = _now()
-            row.status = ConnectionStatus.DISCONNECTED.value
-            row.status_reason = None
-            row.access_token_enc = None
-            row.refresh_token_enc = None
-            row.token_version += 1
-            row.disconnect_finished_at = now
-            row.updated_at = now
-            session.add(row)
-            await session.exec(
-                update(Notification)
-                .where(
-                    col(Notification.account_id) == account_id,
-                    col(Notification.invoice_id).is_(None),
-                    col(Notification.resolved_at).is_(None),
-                )
-                .values(resolved_at=now)
-            )
-            await session.commit()
-            return connection_info(row)
 
     @activity.defn
     async def drain_realm_events(self, realm_id: str) -> None:
@@ -425,19 +320,6 @@ class ConnectionActivities:
             return connection_info(row)
 
 
-_ENDED_STATUSES = frozenset({ConnectionStatus.DISCONNECTED.value, ConnectionStatus.NOT_CONNECTED.value})
-
-
-def _token_columns(cipher: TokenCipher, tokens: TokenSet) -> dict[str, object]:
-    return {
-        "access_token_enc": cipher.encrypt(tokens.access_token),
-        "refresh_token_enc": cipher.encrypt(tokens.refresh_token),
-        "access_expires_at": tokens.access_expires_at,
-        "refresh_expires_at": tokens.refresh_expires_at,
-        "refresh_hard_expires_at": tokens.refresh_hard_expires_at,
-    }
-
-
 def lifetimes_from_tokens(tokens: TokenSet) -> TokenLifetimes:
     return TokenLifetimes(
         access_seconds=float(tokens.expires_in),
@@ -458,35 +340,4 @@ def lifetimes_from_row(row: QuickBooksConnection) -> TokenLifetimes:
         access_seconds=max(left(row.access_expires_at) or 0.0, 0.0),
         refresh_seconds=left(row.refresh_expires_at),
         hard_seconds=left(row.refresh_hard_expires_at),
-    )
-
-
-def voidable_on_disconnect() -> list[ColumnElement[bool]]:
-    """Invoices Disconnect & Void must void: in QuickBooks, not voided, not yet dealt with."""
-    return [
-        col(InvoiceSync.qbo_invoice_id).is_not(None),
-        col(InvoiceSync.status).in_(
-            [InvoiceStatus.SYNCED.value, InvoiceStatus.PARTIALLY_PAID.value, InvoiceStatus.PAID.value]
-        ),
-        col(InvoiceSync.disconnect_outcome).is_(None),
-    ]
-
-
-def grant_columns(cipher: TokenCipher, tokens: TokenSet) -> dict[str, object]:
-    """The encrypted columns of a new grant (the OAuth callback stores one per authorization)."""
-    return _token_columns(cipher, tokens)
-
-
-def access_token_fresh_until(row: QuickBooksConnection, margin: timedelta) -> bool:
-    return row.access_expires_at is not None and row.access_expires_at - margin > _now()
-
-
-async def start_realm_events(temporal: Client, realm_id: str, task_queue: str) -> None:
-    """Signal-with-start the company's events workflow (the webhook route and reconnects use this)."""
-    await temporal.start_workflow(
-        "QuickBooksEventsWorkflow",
-        RealmEventsInput(realm_id=realm_id),
-        id=realm_events_workflow_id(realm_id),
-        task_queue=task_queue,
-        start_signal="events_arrived",
     )

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlmodel import col, select, update
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel import select
 from temporalio import activity
 
+from models.crud import add_notification, add_timeline_entry, resolve_notifications
 from models.db import SessionFactory
+from models.domain import USABLE_CONNECTION_STATUSES, InvoiceStatus
 from models.plans import quickbooks_entitled
-from models.queries import for_update, insert_ignoring_conflicts
-from models.tables import Account, InvoiceSync, Notification, QuickBooksConnection, TimelineEntry
+from models.queries import for_update
+from models.tables import Account, InvoiceSync, QuickBooksConnection
 from workflows.ids import invoice_workflow_id
-from workflows.messages import (
-    USABLE_CONNECTION_STATUSES,
-    InvoiceRecord,
-    InvoiceStatus,
-    NotificationItem,
-    PauseInput,
-    PauseResult,
-    TimelineItem,
-)
+from workflows.messages import InvoiceRecord, PauseInput, PauseResult
 
 
 def _now() -> datetime:
@@ -70,18 +63,34 @@ class StoreActivities:
             for name, value in values.items():
                 setattr(row, name, value)
             session.add(row)
-            await _add_timeline(session, record.account_id, record.invoice_id, record.timeline, now)
-            await _add_notification(session, record.account_id, record.invoice_id, record.notification, now)
+            if record.timeline is not None:
+                await add_timeline_entry(
+                    session,
+                    account_id=record.account_id,
+                    invoice_id=record.invoice_id,
+                    kind=record.timeline.kind,
+                    message=record.timeline.message,
+                    dedupe_key=record.timeline.dedupe_key,
+                    at=now,
+                )
+            if record.notification is not None:
+                await add_notification(
+                    session,
+                    account_id=record.account_id,
+                    invoice_id=record.invoice_id,
+                    kind=record.notification.kind,
+                    message=record.notification.message,
+                    action=record.notification.action,
+                    dedupe_key=record.notification.dedupe_key,
+                    at=now,
+                )
             if record.resolve_notification_kinds:
-                await session.exec(
-                    update(Notification)
-                    .where(
-                        col(Notification.account_id) == record.account_id,
-                        col(Notification.invoice_id) == record.invoice_id,
-                        col(Notification.kind).in_(record.resolve_notification_kinds),
-                        col(Notification.resolved_at).is_(None),
-                    )
-                    .values(resolved_at=now)
+                await resolve_notifications(
+                    session,
+                    account_id=record.account_id,
+                    invoice_id=record.invoice_id,
+                    kinds=record.resolve_notification_kinds,
+                    at=now,
                 )
             await session.commit()
 
@@ -113,63 +122,14 @@ class StoreActivities:
                 row.reason = request.reason
                 row.updated_at = now
                 session.add(row)
-                await _add_timeline(
+                await add_timeline_entry(
                     session,
-                    request.account_id,
-                    request.invoice_id,
-                    TimelineItem(
-                        kind="paused",
-                        message=f"Syncing paused: {request.reason}",
-                        dedupe_key=f"{invoice_workflow_id(request.account_id, request.invoice_id)}/paused/{now.isoformat()}",
-                    ),
-                    now,
+                    account_id=request.account_id,
+                    invoice_id=request.invoice_id,
+                    kind="paused",
+                    message=f"Syncing paused: {request.reason}",
+                    dedupe_key=f"{invoice_workflow_id(request.account_id, request.invoice_id)}/paused/{now.isoformat()}",
+                    at=now,
                 )
             await session.commit()
             return PauseResult(resume_now=False)
-
-
-async def _add_timeline(
-    session: AsyncSession, account_id: str, invoice_id: str, item: TimelineItem | None, now: datetime
-) -> None:
-    if item is None:
-        return
-    await insert_ignoring_conflicts(
-        session,
-        TimelineEntry,
-        [
-            {
-                "account_id": account_id,
-                "invoice_id": invoice_id,
-                "at": now,
-                "kind": item.kind,
-                "message": item.message,
-                "dedupe_key": item.dedupe_key,
-            }
-        ],
-    )
-
-
-async def _add_notification(
-    session: AsyncSession,
-    account_id: str,
-    invoice_id: str | None,
-    item: NotificationItem | None,
-    now: datetime,
-) -> None:
-    if item is None:
-        return
-    await insert_ignoring_conflicts(
-        session,
-        Notification,
-        [
-            {
-                "account_id": account_id,
-                "invoice_id": invoice_id,
-                "kind": item.kind,
-                "message": item.message,
-                "action": item.action,
-                "created_at": now,
-                "dedupe_key": item.dedupe_key,
-            }
-        ],
-    )

@@ -10,8 +10,8 @@ from __future__ import annotations
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from models.domain import AUTHORIZATION_HOLDING_STATUSES
 from models.tables import QuickBooksConnection
-from workflows.messages import AUTHORIZATION_HOLDING_STATUSES
 
 
 async def company_held(session: AsyncSession, realm_id: str, *, except_account: str | None = None) -> bool:

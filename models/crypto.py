@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from qbo.oauth import TokenSet
+
 
 class TokenDecryptionError(Exception):
     """A stored token could not be decrypted with any configured key (wrong or rotated-out key)."""
@@ -31,3 +33,14 @@ class TokenCipher:
 
     def __repr__(self) -> str:
         return "TokenCipher(<keys hidden>)"
+
+
+def encrypted_token_columns(cipher: TokenCipher, tokens: TokenSet) -> dict[str, object]:
+    """A token answer as the columns of a grant or a connection: the tokens encrypted, their lifetimes as times."""
+    return {
+        "access_token_enc": cipher.encrypt(tokens.access_token),
+        "refresh_token_enc": cipher.encrypt(tokens.refresh_token),
+        "access_expires_at": tokens.access_expires_at,
+        "refresh_expires_at": tokens.refresh_expires_at,
+        "refresh_hard_expires_at": tokens.refresh_hard_expires_at,
+    }

@@ -16,8 +16,9 @@ from models.bounds import (
     QUANTITY_DECIMAL_PLACES,
     SafeStr,
 )
+from models.domain import ConnectionStatus, DisconnectMode, InvoiceStatus
 from models.plans import Plan
-from workflows.messages import ConnectionStatus, DisconnectMode, InvoiceLine, InvoiceSnapshot, InvoiceStatus
+from workflows.messages import InvoiceLine, InvoiceSnapshot
 
 # Deliberately simple: one @, no spaces, a dot in the domain. QuickBooks caps addresses at 100 characters.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -11,6 +11,8 @@ from sqlalchemy.engine import Dialect
 from sqlmodel import Column, Field, SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
+from models.domain import EventStatus
+
 DEDUPE_KEY_MAX_LENGTH = 255
 
 
@@ -175,7 +177,7 @@ class InvoiceSync(SQLModel, table=True):
     qbo_invoice_id: str | None = Field(default=None, max_length=32)
     qbo_customer_id: str | None = Field(default=None, max_length=32)
     qbo_sync_token: int | None = None
-    # "voided", "refused" or "failed" once Disconnect & Void has dealt with this invoice.
+    # A VoidOutcome once Disconnect & Void has dealt with this invoice.
     disconnect_outcome: str | None = Field(default=None, max_length=16)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     sent_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
@@ -260,7 +262,7 @@ class QuickBooksEvent(SQLModel, table=True):
     received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     source: str = Field(default="webhook", max_length=16)
     delivery_id: int | None = Field(default=None, foreign_key="quickbooks_webhook_delivery.id")
-    status: str = Field(default="pending", max_length=16)
+    status: str = Field(default=EventStatus.PENDING.value, max_length=16)
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     processed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))

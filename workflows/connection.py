@@ -10,24 +10,29 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.change_sweep import ChangeSweepActivities
     from activities.connection import ConnectionActivities
-    from activities.quickbooks import QuickBooksActivities
+    from activities.disconnect import DisconnectActivities
+    from activities.health import HealthActivities
+    from models.domain import (
+        OPEN_INVOICE_STATUSES,
+        USABLE_CONNECTION_STATUSES,
+        ConnectionStatus,
+        DisconnectMode,
+        InvoiceStatus,
+    )
     from workflows.common import PlatformEventOutbox, should_continue_as_new
     from workflows.messages import (
-        USABLE_CONNECTION_STATUSES,
         AdoptGrantInput,
         BeginDisconnectInput,
         ConnectionChange,
         ConnectionInfo,
         ConnectionProgress,
         ConnectionRecord,
-        ConnectionStatus,
         ConnectionWorkflowInput,
         DisconnectAccepted,
-        DisconnectMode,
         DisconnectRequest,
         GrantSignal,
-        InvoiceStatus,
         NotificationItem,
         PlanChange,
         PlatformEvent,
@@ -63,15 +68,6 @@ FAN_OUT_HEARTBEAT = timedelta(seconds=30)
 DISCONNECT_BATCH = 100
 DISCONNECT_VOID_TIMEOUT = timedelta(hours=2)
 # Everything but what already ended: these invoice workflows are told when QuickBooks is disconnected.
-_NOT_FINISHED = [
-    InvoiceStatus.PENDING,
-    InvoiceStatus.SYNCING,
-    InvoiceStatus.SYNCED,
-    InvoiceStatus.PARTIALLY_PAID,
-    InvoiceStatus.PAID,
-    InvoiceStatus.FAILED,
-    InvoiceStatus.PAUSED,
-]
 
 
 def token_task_queue() -> str:
@@ -320,7 +316,7 @@ class ConnectionWorkflow:
     async def _check_health(self) -> None:
         try:
             result = await workflow.execute_activity_method(
-                QuickBooksActivities.check_connection,
+                HealthActivities.check_connection,
                 self._account_id,
                 start_to_close_timeout=QUICKBOOKS_CHECK_TIMEOUT,
                 heartbeat_timeout=QUICKBOOKS_HEARTBEAT_TIMEOUT,
@@ -335,7 +331,7 @@ class ConnectionWorkflow:
     async def _sweep(self) -> None:
         try:
             result = await workflow.execute_activity_method(
-                QuickBooksActivities.sweep_changes,
+                ChangeSweepActivities.sweep_changes,
                 SweepInput(account_id=self._account_id),
                 start_to_close_timeout=QUICKBOOKS_CHECK_TIMEOUT,
                 heartbeat_timeout=QUICKBOOKS_HEARTBEAT_TIMEOUT,
@@ -404,7 +400,7 @@ class ConnectionWorkflow:
         """Stop syncing; with Disconnect & Void first void every synced invoice; then revoke at Intuit (unless
         another account holds the same company) and forget the tokens."""
         started = await workflow.execute_activity_method(
-            ConnectionActivities.begin_disconnect,
+            DisconnectActivities.begin_disconnect,
             BeginDisconnectInput(account_id=self._account_id, mode=mode),
             task_queue=token_task_queue(),
             start_to_close_timeout=TOKEN_ACTIVITY_TIMEOUT,
@@ -416,7 +412,7 @@ class ConnectionWorkflow:
             remaining = started.to_void
             while remaining > 0:
                 batch = await workflow.execute_activity_method(
-                    QuickBooksActivities.void_for_disconnect,
+                    DisconnectActivities.void_for_disconnect,
                     VoidForDisconnectInput(account_id=self._account_id, batch_size=DISCONNECT_BATCH),
                     start_to_close_timeout=DISCONNECT_VOID_TIMEOUT,
                     heartbeat_timeout=QUICKBOOKS_HEARTBEAT_TIMEOUT,
@@ -428,13 +424,15 @@ class ConnectionWorkflow:
                 remaining = batch.remaining
         async with self._token_lock:
             self._info = await workflow.execute_activity_method(
-                ConnectionActivities.finish_disconnect,
+                DisconnectActivities.finish_disconnect,
                 self._account_id,
                 task_queue=token_task_queue(),
                 start_to_close_timeout=TOKEN_ACTIVITY_TIMEOUT,
                 retry_policy=TOKEN_RETRY_POLICY,
             )
-        await self._signal_invoices(_NOT_FINISHED, ConnectionChange(usable=False, disconnect_mode=mode.value))
+        await self._signal_invoices(
+            sorted(OPEN_INVOICE_STATUSES), ConnectionChange(usable=False, disconnect_mode=mode.value)
+        )
         self._emit("connection.disconnected", mode.value, mode=mode.value)
 
     # --- Messages ----------------------------------------------------------------------------------------

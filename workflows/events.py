@@ -8,7 +8,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.quickbooks import QuickBooksActivities
+    from activities.events import EventActivities
     from workflows.common import should_continue_as_new
     from workflows.messages import ProcessEventsInput, ProcessEventsResult, RealmEventsInput
 
@@ -49,7 +49,7 @@ class QuickBooksEventsWorkflow:
                     break
             self._pending = False
             result: ProcessEventsResult = await workflow.execute_activity_method(
-                QuickBooksActivities.process_pending_events,
+                EventActivities.process_pending_events,
                 ProcessEventsInput(realm_id=request.realm_id),
                 start_to_close_timeout=PROCESS_TIMEOUT,
                 heartbeat_timeout=PROCESS_HEARTBEAT,

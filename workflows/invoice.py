@@ -12,18 +12,25 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.quickbooks import QuickBooksActivities
+    from activities.invoice_sync import InvoiceSyncActivities
     from activities.store import StoreActivities
+    from models.domain import (
+        CONNECTION_UNAVAILABLE,
+        FINAL_INVOICE_STATUSES,
+        IN_QUICKBOOKS,
+        VOID_DONE,
+        VOID_NOT_DONE,
+        DisconnectMode,
+        InvoiceStatus,
+        VoidOutcome,
+    )
     from workflows import search_attributes
     from workflows.common import PlatformEventOutbox, should_continue_as_new
     from workflows.messages import (
-        CONNECTION_UNAVAILABLE,
         ConnectionChange,
-        DisconnectMode,
         InvoiceObservation,
         InvoiceProgress,
         InvoiceRecord,
-        InvoiceStatus,
         InvoiceStatusView,
         InvoiceWorkflowInput,
         InvoiceWorkflowResult,
@@ -60,9 +67,6 @@ STORE_RETRY_POLICY = RetryPolicy(
 # A paused invoice re-checks its connection this often, in case a resume signal was missed.
 PAUSE_RECHECK_INTERVAL = timedelta(hours=6)
 
-IN_QUICKBOOKS = frozenset({InvoiceStatus.SYNCED, InvoiceStatus.PARTIALLY_PAID, InvoiceStatus.PAID})
-FINAL = frozenset({InvoiceStatus.VOIDED, InvoiceStatus.DELETED_IN_QUICKBOOKS, InvoiceStatus.DISCONNECTED})
-
 
 @workflow.defn
 class InvoiceWorkflow:
@@ -94,7 +98,7 @@ class InvoiceWorkflow:
         for event in request.undelivered_events:
             self._outbox.send(event)
 
-        while self._progress.status not in FINAL:
+        while self._progress.status not in FINAL_INVOICE_STATUSES:
             if should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
@@ -154,7 +158,7 @@ class InvoiceWorkflow:
         progress.create_attempted = True
         try:
             result: SyncInvoiceResult = await workflow.execute_activity_method(
-                QuickBooksActivities.sync_invoice,
+                InvoiceSyncActivities.sync_invoice,
                 SyncInvoiceInput(
                     account_id=self._account_id,
                     invoice_id=self._invoice_id,
@@ -330,14 +334,13 @@ class InvoiceWorkflow:
             return
         try:
             result: VoidInvoiceResult = await workflow.execute_activity_method(
-                QuickBooksActivities.void_invoice,
+                InvoiceSyncActivities.void_invoice,
                 VoidInvoiceInput(
                     account_id=self._account_id,
                     invoice_id=self._invoice_id,
                     workflow_id=workflow.info().workflow_id,
                     doc_number=snapshot.number,
                     qbo_invoice_id=progress.qbo_invoice_id,
-                    generation=progress.manual_retries,
                 ),
                 start_to_close_timeout=SYNC_START_TO_CLOSE,
                 heartbeat_timeout=QBO_HEARTBEAT_TIMEOUT,
@@ -350,10 +353,10 @@ class InvoiceWorkflow:
                 )
                 return
             result = VoidInvoiceResult(
-                outcome="refused", reason=f"Voiding in QuickBooks failed: {_reason(err)}"
+                outcome=VoidOutcome.FAILED, reason=f"Voiding in QuickBooks failed: {_reason(err)}"
             )
 
-        if result.outcome == "refused":
+        if result.outcome in VOID_NOT_DONE:
             progress.void_requested = False
             reason = result.reason or "QuickBooks refused to void the invoice."
             progress.last_error = reason
@@ -369,7 +372,7 @@ class InvoiceWorkflow:
             )
             self._emit("invoice.void_failed", key=attempt, reason=reason)
             return
-        if result.outcome == "not_in_quickbooks":
+        if result.outcome == VoidOutcome.NOT_IN_QUICKBOOKS:
             await self._voided("Voided. It was not in QuickBooks.")
         else:
             await self._voided("Voided in QuickBooks.")
@@ -390,17 +393,17 @@ class InvoiceWorkflow:
         progress = self._progress
         outcome, reason = progress.disconnect_void_outcome, progress.disconnect_reason
         progress.disconnect_mode = progress.disconnect_void_outcome = progress.disconnect_reason = None
-        if outcome in ("voided", "not_in_quickbooks"):
+        if outcome in VOID_DONE:
             progress.balance_cents = 0
             message = (
-                "Voided in QuickBooks (Disconnect & Void)."
-                if outcome == "voided"
-                else "QuickBooks was disconnected (Disconnect & Void); the invoice was no longer in QuickBooks."
+                "QuickBooks was disconnected (Disconnect & Void); the invoice was no longer in QuickBooks."
+                if outcome == VoidOutcome.NOT_IN_QUICKBOOKS
+                else "Voided in QuickBooks (Disconnect & Void)."
             )
             await self._record(InvoiceStatus.VOIDED, timeline=self._timeline("voided", message))
             self._emit("invoice.voided", source="disconnect_and_void")
             return
-        if outcome in ("refused", "failed"):
+        if outcome in VOID_NOT_DONE:
             progress.last_error = reason
             message = f"QuickBooks was disconnected (Disconnect & Void), but the invoice was not voided there: {reason}"
         elif mode == DisconnectMode.DISCONNECT_AND_VOID and self._may_be_in_quickbooks():
@@ -440,7 +443,7 @@ class InvoiceWorkflow:
 
     @request_void.validator
     def _validate_void(self, request: VoidRequest) -> None:
-        if self._progress.status in FINAL:
+        if self._progress.status in FINAL_INVOICE_STATUSES:
             raise ValueError(f"the invoice is already {self._progress.status.value}")
 
     @workflow.query

@@ -8,44 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from enum import StrEnum
 
-
-class InvoiceStatus(StrEnum):
-    NOT_SYNCED = "not_synced"  # sent while QuickBooks was not connected: never synced
-    PENDING = "pending"  # accepted, the workflow has not started syncing yet
-    SYNCING = "syncing"  # a sync attempt (or one of its automatic retries) is under way
-    SYNCED = "synced"  # in QuickBooks, unpaid
-    PARTIALLY_PAID = "partially_paid"
-    PAID = "paid"
-    FAILED = "failed"  # automatic retries exhausted; waits for a manual retry
-    PAUSED = "paused"  # the connection cannot be used (expired, plan); resumes on reconnect
-    VOIDED = "voided"
-    DELETED_IN_QUICKBOOKS = (
-        "deleted_in_quickbooks"  # someone deleted it in QuickBooks; nothing left to follow
-    )
-    DISCONNECTED = "disconnected"  # QuickBooks was disconnected; no longer followed
-
-
-class ConnectionStatus(StrEnum):
-    NOT_CONNECTED = "not_connected"
-    CONNECTED = "connected"
-    EXPIRING = "expiring"  # works, but the authorization ends soon: reconnect
-    EXPIRED = "expired"  # Intuit refused the tokens (invalid_grant or revoked): reconnect
-    DISCONNECTING = "disconnecting"
-    DISCONNECTED = "disconnected"
-
-
-USABLE_CONNECTION_STATUSES = frozenset({ConnectionStatus.CONNECTED, ConnectionStatus.EXPIRING})
-# The connection holds a live authorization it still uses (Disconnect & Void voids with it while disconnecting).
-AUTHORIZATION_HOLDING_STATUSES = USABLE_CONNECTION_STATUSES | {ConnectionStatus.DISCONNECTING}
-# The account is tied to its company: an authorization of another company is refused until it disconnects.
-COMPANY_BOUND_STATUSES = AUTHORIZATION_HOLDING_STATUSES | {ConnectionStatus.EXPIRED}
-
-# Application error types workflows branch on (never on message text).
-CONNECTION_UNAVAILABLE = "ConnectionUnavailable"
-QUICKBOOKS_REJECTED = "QuickBooksRejected"
-DIFFERENT_COMPANY = "DifferentCompany"
+from models.domain import ConnectionStatus, DisconnectMode, InvoiceStatus, VoidOutcome
 
 
 @dataclass
@@ -111,7 +75,7 @@ class InvoiceProgress:
     retry_requested: bool = False
     resume_requested: bool = False
     disconnect_mode: str | None = None
-    disconnect_void_outcome: str | None = None
+    disconnect_void_outcome: VoidOutcome | None = None
     disconnect_reason: str | None = None
     pending_observations: list[InvoiceObservation] = field(default_factory=list)
 
@@ -178,11 +142,6 @@ class VoidAccepted:
     status: InvoiceStatus
 
 
-class DisconnectMode(StrEnum):
-    DISCONNECT_ONLY = "disconnect_only"
-    DISCONNECT_AND_VOID = "disconnect_and_void"
-
-
 @dataclass
 class ConnectionChange:
     """Sent to invoice workflows by the connection workflow."""
@@ -191,8 +150,8 @@ class ConnectionChange:
     reason: str | None = None
     # "disconnect_only" / "disconnect_and_void" when the user disconnected; None for expiry or resumption.
     disconnect_mode: str | None = None
-    # What Disconnect & Void did to this invoice in QuickBooks: "voided", "not_in_quickbooks", "refused", "failed".
-    void_outcome: str | None = None
+    # What Disconnect & Void did to this invoice in QuickBooks.
+    void_outcome: VoidOutcome | None = None
 
 
 # --- Activities of the invoice workflow ---------------------------------------------------------------------
@@ -226,12 +185,12 @@ class VoidInvoiceInput:
     workflow_id: str
     doc_number: str
     qbo_invoice_id: str | None = None
-    generation: int = 0
+    generation: int = 0  # no longer read: a void's requestid is its SyncToken's (kept for older histories)
 
 
 @dataclass
 class VoidInvoiceResult:
-    outcome: str  # "voided", "already_voided", "not_in_quickbooks" or "refused"
+    outcome: VoidOutcome
     reason: str | None = None
     observation: InvoiceObservation | None = None
 

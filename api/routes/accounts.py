@@ -11,13 +11,14 @@ from temporalio.service import RPCError
 from api.auth import account_token
 from api.deps import AccountDep, ServiceCallerDep, ServicesDep, SessionDep
 from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
+from models.domain import ConnectionStatus
 from models.plans import entitlement_problem, quickbooks_entitled
 from models.queries import insert_ignoring_conflicts
 from models.schemas import AccountPublic, AccountUpdate
 from models.tables import Account, QuickBooksConnection, utcnow
 from workflows.connection import ConnectionWorkflow
 from workflows.ids import connection_workflow_id
-from workflows.messages import ConnectionStatus, PlanChange
+from workflows.messages import PlanChange
 
 logger = logging.getLogger(__name__)
 

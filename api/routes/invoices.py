@@ -20,6 +20,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import AccountDep, ServicesDep, SessionDep
 from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
 from models.bounds import MAX_LIST_OFFSET, MAX_SNAPSHOT_BYTES
+from models.crud import add_timeline_entry
+from models.domain import UNFOLLOWED_INVOICE_STATUSES, ConnectionStatus, InvoiceStatus
 from models.plans import quickbooks_entitled
 from models.queries import insert_ignoring_conflicts
 from models.schemas import (
@@ -36,14 +38,7 @@ from models.tables import Account, InvoiceSync, Notification, QuickBooksConnecti
 from workflows import search_attributes
 from workflows.ids import invoice_workflow_id
 from workflows.invoice import InvoiceWorkflow
-from workflows.messages import (
-    ConnectionStatus,
-    InvoiceSnapshot,
-    InvoiceStatus,
-    InvoiceWorkflowInput,
-    RetrySyncRequest,
-    VoidRequest,
-)
+from workflows.messages import InvoiceSnapshot, InvoiceWorkflowInput, RetrySyncRequest, VoidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +46,6 @@ router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["invoices"])
 
 InvoiceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 # Statuses whose workflow has finished: QuickBooks is no longer followed for these.
-_FINISHED = {InvoiceStatus.DISCONNECTED.value, InvoiceStatus.DELETED_IN_QUICKBOOKS.value}
 
 
 def _sync_decision(
@@ -111,23 +105,18 @@ async def send_invoice(
             if status != InvoiceStatus.NOT_SYNCED
             else f"Sent. Not synced: {reason}"
         )
-        await insert_ignoring_conflicts(
+        await add_timeline_entry(
             session,
-            TimelineEntry,
-            [
-                {
-                    "account_id": account.id,
-                    "invoice_id": invoice_id,
-                    "at": utcnow(),
-                    "kind": "sent",
-                    "message": message,
-                    "dedupe_key": f"{invoice_workflow_id(account.id, invoice_id)}/sent/",
-                }
-            ],
+            account_id=account.id,
+            invoice_id=invoice_id,
+            kind="sent",
+            message=message,
+            dedupe_key=f"{invoice_workflow_id(account.id, invoice_id)}/sent/",
+            at=utcnow(),
         )
     await session.commit()
     row = await _invoice_row(session, account.id, invoice_id)
-    if row.status not in (InvoiceStatus.NOT_SYNCED, InvoiceStatus.VOIDED, *_FINISHED):
+    if row.status not in UNFOLLOWED_INVOICE_STATUSES:
         # Also on a repeated send: if the first start never reached Temporal, this one starts the workflow.
         await _start_invoice_workflow(services, row, snapshot)
     return InvoiceAccepted(invoice=await _public(session, row), duplicate=not inserted)
@@ -191,7 +180,7 @@ async def void_invoice(
     row = await _invoice_row(session, account.id, invoice_id)
     if row.status == InvoiceStatus.VOIDED:
         return await _public(session, row)
-    if row.status == InvoiceStatus.NOT_SYNCED or row.status in _FINISHED:
+    if row.status in UNFOLLOWED_INVOICE_STATUSES:
         await _void_locally(session, row)
         return await _public(session, row)
     handle = services.temporal.get_workflow_handle(invoice_workflow_id(account.id, invoice_id))
@@ -221,19 +210,14 @@ async def _void_locally(session: SessionDep, row: InvoiceSync) -> None:
     row.voided_at = now
     row.updated_at = now
     session.add(row)
-    await insert_ignoring_conflicts(
+    await add_timeline_entry(
         session,
-        TimelineEntry,
-        [
-            {
-                "account_id": row.account_id,
-                "invoice_id": row.invoice_id,
-                "at": now,
-                "kind": "voided",
-                "message": message,
-                "dedupe_key": f"{invoice_workflow_id(row.account_id, row.invoice_id)}/voided/local",
-            }
-        ],
+        account_id=row.account_id,
+        invoice_id=row.invoice_id,
+        kind="voided",
+        message=message,
+        dedupe_key=f"{invoice_workflow_id(row.account_id, row.invoice_id)}/voided/local",
+        at=now,
     )
     await session.commit()
 

@@ -11,6 +11,7 @@ from sqlmodel import select
 
 from api.deps import ServicesDep, ServiceTokenDep, SessionDep
 from api.errors import ApiError, error_responses
+from models.domain import EventStatus
 from models.tables import QuickBooksEvent
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ async def metrics(session: SessionDep) -> Response:
     rows = (
         await session.exec(select(QuickBooksEvent.status, func.count()).group_by(QuickBooksEvent.status))
     ).all()
-    for status in ("pending", "processed", "ignored", "failed"):
-        EVENTS_BY_STATUS.labels(status).set(0)
-    for status, count in rows:
-        EVENTS_BY_STATUS.labels(status).set(count)
+    for status in EventStatus:
+        EVENTS_BY_STATUS.labels(status.value).set(0)
+    for stored, count in rows:
+        EVENTS_BY_STATUS.labels(stored).set(count)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

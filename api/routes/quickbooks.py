@@ -23,11 +23,12 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.connection import grant_columns
 from api.deps import AccountDep, ServicesDep, SessionDep
 from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
 from models.bounds import SafeStr
 from models.connections import company_held
+from models.crypto import encrypted_token_columns
+from models.domain import COMPANY_BOUND_STATUSES, VOID_DONE, VOID_NOT_DONE, ConnectionStatus, DisconnectMode
 from models.plans import entitlement_problem, quickbooks_entitled
 from models.schemas import (
     ConnectionPublic,
@@ -43,15 +44,7 @@ from settings import Settings
 from workflows import search_attributes
 from workflows.connection import ConnectionWorkflow
 from workflows.ids import connection_workflow_id
-from workflows.messages import (
-    COMPANY_BOUND_STATUSES,
-    ConnectionPolicy,
-    ConnectionStatus,
-    ConnectionWorkflowInput,
-    DisconnectMode,
-    DisconnectRequest,
-    GrantSignal,
-)
+from workflows.messages import ConnectionPolicy, ConnectionWorkflowInput, DisconnectRequest, GrantSignal
 
 logger = logging.getLogger(__name__)
 
@@ -291,14 +284,14 @@ async def _disconnect_progress(session: SessionDep, row: QuickBooksConnection) -
             )
         ).all()
     )
-    voided = counts.get("voided", 0) + counts.get("not_in_quickbooks", 0)
-    failed = counts.get("refused", 0) + counts.get("failed", 0)
+    voided = sum(counts.get(outcome.value, 0) for outcome in VOID_DONE)
+    failed = sum(counts.get(outcome.value, 0) for outcome in VOID_NOT_DONE)
     failures = (
         await session.exec(
             select(InvoiceSync)
             .where(
                 InvoiceSync.account_id == row.account_id,
-                col(InvoiceSync.disconnect_outcome).in_(["refused", "failed"]),
+                col(InvoiceSync.disconnect_outcome).in_(sorted(VOID_NOT_DONE)),
             )
             .order_by(col(InvoiceSync.sent_at))
             .limit(MAX_LISTED_FAILURES)
@@ -543,7 +536,7 @@ async def _complete_authorization(
         account_id=account_id,
         realm_id=company.realm_id,
         company_name=company.name,
-        **grant_columns(services.cipher, tokens),  # type: ignore[arg-type]
+        **encrypted_token_columns(services.cipher, tokens),  # type: ignore[arg-type]
     )
     session.add(grant)
     await session.commit()

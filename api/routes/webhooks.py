@@ -7,13 +7,13 @@ import logging
 from fastapi import APIRouter, Request
 from prometheus_client import Counter
 
-from activities.connection import start_realm_events
 from api.deps import ServicesDep, SessionDep
 from api.errors import ApiError, error_responses
-from models.queries import insert_ignoring_conflicts
+from models.crud import new_event, store_events
 from models.schemas import WebhookAccepted
-from models.tables import QuickBooksEvent, WebhookDelivery, utcnow
+from models.tables import WebhookDelivery, utcnow
 from qbo.webhooks import SIGNATURE_HEADER, WebhookPayloadError, read_webhook, verify_signature
+from workflows.handles import start_realm_events
 
 logger = logging.getLogger(__name__)
 
@@ -87,23 +87,20 @@ async def quickbooks_webhook(request: Request, session: SessionDep, services: Se
     session.add(delivery)
     await session.flush()
     now = utcnow()
-    accepted = await insert_ignoring_conflicts(
+    accepted = await store_events(
         session,
-        QuickBooksEvent,
         [
-            {
-                "dedupe_key": event.dedupe_key,
-                "realm_id": event.realm_id,
-                "entity": event.entity,
-                "entity_id": event.entity_id,
-                "operation": event.operation,
-                "occurred_at": event.occurred_at,
-                "received_at": now,
-                "source": "webhook",
-                "delivery_id": delivery.id,
-                "status": "pending",
-                "attempts": 0,
-            }
+            new_event(
+                dedupe_key=event.dedupe_key,
+                realm_id=event.realm_id,
+                entity=event.entity,
+                entity_id=event.entity_id,
+                operation=event.operation,
+                occurred_at=event.occurred_at,
+                received_at=now,
+                source="webhook",
+                delivery_id=delivery.id,
+            )
             for event in events
         ],
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from models.domain import InvoiceStatus
 from tests.e2e.test_payments_and_webhooks import fault, pay, synced_invoice
 from tests.engine import Engine
 from workflows.ids import invoice_workflow_id
-from workflows.messages import InvoiceStatus, InvoiceWorkflowResult
+from workflows.messages import InvoiceWorkflowResult
 
 
 async def test_void_after_sync_voids_in_quickbooks_and_completes_the_workflow(engine: Engine) -> None:

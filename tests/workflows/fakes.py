@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from models.domain import InvoiceStatus, VoidOutcome
 from workflows.connection import TOKEN_TASK_QUEUE_SUFFIX, ConnectionWorkflow
 from workflows.invoice import InvoiceWorkflow
 from workflows.messages import (
@@ -27,7 +28,6 @@ from workflows.messages import (
     InvoiceLine,
     InvoiceRecord,
     InvoiceSnapshot,
-    InvoiceStatus,
     PauseInput,
     PauseResult,
     PlatformEvent,
@@ -67,7 +67,7 @@ class FakeInvoiceActivities:
     hold_record: dict[InvoiceStatus, asyncio.Event] = field(default_factory=dict)
     held: asyncio.Event = field(default_factory=asyncio.Event)
     sync_result: Callable[[SyncInvoiceInput], SyncInvoiceResult] | None = None
-    void_outcome: str = "voided"
+    void_outcome: VoidOutcome = VoidOutcome.VOIDED
     connection_usable: bool = True
     # The platform's event endpoint is down: every delivery attempt fails.
     platform_down: bool = False

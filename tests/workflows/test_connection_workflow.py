@@ -9,13 +9,13 @@ from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
+from models.domain import ConnectionStatus
 from tests.workflows.fakes import FakeConnectionActivities, connection_worker
 from workflows.connection import ConnectionWorkflow
 from workflows.messages import (
     ConnectionDeadlines,
     ConnectionInfo,
     ConnectionProgress,
-    ConnectionStatus,
     ConnectionWorkflowInput,
     RefreshRequest,
 )

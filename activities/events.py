@@ -1,0 +1,212 @@
+"""QuickBooks events (stored from webhooks and change sweeps) turned into signals to the invoices they touch."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlmodel import col, select
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from activities.heartbeat import heartbeating
+from activities.mapping import deleted_invoice, linked_invoice_ids, observe_invoice
+from activities.quickbooks_access import QuickBooksAccess, QuickBooksContext
+from models.crud import remember_payment_links
+from models.db import SessionFactory
+from models.domain import CONNECTION_UNAVAILABLE, EventStatus, InvoiceStatus
+from models.tables import InvoiceSync, PaymentLink, QuickBooksEvent, utcnow
+from qbo.errors import QboError, QboNotFound
+from workflows.ids import invoice_workflow_id
+from workflows.messages import InvoiceObservation, ProcessEventsInput, ProcessEventsResult
+
+logger = logging.getLogger(__name__)
+
+# An event QuickBooks could not answer for this many times is parked as `failed` (visible to operators).
+EVENT_MAX_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What became of one event in a batch: a final status, or (status None) try again next time."""
+
+    status: EventStatus | None
+    error: str | None = None
+
+
+_PROCESSED = _Outcome(EventStatus.PROCESSED)
+_IGNORED = _Outcome(EventStatus.IGNORED)
+
+
+class EventActivities:
+    """Processes a company's stored QuickBooks events, built with the QuickBooks access, database and Temporal."""
+
+    def __init__(self, *, access: QuickBooksAccess, sessions: SessionFactory, temporal: Client) -> None:
+        self._access = access
+        self._sessions = sessions
+        self._temporal = temporal
+
+    @activity.defn
+    async def process_pending_events(self, request: ProcessEventsInput) -> ProcessEventsResult:
+        """Read what changed in QuickBooks for a batch of stored events and signal the affected invoices.
+
+        Payments lead to invoices through their LinkedTxn (remembered, for when a payment is deleted later).
+        Each affected invoice is read once per batch and its workflow gets the fresh state, so duplicates and
+        out-of-order deliveries cannot move an invoice backwards. An event that can never be read (an id
+        QuickBooks could not have issued) is parked with its reason; the others go on.
+        """
+        async with heartbeating():
+            return await self._process_pending_events(request)
+
+    async def _process_pending_events(self, request: ProcessEventsInput) -> ProcessEventsResult:
+        async with self._sessions() as session:
+            events = list(
+                (
+                    await session.exec(
+                        select(QuickBooksEvent)
+                        .where(
+                            QuickBooksEvent.realm_id == request.realm_id,
+                            QuickBooksEvent.status == EventStatus.PENDING.value,
+                        )
+                        .order_by(col(QuickBooksEvent.id))
+                        .limit(request.batch_size + 1)
+                    )
+                ).all()
+            )
+        more_pending = len(events) > request.batch_size
+        events = events[: request.batch_size]
+        if not events:
+            return ProcessEventsResult(processed=0, deferred=0, invoices_signalled=0, more_pending=False)
+
+        context = await self._access.realm_context(request.realm_id)
+        if context is None:
+            if await self._access.realm_may_come_back(request.realm_id):
+                # The connection is expired, paused by the plan or being adopted: the events wait for it.
+                return ProcessEventsResult(
+                    processed=0, deferred=len(events), invoices_signalled=0, more_pending=False
+                )
+            # No account follows this company any more (disconnected): nothing is left to update.
+            await self._finish_events(events, {event.id: _IGNORED for event in events if event.id})
+            return ProcessEventsResult(
+                processed=len(events), deferred=0, invoices_signalled=0, more_pending=more_pending
+            )
+
+        outcomes: dict[int, _Outcome] = {}
+        invoice_ids: set[str] = set()
+        payments_seen: set[str] = set()
+        for event in events:
+            assert event.id is not None
+            try:
+                if event.entity == "Invoice":
+                    # Our own creates and e-mails change nothing we follow.
+                    if event.operation in ("Create", "Emailed"):
+                        outcomes[event.id] = _IGNORED
+                        continue
+                    invoice_ids.add(event.entity_id)
+                elif event.entity == "Payment":
+                    if event.entity_id not in payments_seen:
+                        payments_seen.add(event.entity_id)
+                        invoice_ids |= await self._payment_invoices(context, event.entity_id)
+                else:
+                    outcomes[event.id] = _IGNORED
+                    continue
+                outcomes[event.id] = _PROCESSED
+            except ApplicationError as exc:
+                if exc.type == CONNECTION_UNAVAILABLE:
+                    return ProcessEventsResult(
+                        processed=0, deferred=len(events), invoices_signalled=0, more_pending=False
+                    )
+                outcomes[event.id] = _Outcome(None, str(exc))
+            except QboError as exc:
+                outcomes[event.id] = _Outcome(None, str(exc))
+            except ValueError as exc:
+                # The client refuses the id (it could not be a QuickBooks id): no retry would change that.
+                outcomes[event.id] = _Outcome(EventStatus.FAILED, f"unreadable event: {exc}")
+
+        signalled = await self._signal_invoices(context, invoice_ids)
+        await self._finish_events(events, outcomes)
+        return ProcessEventsResult(
+            processed=sum(1 for outcome in outcomes.values() if outcome.status is not None),
+            deferred=0,
+            invoices_signalled=signalled,
+            more_pending=more_pending,
+        )
+
+    async def _payment_invoices(self, context: QuickBooksContext, payment_id: str) -> set[str]:
+        linked: set[str] = set()
+        try:
+            payment = await context.client.read("Payment", payment_id)
+            linked = linked_invoice_ids(payment)
+        except QboNotFound:
+            pass  # deleted: the remembered links below say which invoices it had paid
+        async with self._sessions() as session:
+            await remember_payment_links(
+                session, realm_id=context.realm_id, payment_id=payment_id, qbo_invoice_ids=linked
+            )
+            await session.commit()
+            remembered = (
+                await session.exec(
+                    select(PaymentLink.qbo_invoice_id).where(
+                        PaymentLink.realm_id == context.realm_id, PaymentLink.payment_id == payment_id
+                    )
+                )
+            ).all()
+        return linked | set(remembered)
+
+    async def _signal_invoices(self, context: QuickBooksContext, qbo_invoice_ids: set[str]) -> int:
+        if not qbo_invoice_ids:
+            return 0
+        async with self._sessions() as session:
+            tracked = (
+                await session.exec(
+                    select(InvoiceSync).where(
+                        InvoiceSync.realm_id == context.realm_id,
+                        col(InvoiceSync.qbo_invoice_id).in_(sorted(qbo_invoice_ids)),
+                        col(InvoiceSync.status).not_in(
+                            [InvoiceStatus.VOIDED.value, InvoiceStatus.DISCONNECTED.value]
+                        ),
+                    )
+                )
+            ).all()
+        observations: dict[str, InvoiceObservation] = {}
+        signalled = 0
+        for row in tracked:
+            assert row.qbo_invoice_id is not None
+            observation = observations.get(row.qbo_invoice_id)
+            if observation is None:
+                try:
+                    invoice = await context.client.read("Invoice", row.qbo_invoice_id)
+                    observation = observe_invoice(context.realm_id, invoice, source="webhook")
+                except QboNotFound:
+                    observation = deleted_invoice(context.realm_id, row.qbo_invoice_id, source="webhook")
+                observations[row.qbo_invoice_id] = observation
+            handle = self._temporal.get_workflow_handle(invoice_workflow_id(row.account_id, row.invoice_id))
+            try:
+                await handle.signal("quickbooks_invoice_changed", observation)
+                signalled += 1
+            except RPCError as exc:
+                logger.info("invoice workflow %s not signalled: %s", handle.id, exc.message)
+        return signalled
+
+    async def _finish_events(self, events: list[QuickBooksEvent], outcomes: dict[int, _Outcome]) -> None:
+        now = utcnow()
+        async with self._sessions() as session:
+            for event in events:
+                assert event.id is not None
+                outcome = outcomes.get(event.id, _Outcome(None, "not processed"))
+                row = await session.get(QuickBooksEvent, event.id)
+                if row is None:
+                    continue
+                row.attempts += 1
+                if outcome.status is None:
+                    row.last_error = outcome.error
+                    if row.attempts >= EVENT_MAX_ATTEMPTS:
+                        row.status = EventStatus.FAILED.value
+                else:
+                    row.status = outcome.status.value
+                    row.processed_at = now
+                    row.last_error = outcome.error
+                session.add(row)
+            await session.commit()

@@ -1,0 +1,122 @@
+"""The one writer of each table the API reads besides the invoices themselves: timeline entries, notifications,
+stored QuickBooks events and payment links. The API and the activities both call these, so each table's dedupe
+key and invariants live here.
+
+Every insert is idempotent (its dedupe key or primary key), because activities may run more than once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import col, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.domain import EventStatus
+from models.queries import insert_ignoring_conflicts
+from models.tables import Notification, PaymentLink, QuickBooksEvent, TimelineEntry
+
+
+async def add_timeline_entry(
+    session: AsyncSession, *, account_id: str, invoice_id: str, kind: str, message: str, dedupe_key: str,
+    at: datetime,
+) -> None:  # fmt: skip
+    """One line of an invoice's timeline, once per dedupe key."""
+    await insert_ignoring_conflicts(
+        session,
+        TimelineEntry,
+        [
+            {
+                "account_id": account_id,
+                "invoice_id": invoice_id,
+                "at": at,
+                "kind": kind,
+                "message": message,
+                "dedupe_key": dedupe_key,
+            }
+        ],
+    )
+
+
+async def add_notification(
+    session: AsyncSession, *, account_id: str, invoice_id: str | None, kind: str, message: str,
+    dedupe_key: str, at: datetime, action: str | None = None,
+) -> None:  # fmt: skip
+    """Something the user must see or act on, once per dedupe key; `invoice_id` None for the account's own."""
+    await insert_ignoring_conflicts(
+        session,
+        Notification,
+        [
+            {
+                "account_id": account_id,
+                "invoice_id": invoice_id,
+                "kind": kind,
+                "message": message,
+                "action": action,
+                "created_at": at,
+                "dedupe_key": dedupe_key,
+            }
+        ],
+    )
+
+
+async def resolve_notifications(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    invoice_id: str | None,
+    at: datetime,
+    kinds: list[str] | None = None,
+) -> None:
+    """Mark the open notifications of an invoice (or, with `invoice_id` None, of the account itself) resolved:
+    those of the given kinds, or all of them."""
+    statement = update(Notification).where(
+        col(Notification.account_id) == account_id,
+        col(Notification.invoice_id).is_(None)
+        if invoice_id is None
+        else col(Notification.invoice_id) == invoice_id,
+        col(Notification.resolved_at).is_(None),
+    )
+    if kinds is not None:
+        statement = statement.where(col(Notification.kind).in_(kinds))
+    await session.exec(statement.values(resolved_at=at))
+
+
+def new_event(
+    *, dedupe_key: str, realm_id: str, entity: str, entity_id: str, operation: str, occurred_at: datetime | None,
+    received_at: datetime, source: str, delivery_id: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A QuickBooks event as `store_events` takes it: waiting to be processed."""
+    return {
+        "dedupe_key": dedupe_key,
+        "realm_id": realm_id,
+        "entity": entity,
+        "entity_id": entity_id,
+        "operation": operation,
+        "occurred_at": occurred_at,
+        "received_at": received_at,
+        "source": source,
+        "delivery_id": delivery_id,
+        "status": EventStatus.PENDING.value,
+        "attempts": 0,
+    }
+
+
+async def store_events(session: AsyncSession, events: list[dict[str, Any]]) -> int:
+    """Store events (from `new_event`) that are not stored yet; returns how many were new."""
+    return await insert_ignoring_conflicts(session, QuickBooksEvent, events)
+
+
+async def remember_payment_links(
+    session: AsyncSession, *, realm_id: str, payment_id: str, qbo_invoice_ids: set[str]
+) -> None:
+    """Which invoices a payment was applied to, kept for when it is deleted or voided (it then names none)."""
+    await insert_ignoring_conflicts(
+        session,
+        PaymentLink,
+        [
+            {"realm_id": realm_id, "payment_id": payment_id, "qbo_invoice_id": invoice_id}
+            for invoice_id in sorted(qbo_invoice_ids)
+        ],
+    )

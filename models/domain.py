@@ -1,0 +1,94 @@
+"""The domain's words, defined once: invoice and connection statuses and their groups, void outcomes, event
+statuses, and the error types workflows branch on. The API, the tables, the activities and the workflows all
+import them from here; nowhere else spells these values.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class InvoiceStatus(StrEnum):
+    NOT_SYNCED = "not_synced"  # sent while QuickBooks was not connected: never synced
+    PENDING = "pending"  # accepted, the workflow has not started syncing yet
+    SYNCING = "syncing"  # a sync attempt (or one of its automatic retries) is under way
+    SYNCED = "synced"  # in QuickBooks, unpaid
+    PARTIALLY_PAID = "partially_paid"
+    PAID = "paid"
+    FAILED = "failed"  # automatic retries exhausted; waits for a manual retry
+    PAUSED = "paused"  # the connection cannot be used (expired, plan); resumes on reconnect
+    VOIDED = "voided"
+    DELETED_IN_QUICKBOOKS = (
+        "deleted_in_quickbooks"  # someone deleted it in QuickBooks; nothing left to follow
+    )
+    DISCONNECTED = "disconnected"  # QuickBooks was disconnected; no longer followed
+
+
+# In QuickBooks and followed there: payments and voids made in QuickBooks are read back.
+IN_QUICKBOOKS = frozenset({InvoiceStatus.SYNCED, InvoiceStatus.PARTIALLY_PAID, InvoiceStatus.PAID})
+# Nothing more happens to the invoice: its workflow has ended (or is ending).
+FINAL_INVOICE_STATUSES = frozenset(
+    {InvoiceStatus.VOIDED, InvoiceStatus.DELETED_IN_QUICKBOOKS, InvoiceStatus.DISCONNECTED}
+)
+# Sent, but QuickBooks is not followed for it and never will be: no workflow runs for it.
+UNFOLLOWED_INVOICE_STATUSES = frozenset({InvoiceStatus.NOT_SYNCED}) | FINAL_INVOICE_STATUSES
+# Still in the engine's hands: these invoice workflows are told when QuickBooks is disconnected.
+OPEN_INVOICE_STATUSES = frozenset(InvoiceStatus) - UNFOLLOWED_INVOICE_STATUSES
+
+
+class ConnectionStatus(StrEnum):
+    NOT_CONNECTED = "not_connected"
+    CONNECTING = "connecting"  # authorized at Intuit; the connection workflow has not adopted it yet
+    CONNECTED = "connected"
+    EXPIRING = "expiring"  # works, but the authorization ends soon: reconnect
+    EXPIRED = "expired"  # Intuit refused the tokens (invalid_grant or revoked): reconnect
+    DISCONNECTING = "disconnecting"
+    DISCONNECTED = "disconnected"
+
+
+USABLE_CONNECTION_STATUSES = frozenset({ConnectionStatus.CONNECTED, ConnectionStatus.EXPIRING})
+# The connection holds a live authorization it still uses (Disconnect & Void voids with it while disconnecting).
+AUTHORIZATION_HOLDING_STATUSES = USABLE_CONNECTION_STATUSES | {ConnectionStatus.DISCONNECTING}
+# The account is tied to its company: an authorization of another company is refused until it disconnects.
+COMPANY_BOUND_STATUSES = AUTHORIZATION_HOLDING_STATUSES | {ConnectionStatus.EXPIRED}
+# No authorization at all, now or coming: an invoice sent in these is never synced.
+UNCONNECTED_STATUSES = frozenset({ConnectionStatus.NOT_CONNECTED, ConnectionStatus.DISCONNECTED})
+# QuickBooks may be usable again without a new authorization from the user (or one is being adopted).
+MAY_RESUME_STATUSES = (COMPANY_BOUND_STATUSES - {ConnectionStatus.DISCONNECTING}) | {
+    ConnectionStatus.CONNECTING
+}
+
+
+class DisconnectMode(StrEnum):
+    DISCONNECT_ONLY = "disconnect_only"
+    DISCONNECT_AND_VOID = "disconnect_and_void"
+
+
+class VoidOutcome(StrEnum):
+    """What voiding an invoice in QuickBooks came to (the invoice's own void, or Disconnect & Void)."""
+
+    VOIDED = "voided"
+    ALREADY_VOIDED = "already_voided"
+    NOT_IN_QUICKBOOKS = "not_in_quickbooks"
+    REFUSED = "refused"  # QuickBooks said no (a payment is applied): reported, never forced
+    FAILED = "failed"  # QuickBooks could not be asked, or kept failing
+
+
+# The invoice is not (or no longer) open in QuickBooks.
+VOID_DONE = frozenset({VoidOutcome.VOIDED, VoidOutcome.ALREADY_VOIDED, VoidOutcome.NOT_IN_QUICKBOOKS})
+VOID_NOT_DONE = frozenset({VoidOutcome.REFUSED, VoidOutcome.FAILED})
+
+
+class EventStatus(StrEnum):
+    """A stored QuickBooks event (from a webhook or a change sweep)."""
+
+    PENDING = "pending"
+    PROCESSED = "processed"
+    IGNORED = "ignored"  # nothing the engine follows changed
+    FAILED = "failed"  # parked for operators: it could not be processed (its reason is kept)
+
+
+# Application error types workflows branch on (never on message text).
+CONNECTION_UNAVAILABLE = "ConnectionUnavailable"
+QUICKBOOKS_REJECTED = "QuickBooksRejected"
+DIFFERENT_COMPANY = "DifferentCompany"
