@@ -14,10 +14,13 @@ from sqlmodel import func, select
 from temporalio.testing import WorkflowEnvironment
 
 from activities.notify import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
-from models.tables import QuickBooksEvent, WebhookDelivery
+from models.crud import new_event, store_events
+from models.domain import EventStatus
+from models.tables import QuickBooksEvent, WebhookDelivery, utcnow
 from qbo.webhooks import event_dedupe_key
 from tests.engine import Engine, running_engine
 from tests.support import TEST_VERIFIER_TOKEN, Emulator, recording_server
+from workflows.handles import start_realm_events
 
 PAID_MESSAGE = "Payment confirmed via QuickBooks."
 
@@ -213,3 +216,37 @@ async def test_both_webhook_formats_mark_invoices_paid_and_tell_the_platform(
         assert event.headers[EVENT_ID_HEADER.lower()] == payload["id"]
         # Nothing in the event is a token or the client's email address.
         assert "ada@example.com" not in event.body.decode()
+
+
+async def test_an_event_that_can_never_be_read_is_parked_and_the_others_go_on(engine: Engine) -> None:
+    # Stored before ids were checked at the door (or by any other writer): an id the client refuses must not stop
+    # the company's whole queue behind it.
+    account, realm, qbo_id = await synced_invoice(engine)
+    await fault(engine, kind="webhook_drop", count=10)
+    payment_id = await pay(engine, realm, qbo_id, "225.50")
+    now = utcnow()
+    async with engine.sessions() as session:
+        await store_events(
+            session,
+            [
+                new_event(
+                    dedupe_key=event_dedupe_key("test", realm, name, entity_id), realm_id=realm, entity="Payment",
+                    entity_id=entity_id, operation="Create", occurred_at=now, received_at=now, source="webhook",
+                )
+                for name, entity_id in (("bad", "12/../34"), ("good", payment_id))
+            ],
+        )  # fmt: skip
+        await session.commit()
+    await start_realm_events(engine.temporal, realm, engine.settings.temporal_task_queue)
+
+    await engine.wait_for_invoice(account, "inv-1", "paid")
+    async with engine.sessions() as session:
+        bad = (
+            await session.exec(
+                select(QuickBooksEvent).where(
+                    QuickBooksEvent.realm_id == realm, QuickBooksEvent.entity_id == "12/../34"
+                )
+            )
+        ).one()
+    assert bad.status == EventStatus.FAILED
+    assert bad.last_error and "unreadable event" in bad.last_error
