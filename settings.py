@@ -125,7 +125,18 @@ class Settings(BaseSettings):
     # The start link POST .../quickbooks/connect returns must be opened (once) within this: the platform sends
     # the user's browser to it straight away, so only a link forwarded to someone else ever needs longer.
     oauth_launch_ttl_seconds: int = Field(default=120, gt=0)
+    # How long the OAuth callback waits for the connection workflow to adopt a new authorization before it tells
+    # the browser `connecting` instead of `connected` (a worker that is down or slow).
+    oauth_adoption_wait_seconds: float = Field(default=10.0, gt=0)
     webhook_max_body_bytes: int = Field(default=1_048_576, gt=0)
+
+    # An API call to Temporal that takes longer than this fails (503 temporarily_unavailable, or left to the
+    # relay): a Temporal that is down, or a workflow no worker runs, never holds a request.
+    temporal_rpc_timeout_seconds: float = Field(default=5.0, gt=0)
+    # The API's relay hands Temporal what it stored but could not give it (invoice syncs to start, sign-ins to
+    # adopt, webhook events to process) this often, once it is this old (so the request's own call goes first).
+    relay_interval_seconds: float = Field(default=5.0, gt=0)
+    relay_grace_seconds: float = Field(default=5.0, ge=0)
 
     @field_validator("token_encryption_key")
     @classmethod

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import temporalio.converter
 from cryptography.exceptions import InvalidTag
@@ -14,6 +15,7 @@ from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.converter import PayloadCodec
+from temporalio.service import RPCError, RPCStatusCode
 
 from settings import Settings, payload_key_bytes, split_keys
 
@@ -130,9 +132,45 @@ def data_converter(settings: Settings) -> temporalio.converter.DataConverter:
     )
 
 
-async def connect(settings: Settings) -> Client:
+class _Unreached(temporalio.client.OutboundInterceptor):
+    """A lazy client that has not reached Temporal yet raises `RuntimeError("Failed client connect: ...")`; once
+    connected, Temporal going away is an RPCError (UNAVAILABLE). Callers handle Temporal being away one way, so the
+    first is said as the second."""
+
+
+def _as_rpc_error(name: str) -> Callable[..., Awaitable[Any]]:
+    async def call(self: _Unreached, call_input: Any) -> Any:
+        try:
+            return await getattr(self.next, name)(call_input)
+        except RuntimeError as exc:
+            if not str(exc).startswith("Failed client connect"):
+                raise
+            raise RPCError("Temporal cannot be reached", RPCStatusCode.UNAVAILABLE, b"") from None
+
+    return call
+
+
+for _name in (
+    "start_workflow", "signal_workflow", "query_workflow", "describe_workflow", "start_workflow_update",
+    "start_update_with_start_workflow", "cancel_workflow", "terminate_workflow",
+):  # fmt: skip
+    setattr(_Unreached, _name, _as_rpc_error(_name))
+
+
+class _UnreachedInterceptor(temporalio.client.Interceptor):
+    def intercept_client(
+        self, next: temporalio.client.OutboundInterceptor
+    ) -> temporalio.client.OutboundInterceptor:
+        return _Unreached(next)
+
+
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """A client for the configured namespace; `lazy` connects on its first call instead (the API starts while
+    Temporal is away). Either way, Temporal out of reach is an RPCError (UNAVAILABLE) to the caller."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
+        interceptors=[_UnreachedInterceptor()],
+        lazy=lazy,
     )

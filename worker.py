@@ -149,6 +149,7 @@ def build_workers(
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         activities=[
             connection.adopt_grant,
+            connection.settle_connecting,
             connection.refresh_tokens,
             connection.record_connection,
             connection.signal_invoices,

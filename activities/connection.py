@@ -9,7 +9,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from sqlmodel import col, select, update
+from sqlmodel import col, func, select, update
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
@@ -166,6 +166,39 @@ class ConnectionActivities:
             await self._oauth.revoke(refresh_token)
         except QboOAuthError as exc:
             logger.warning("could not revoke an unwanted authorization: %s", exc)
+
+    @activity.defn
+    async def settle_connecting(self, account_id: str) -> ConnectionInfo | None:
+        """A connection left `connecting` by an authorization that was not adopted goes back to what it was
+        (never connected, or disconnected), unless another authorization is still waiting to be adopted."""
+        async with self._sessions() as session:
+            statement = select(QuickBooksConnection).where(QuickBooksConnection.account_id == account_id)
+            if for_update(session):
+                statement = statement.with_for_update()
+            row = (await session.exec(statement)).first()
+            if row is None or row.status != ConnectionStatus.CONNECTING:
+                return connection_info(row) if row is not None else None
+            waiting = (
+                await session.exec(
+                    select(func.count())
+                    .select_from(QuickBooksGrant)
+                    .where(
+                        QuickBooksGrant.account_id == account_id,
+                        col(QuickBooksGrant.adopted_at).is_(None),
+                        col(QuickBooksGrant.access_token_enc).is_not(None),
+                    )
+                )
+            ).one()
+            if not waiting:
+                row.status = (
+                    ConnectionStatus.DISCONNECTED
+                    if row.connected_at is not None
+                    else ConnectionStatus.NOT_CONNECTED
+                ).value
+                row.updated_at = _now()
+                session.add(row)
+                await session.commit()
+            return connection_info(row)
 
     @activity.defn
     async def refresh_tokens(self, request: RefreshTokensInput) -> RefreshTokensResult:

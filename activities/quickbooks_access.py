@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlmodel import col, select
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
@@ -35,6 +35,8 @@ from workflows.messages import FailureReason, RefreshRequest, RefreshResult
 
 # Refresh a little before Intuit's expiry so a call never starts with a token about to die.
 ACCESS_TOKEN_MARGIN = timedelta(seconds=60)
+# The longest an activity waits for the connection workflow's refresh (no token worker: the activity retries).
+REFRESH_WAIT = timedelta(seconds=60)
 
 
 def connection_unavailable(reason: str) -> ApplicationError:
@@ -139,8 +141,16 @@ class ConnectionTokens:
         handle = self._temporal.get_workflow_handle(connection_workflow_id(self._account_id))
         try:
             result = await handle.execute_update(
-                "refresh_access_token", RefreshRequest(seen_version=self._version), result_type=RefreshResult
+                "refresh_access_token",
+                RefreshRequest(seen_version=self._version),
+                result_type=RefreshResult,
+                rpc_timeout=REFRESH_WAIT,
             )
+        except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+            # The connection's token worker did not answer in time: this attempt fails, a retry asks again.
+            raise ApplicationError(
+                "the token refresh was not answered in time", type="RefreshTimeout"
+            ) from exc
         except RPCError as exc:
             raise connection_unavailable(
                 f"The QuickBooks connection is not running ({exc.message})."

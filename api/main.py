@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +16,7 @@ import temporal_support
 from api.body_limit import RequestBodyLimit
 from api.deps import Services
 from api.errors import install_error_handlers
+from api.relay import Relay
 from api.routes import accounts, invoices, notifications, ops, quickbooks, webhooks
 from logging_setup import configure_logging
 from models.bounds import MAX_JSON_BODY_BYTES
@@ -43,7 +46,8 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
         http = httpx.AsyncClient(timeout=settings.qbo_request_timeout_seconds)
-        client = temporal or await temporal_support.connect(settings)
+        # Lazily: the API starts, stores and acknowledges while Temporal is away; its relay hands over the rest.
+        client = temporal or await temporal_support.connect(settings, lazy=True)
         app.state.services = Services(
             settings=settings,
             engine=engine,
@@ -72,9 +76,13 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
                 timeout=settings.qbo_request_timeout_seconds,
             ),
         )
+        relay = asyncio.create_task(Relay(app.state.services).run())
         try:
             yield
         finally:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
             await http.aclose()
             await engine.dispose()
 

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from models.bounds import (
     MAX_AMOUNT_CENTS,
@@ -312,6 +312,23 @@ class InvoiceSyncPublic(BaseModel):
 class InvoiceAccepted(BaseModel):
     invoice: InvoiceSyncPublic
     duplicate: bool = Field(default=False, description="True when this invoice had been sent before.")
+    body_differs: bool = Field(
+        default=False,
+        description="True when this send's body differs from the first send's: the first one is what is synced "
+        "(and shown here); this one changed nothing.",
+    )
+
+
+_SNAPSHOTS = TypeAdapter(InvoiceSnapshot)
+
+
+def snapshot_json(snapshot: InvoiceSnapshot) -> str:
+    """An invoice snapshot as the invoice row keeps it (the body first sent)."""
+    return _SNAPSHOTS.dump_json(snapshot).decode()
+
+
+def snapshot_from_json(text: str) -> InvoiceSnapshot:
+    return _SNAPSHOTS.validate_json(text)
 
 
 class InvoiceList(BaseModel):

@@ -103,6 +103,8 @@ class QuickBooksGrant(SQLModel, table=True):
     )
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     adopted_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    # When the connection workflow was told about it; still empty after an outage: the API's relay tells it.
+    signalled_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
 
 
 class QuickBooksConnection(SQLModel, table=True):
@@ -179,6 +181,13 @@ class InvoiceSync(SQLModel, table=True):
     qbo_sync_token: int | None = None
     # A VoidOutcome once Disconnect & Void has dealt with this invoice.
     disconnect_outcome: str | None = Field(default=None, max_length=16)
+    # The invoice as it was first sent (InvoiceSnapshot as JSON): a repeated send and the relay start its sync
+    # with this body, so the database, the workflow and QuickBooks never disagree.
+    snapshot: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # When its workflow was started; empty while Temporal could not be reached (the API's relay starts it).
+    workflow_started_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True, index=True)
+    )
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     sent_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     synced_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
@@ -240,6 +249,8 @@ class WebhookDelivery(SQLModel, table=True):
     body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     event_count: int = 0
     unreadable_count: int = 0
+    # When its companies' events workflows were told; still empty after an outage: the API's relay tells them.
+    signalled_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     parse_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 

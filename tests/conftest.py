@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
@@ -158,6 +159,33 @@ async def engine(
         env=dev_env, database_url=migrated_database, emulator=emulator, task_queue=task_queue
     ) as running:
         yield running
+
+
+EngineFactory = Callable[..., Awaitable["Engine"]]
+
+
+@pytest.fixture
+async def engine_with(
+    dev_env: WorkflowEnvironment, migrated_database: str, emulator: Emulator, task_queue: str
+) -> AsyncIterator[EngineFactory]:
+    """Start a whole engine on the dev server with settings overridden (`await engine_with(name=value)`); each
+    one started stops at the end of the test."""
+    from tests.engine import running_engine
+
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(**overrides: Any) -> Engine:
+            return await stack.enter_async_context(
+                running_engine(
+                    env=dev_env,
+                    database_url=migrated_database,
+                    emulator=emulator,
+                    task_queue=task_queue,
+                    **overrides,
+                )
+            )
+
+        yield start
 
 
 @pytest.fixture

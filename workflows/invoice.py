@@ -64,6 +64,8 @@ STORE_TIMEOUT = timedelta(seconds=30)
 STORE_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
+# A sync that found the connection unusable, which is usable again by the time it looks, tries again this soon.
+RESUME_DELAY = timedelta(seconds=2)
 # A paused invoice re-checks its connection this often, in case a resume signal was missed.
 PAUSE_RECHECK_INTERVAL = timedelta(hours=6)
 
@@ -219,8 +221,9 @@ class InvoiceWorkflow:
             retry_policy=STORE_RETRY_POLICY,
         )
         if result.resume_now:
-            # The connection came back while we were failing: try again shortly, without spending a retry.
-            await workflow.sleep(timedelta(seconds=30))
+            # The connection came back (was adopted, reconnected) while we were failing: try again shortly,
+            # without spending a retry. Short, because a user who just connected is watching.
+            await workflow.sleep(RESUME_DELAY)
             return
         if self._progress.status != InvoiceStatus.PAUSED:
             self._progress.resume_status = resume_status

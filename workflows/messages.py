@@ -309,6 +309,8 @@ class ConnectionProgress:
     deadlines: ConnectionDeadlines = field(default_factory=ConnectionDeadlines)
     plan_entitled: bool = True
     caught_by_sweeps: int = 0
+    # The latest authorizations dealt with: grant id -> None if adopted, else why it was refused.
+    grant_outcomes: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -382,6 +384,17 @@ class GrantSignal:
     """A new authorization is stored (encrypted) under `grant_id`: adopt it."""
 
     grant_id: str
+
+
+@dataclass
+class GrantOutcome:
+    """What became of an authorization: adopted (the connection is usable), or refused and why (an error type)."""
+
+    adopted: bool
+    refused: str | None = None
+    info: ConnectionInfo | None = None
+    # Neither yet: the run continued as new with the grant, which its next run adopts (ask that one).
+    carried_over: bool = False
 
 
 @dataclass

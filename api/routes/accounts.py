@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from fastapi import APIRouter
 from sqlmodel import col, select, update
@@ -115,7 +116,11 @@ async def _tell_connection(
         return
     handle = services.temporal.get_workflow_handle(connection_workflow_id(account_id))
     try:
-        await handle.signal(ConnectionWorkflow.plan_changed, PlanChange(entitled=entitled))
+        await handle.signal(
+            ConnectionWorkflow.plan_changed,
+            PlanChange(entitled=entitled),
+            rpc_timeout=timedelta(seconds=services.settings.temporal_rpc_timeout_seconds),
+        )
     except RPCError as exc:
         # The plan is stored either way: syncs check it, so nothing syncs without the entitlement.
         logger.warning("connection workflow of %s not told about the plan: %s", account_id, exc.message)

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from sqlmodel import col, select
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import AccountDep, ServicesDep, SessionDep
@@ -33,9 +27,11 @@ from models.schemas import (
     QuickBooksBadge,
     Timeline,
     TimelineEntryPublic,
+    snapshot_from_json,
+    snapshot_json,
 )
 from models.tables import Account, InvoiceSync, Notification, QuickBooksConnection, TimelineEntry, utcnow
-from workflows import search_attributes
+from workflows.handles import start_invoice_sync
 from workflows.ids import invoice_workflow_id
 from workflows.invoice import InvoiceWorkflow
 from workflows.messages import InvoiceSnapshot, InvoiceWorkflowInput, RetrySyncRequest, VoidRequest
@@ -94,6 +90,7 @@ async def send_invoice(
                 "balance_cents": snapshot.total_cents,
                 "client_name": snapshot.client_name,
                 "client_email": snapshot.client_email,
+                "snapshot": snapshot_json(snapshot),
                 "sent_at": utcnow(),
                 "updated_at": utcnow(),
             }
@@ -116,10 +113,14 @@ async def send_invoice(
         )
     await session.commit()
     row = await _invoice_row(session, account.id, invoice_id)
-    if row.status not in UNFOLLOWED_INVOICE_STATUSES:
+    # The first body sent wins everywhere (database, workflow, QuickBooks); a later one changes nothing.
+    kept = snapshot_from_json(row.snapshot) if row.snapshot is not None else snapshot
+    if row.status not in UNFOLLOWED_INVOICE_STATUSES and row.workflow_started_at is None:
         # Also on a repeated send: if the first start never reached Temporal, this one starts the workflow.
-        await _start_invoice_workflow(services, row, snapshot)
-    return InvoiceAccepted(invoice=await _public(session, row), duplicate=not inserted)
+        await _start_sync(services, session, row, kept)
+    return InvoiceAccepted(
+        invoice=await _public(session, row), duplicate=not inserted, body_differs=kept != snapshot
+    )
 
 
 async def _ensure_fits_temporal(
@@ -141,33 +142,34 @@ async def _ensure_fits_temporal(
         )
 
 
-async def _start_invoice_workflow(services: ServicesDep, row: InvoiceSync, snapshot: InvoiceSnapshot) -> None:
-    attributes = [
-        SearchAttributePair(search_attributes.ACCOUNT_ID, row.account_id),
-        SearchAttributePair(search_attributes.INVOICE_NUMBER, row.number),
-        SearchAttributePair(search_attributes.SYNC_STATUS, row.status),
-    ]
+def _rpc_timeout(services: ServicesDep) -> timedelta:
+    return timedelta(seconds=services.settings.temporal_rpc_timeout_seconds)
+
+
+async def _start_sync(
+    services: ServicesDep, session: SessionDep, row: InvoiceSync, snapshot: InvoiceSnapshot
+) -> None:
+    """Start the invoice's workflow. Temporal out of reach is no error for the sender: the invoice is stored, and
+    the API's relay starts its sync as soon as Temporal answers again."""
     try:
-        await services.temporal.start_workflow(
-            InvoiceWorkflow.run,
-            InvoiceWorkflowInput(account_id=row.account_id, invoice_id=row.invoice_id, snapshot=snapshot),
-            id=invoice_workflow_id(row.account_id, row.invoice_id),
+        await start_invoice_sync(
+            services.temporal,
             task_queue=services.settings.temporal_task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes(attributes),
+            account_id=row.account_id,
+            invoice_id=row.invoice_id,
+            snapshot=snapshot,
+            status=row.status,
+            rpc_timeout=_rpc_timeout(services),
         )
-    except WorkflowAlreadyStartedError:
-        pass  # it ran before and finished: sending again changes nothing
     except RPCError as exc:
-        logger.error(
-            "invoice workflow for %s/%s not started: %s", row.account_id, row.invoice_id, exc.message
-        )
-        raise ApiError(
-            503,
-            "temporarily_unavailable",
-            "The invoice is recorded but its sync could not start; send it again shortly.",
-        ) from exc
+        logger.warning(
+            "invoice workflow for %s/%s not started yet (%s): the relay will", row.account_id, row.invoice_id,
+            exc.status.name,
+        )  # fmt: skip
+        return
+    row.workflow_started_at = utcnow()
+    session.add(row)
+    await session.commit()
 
 
 @router.post(
@@ -185,9 +187,18 @@ async def void_invoice(
         return await _public(session, row)
     handle = services.temporal.get_workflow_handle(invoice_workflow_id(account.id, invoice_id))
     try:
-        await handle.execute_update(InvoiceWorkflow.request_void, VoidRequest())
+        await handle.execute_update(
+            InvoiceWorkflow.request_void, VoidRequest(), rpc_timeout=_rpc_timeout(services)
+        )
     except WorkflowUpdateFailedError as exc:
         raise ApiError(409, "invoice_not_voidable", f"The invoice cannot be voided: {exc.cause}") from exc
+    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+        # No worker took it in time; it may still be taken later, and voiding twice changes nothing.
+        raise ApiError(
+            503,
+            "temporarily_unavailable",
+            "The void was not confirmed in time; check the invoice or try again.",
+        ) from exc
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise ApiError(409, "invoice_not_voidable", "The invoice's sync is no longer running.") from exc
@@ -240,7 +251,11 @@ async def retry_sync(
         )
     handle = services.temporal.get_workflow_handle(invoice_workflow_id(account.id, invoice_id))
     try:
-        await handle.signal(InvoiceWorkflow.retry_sync, RetrySyncRequest(requested_by="api"))
+        await handle.signal(
+            InvoiceWorkflow.retry_sync,
+            RetrySyncRequest(requested_by="api"),
+            rpc_timeout=_rpc_timeout(services),
+        )
     except RPCError as exc:
         raise ApiError(
             503, "temporarily_unavailable", "The retry could not be requested; try again shortly."

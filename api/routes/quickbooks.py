@@ -8,6 +8,7 @@ import html
 import logging
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,8 +20,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func
 from sqlmodel import col, select, update
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import AccountDep, ServicesDep, SessionDep
@@ -28,8 +28,17 @@ from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
 from models.bounds import SafeStr
 from models.connections import company_held
 from models.crypto import encrypted_token_columns
-from models.domain import COMPANY_BOUND_STATUSES, VOID_DONE, VOID_NOT_DONE, ConnectionStatus, DisconnectMode
+from models.domain import (
+    COMPANY_BOUND_STATUSES,
+    DIFFERENT_COMPANY,
+    UNCONNECTED_STATUSES,
+    VOID_DONE,
+    VOID_NOT_DONE,
+    ConnectionStatus,
+    DisconnectMode,
+)
 from models.plans import entitlement_problem, quickbooks_entitled
+from models.queries import for_update
 from models.schemas import (
     ConnectionPublic,
     ConnectStart,
@@ -38,13 +47,18 @@ from models.schemas import (
     DisconnectProgress,
 )
 from models.tables import Account, InvoiceSync, OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
-from qbo.companies import CompanyNotVerified, VerificationUnavailable
+from qbo.companies import CompanyNotVerified, VerificationUnavailable, VerifiedCompany
 from qbo.errors import QboError, QboOAuthError, QboServerError, QboUnavailable
 from settings import Settings
-from workflows import search_attributes
 from workflows.connection import ConnectionWorkflow
+from workflows.handles import tell_connection_of_grant
 from workflows.ids import connection_workflow_id
-from workflows.messages import ConnectionPolicy, ConnectionWorkflowInput, DisconnectRequest, GrantSignal
+from workflows.messages import (
+    ConnectionPolicy,
+    DisconnectRequest,
+    GrantOutcome,
+    GrantSignal,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -248,10 +262,25 @@ async def connection_public(session: SessionDep, account: Account) -> Connection
         action = "connect"
     elif plan_problem is not None:
         action = "upgrade"
+    realm_id, company_name = row.realm_id, row.company_name
+    if status == ConnectionStatus.CONNECTING:
+        # The company being connected is the newest authorization's (the row keeps the one before until then).
+        pending = (
+            await session.exec(
+                select(QuickBooksGrant)
+                .where(
+                    QuickBooksGrant.account_id == row.account_id, col(QuickBooksGrant.adopted_at).is_(None)
+                )
+                .order_by(col(QuickBooksGrant.created_at).desc())
+                .limit(1)
+            )
+        ).first()
+        if pending is not None:
+            realm_id, company_name = pending.realm_id, pending.company_name
     return ConnectionPublic(
         status=status,
-        realm_id=row.realm_id,
-        company_name=row.company_name,
+        realm_id=realm_id,
+        company_name=company_name,
         connected_at=row.connected_at,
         reason=row.status_reason,
         action=action,
@@ -330,6 +359,12 @@ async def disconnect(
         raise ApiError(409, "not_connected", "QuickBooks is not connected.")
     if row.status == ConnectionStatus.DISCONNECTING:
         raise ApiError(409, "already_disconnecting", "QuickBooks is already being disconnected.")
+    if row.status == ConnectionStatus.CONNECTING:
+        raise ApiError(
+            409,
+            "still_connecting",
+            "QuickBooks is still being connected; disconnect once it reads connected.",
+        )
     if body.mode == DisconnectMode.DISCONNECT_AND_VOID and row.status == ConnectionStatus.EXPIRED:
         raise ApiError(
             409,
@@ -338,10 +373,21 @@ async def disconnect(
         )
     handle = services.temporal.get_workflow_handle(connection_workflow_id(account.id))
     try:
-        await handle.execute_update(ConnectionWorkflow.disconnect, DisconnectRequest(mode=body.mode))
+        await handle.execute_update(
+            ConnectionWorkflow.disconnect,
+            DisconnectRequest(mode=body.mode),
+            rpc_timeout=timedelta(seconds=services.settings.temporal_rpc_timeout_seconds),
+        )
     except WorkflowUpdateFailedError as exc:
         raise ApiError(
             409, "cannot_disconnect", f"QuickBooks cannot be disconnected now: {exc.cause}"
+        ) from exc
+    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+        # No worker took it in time; it may still be taken later (the connection status will say).
+        raise ApiError(
+            503,
+            "temporarily_unavailable",
+            "The disconnect was not confirmed in time; check the connection or try again.",
         ) from exc
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
@@ -539,39 +585,94 @@ async def _complete_authorization(
         **encrypted_token_columns(services.cipher, tokens),  # type: ignore[arg-type]
     )
     session.add(grant)
+    await _mark_connecting(session, account_id, company)
     await session.commit()
-    try:
-        await services.temporal.start_workflow(
-            ConnectionWorkflow.run,
-            ConnectionWorkflowInput(account_id=account_id, policy=connection_policy(services.settings)),
-            id=connection_workflow_id(account_id),
-            task_queue=services.settings.temporal_task_queue,
-            start_signal="grant_authorized",
-            start_signal_args=[GrantSignal(grant_id=grant.id)],
-            search_attributes=search_attributes_for(account_id, company.realm_id),
+    return await _hand_to_connection(session, services, grant, company)
+
+
+async def _mark_connecting(session: SessionDep, account_id: str, company: VerifiedCompany) -> None:
+    """An account with no connection now reads `connecting` (in the grant's transaction): an invoice sent from
+    here on waits for the connection and syncs, where it used to be `not_synced` until the workflow adopted it."""
+    row = await session.get(QuickBooksConnection, account_id, with_for_update=for_update(session))
+    if row is None:
+        session.add(
+            QuickBooksConnection(
+                account_id=account_id,
+                status=ConnectionStatus.CONNECTING.value,
+                realm_id=company.realm_id,
+                company_name=company.name,
+            )
         )
-    except Exception as exc:
-        logger.exception("connection workflow for %s could not be signalled", account_id)
-        # Withdraw the grant (a signal that got through after all finds nothing to adopt) and its tokens.
-        grant.access_token_enc = None
-        grant.refresh_token_enc = None
-        session.add(grant)
-        await session.commit()
-        await _discard_tokens(session, services, tokens.refresh_token, company.realm_id)
-        raise CallbackOutcome("unavailable", _UNAVAILABLE, account_id=account_id) from exc
-    connected = {"quickbooks": "connected", "account_id": account_id, "realm_id": company.realm_id}
+    elif row.status in UNCONNECTED_STATUSES:
+        # The company is set by the adoption, which compares it with the previous one.
+        row.status = ConnectionStatus.CONNECTING.value
+        row.status_reason = None
+        row.updated_at = utcnow()
+        session.add(row)
+
+
+async def _hand_to_connection(
+    session: SessionDep, services: ServicesDep, grant: QuickBooksGrant, company: VerifiedCompany
+) -> dict[str, str]:
+    """Tell the account's connection workflow and wait (a little) for it to adopt the grant.
+
+    Read-your-writes across the callback: the browser is told `connected` only once the connection reads
+    connected. A workflow that is slow or not running (a worker down) gets the grant all the same, and the browser
+    is told `connecting`; if Temporal itself cannot be reached the grant stays stored and the API's relay hands it
+    over when Temporal is back. Either way nothing is lost: the connection reads `connecting` meanwhile, and
+    invoices sent meanwhile wait for it and sync.
+    """
+    account_id = grant.account_id
+    settings = services.settings
+    outcome = {"account_id": account_id, "realm_id": company.realm_id}
     if company.name:
-        connected["company_name"] = company.name
-    return connected
-
-
-def search_attributes_for(account_id: str, realm_id: str) -> TypedSearchAttributes:
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(search_attributes.ACCOUNT_ID, account_id),
-            SearchAttributePair(search_attributes.REALM_ID, realm_id),
-        ]
-    )
+        outcome["company_name"] = company.name
+    try:
+        await tell_connection_of_grant(
+            services.temporal,
+            task_queue=settings.temporal_task_queue,
+            account_id=account_id,
+            realm_id=company.realm_id,
+            grant_id=grant.id,
+            policy=connection_policy(settings),
+            rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
+        )
+    except RPCError as exc:
+        logger.warning(
+            "connection workflow of %s not told yet (%s): the relay will", account_id, exc.status.name
+        )
+        return {"quickbooks": "connecting", **outcome}
+    grant.signalled_at = utcnow()
+    session.add(grant)
+    await session.commit()
+    handle = services.temporal.get_workflow_handle(connection_workflow_id(account_id))
+    deadline = time.monotonic() + settings.oauth_adoption_wait_seconds
+    adoption = GrantOutcome(adopted=False, carried_over=True)
+    try:
+        # A run that ends (continues as new) answers `carried_over`: the next run is asked, in the time left.
+        while adoption.carried_over and (left := deadline - time.monotonic()) > 0:
+            adoption = await handle.execute_update(
+                ConnectionWorkflow.wait_for_grant,
+                GrantSignal(grant_id=grant.id),
+                rpc_timeout=timedelta(seconds=left),
+            )
+    except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError, WorkflowUpdateFailedError) as exc:
+        logger.info(
+            "connection of %s not adopted in time (%s): told connecting", account_id, type(exc).__name__
+        )
+        return {"quickbooks": "connecting", **outcome}
+    if adoption.carried_over:
+        return {"quickbooks": "connecting", **outcome}
+    if adoption.adopted:
+        return {"quickbooks": "connected", **outcome}
+    if adoption.refused == DIFFERENT_COMPANY:
+        raise CallbackOutcome(
+            "different_company",
+            "This account is connected to another QuickBooks company. Reconnect to the same company, or "
+            "disconnect first to switch companies.",
+            account_id=account_id,
+        )
+    raise CallbackOutcome("unavailable", _UNAVAILABLE, account_id=account_id)
 
 
 async def _revoke_quietly(services: ServicesDep, token: str) -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from prometheus_client import Counter
+from sqlmodel import select
+from temporalio.service import RPCError
 
-from api.deps import ServicesDep, SessionDep
+from api.deps import Services, ServicesDep, SessionDep
 from api.errors import ApiError, error_responses
 from models.crud import new_event, store_events
 from models.schemas import WebhookAccepted
-from models.tables import WebhookDelivery, utcnow
+from models.tables import QuickBooksEvent, WebhookDelivery, utcnow
 from qbo.webhooks import SIGNATURE_HEADER, WebhookPayloadError, read_webhook, verify_signature
 from workflows.handles import start_realm_events
 
@@ -57,7 +60,9 @@ async def _body_within_limit(request: Request, limit: int) -> bytes:
         },
     },
 )
-async def quickbooks_webhook(request: Request, session: SessionDep, services: ServicesDep) -> WebhookAccepted:
+async def quickbooks_webhook(
+    request: Request, background: BackgroundTasks, session: SessionDep, services: ServicesDep
+) -> WebhookAccepted:
     """Intuit's change notifications (classic or CloudEvents). 200 means stored: nothing accepted is ever lost.
 
     An event that cannot be read costs only itself: the others are stored and acknowledged, and the delivery is kept
@@ -118,12 +123,14 @@ async def quickbooks_webhook(request: Request, session: SessionDep, services: Se
             len(events),
         )
 
-    for realm_id in sorted({event.realm_id for event in events}):
-        try:
-            await start_realm_events(services.temporal, realm_id, settings.temporal_task_queue)
-        except Exception:
-            # Stored already: the next delivery, reconnect or CDC sweep for this company picks it up.
-            logger.exception("events workflow for realm %s not signalled", realm_id)
+    if accepted:
+        # After the answer (Intuit waits at most 3 s): the delivery is stored, and what its companies' events
+        # workflows are not told now, the relay tells them once Temporal answers.
+        background.add_task(tell_events_workflows, services, delivery.id)
+    else:
+        delivery.signalled_at = now  # nothing new to tell
+        session.add(delivery)
+        await session.commit()
     return WebhookAccepted(
         accepted=accepted, duplicates=len(events) - accepted, unreadable=len(batch.problems)
     )
@@ -131,7 +138,42 @@ async def quickbooks_webhook(request: Request, session: SessionDep, services: Se
 
 async def _keep_unreadable(session: SessionDep, body: bytes, problem: str, *, unreadable: int) -> None:
     """Signed by Intuit but with nothing readable: keep it for operators, and say why (a 400 follows)."""
-    session.add(WebhookDelivery(body=body, event_count=0, unreadable_count=unreadable, parse_error=problem))
+    session.add(
+        WebhookDelivery(
+            body=body, event_count=0, unreadable_count=unreadable, parse_error=problem, signalled_at=utcnow()
+        )
+    )
     await session.commit()
     WEBHOOK_DELIVERIES.labels("malformed").inc()
     WEBHOOK_EVENTS.labels("unreadable").inc(unreadable)
+
+
+async def tell_events_workflows(services: Services, delivery_id: int | None) -> bool:
+    """Tell the events workflow of each company a delivery brought events for, and mark the delivery told; False
+    when Temporal did not answer (the relay tries again).
+
+    Used after the answer to Intuit, and by the relay for deliveries an outage left untold."""
+    async with services.sessions() as session:
+        delivery = await session.get(WebhookDelivery, delivery_id)
+        if delivery is None or delivery.signalled_at is not None:
+            return True
+        realms = (
+            await session.exec(
+                select(QuickBooksEvent.realm_id).where(QuickBooksEvent.delivery_id == delivery_id).distinct()
+            )
+        ).all()
+        timeout = timedelta(seconds=services.settings.temporal_rpc_timeout_seconds)
+        for realm_id in sorted(realms):
+            try:
+                await start_realm_events(
+                    services.temporal, realm_id, services.settings.temporal_task_queue, rpc_timeout=timeout
+                )
+            except RPCError as exc:
+                logger.warning(
+                    "events workflow of a company not told yet (%s): the relay will", exc.status.name
+                )
+                return False
+        delivery.signalled_at = utcnow()
+        session.add(delivery)
+        await session.commit()
+        return True

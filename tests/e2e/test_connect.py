@@ -15,6 +15,7 @@ from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
 from models.tables import OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
+from tests.conftest import EngineFactory
 from tests.engine import Engine, running_engine
 from tests.support import Emulator
 
@@ -529,14 +530,16 @@ async def test_every_callback_outcome_lands_readably_and_clears_the_flow_cookie(
 
 
 async def test_two_sign_ins_to_different_companies_at_once_never_switch_the_company_silently(
-    engine: Engine,
+    engine_with: EngineFactory,
 ) -> None:
     # Two tabs: both callbacks pass before the connection workflow adopted either authorization.
+    engine = await engine_with(oauth_adoption_wait_seconds=1)
     await engine.stop_workers()
     account = await engine.create_account()
     first, second = await engine.emulator.create_company(), await engine.emulator.create_company()
-    assert outcome(await engine.authorize(account, first))["quickbooks"] == "connected"
-    assert outcome(await engine.authorize(account, second))["quickbooks"] == "connected"
+    assert outcome(await engine.authorize(account, first))["quickbooks"] == "connecting"
+    assert outcome(await engine.authorize(account, second))["quickbooks"] == "connecting"
+    assert (await engine.connection_status(account))["status"] == "connecting"
     engine.start_workers(sticky=False)
 
     status = await engine.wait_for(

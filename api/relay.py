@@ -1,0 +1,159 @@
+"""The API's relay: hands Temporal what the API stored but could not give it (an outbox relay).
+
+The API acknowledges an invoice sent, an authorization and Intuit's webhooks once they are in the database, and
+only then tells Temporal. When Temporal cannot be reached (down, restarting, a network cut) that second step waits
+here: every few seconds the relay looks for invoices whose sync never started, authorizations the connection
+workflow was never told of and webhook deliveries whose companies' events workflows were never told, and hands
+them over. Each hand-over is idempotent (workflow ids per business key, signal-with-start), so API replicas that
+relay the same row at once, or a row the request itself handed over meanwhile, change nothing; no lock is held
+across a call to Temporal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlmodel import col, select
+from temporalio.service import RPCError
+
+from api.deps import Services
+from api.routes.quickbooks import connection_policy
+from api.routes.webhooks import tell_events_workflows
+from models.domain import UNFOLLOWED_INVOICE_STATUSES
+from models.schemas import snapshot_from_json
+from models.tables import InvoiceSync, QuickBooksGrant, WebhookDelivery, utcnow
+from workflows.handles import start_invoice_sync, tell_connection_of_grant
+
+logger = logging.getLogger(__name__)
+
+# Rows handed over per kind and round; a backlog takes several rounds.
+RELAY_BATCH = 100
+
+
+@dataclass
+class Relayed:
+    """What one round handed over."""
+
+    invoices: int = 0
+    grants: int = 0
+    deliveries: int = 0
+
+
+class Relay:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def run(self) -> None:
+        """Relay every RELAY_INTERVAL_SECONDS until cancelled (the app's lifespan owns the task)."""
+        interval = self._services.settings.relay_interval_seconds
+        while True:
+            try:
+                relayed = await self.once()
+                if relayed.invoices or relayed.grants or relayed.deliveries:
+                    logger.info(
+                        "relayed to Temporal: %d invoice syncs, %d authorizations, %d webhook deliveries",
+                        relayed.invoices,
+                        relayed.grants,
+                        relayed.deliveries,
+                    )
+            except RPCError as exc:
+                logger.info("Temporal does not answer (%s); the relay tries again", exc.status.name)
+            except Exception:
+                logger.exception("relay round failed; it tries again")
+            await asyncio.sleep(interval)
+
+    async def once(self) -> Relayed:
+        """One round: what is older than RELAY_GRACE_SECONDS and still not handed over (the request that stored
+        it tries first). Stops at the first call Temporal does not answer (RPCError): the next round retries."""
+        return Relayed(
+            invoices=await self._invoices(), grants=await self._grants(), deliveries=await self._deliveries()
+        )
+
+    async def _invoices(self) -> int:
+        services = self._services
+        settings = services.settings
+        before = utcnow() - timedelta(seconds=settings.relay_grace_seconds)
+        async with services.sessions() as session:
+            statement = (
+                select(InvoiceSync)
+                .where(
+                    col(InvoiceSync.workflow_started_at).is_(None),
+                    col(InvoiceSync.snapshot).is_not(None),
+                    col(InvoiceSync.status).not_in(sorted(UNFOLLOWED_INVOICE_STATUSES)),
+                    col(InvoiceSync.sent_at) < before,
+                )
+                .order_by(col(InvoiceSync.sent_at))
+                .limit(RELAY_BATCH)
+            )
+            rows = (await session.exec(statement)).all()
+            for row in rows:
+                assert row.snapshot is not None
+                await start_invoice_sync(
+                    services.temporal,
+                    task_queue=settings.temporal_task_queue,
+                    account_id=row.account_id,
+                    invoice_id=row.invoice_id,
+                    snapshot=snapshot_from_json(row.snapshot),
+                    status=row.status,
+                    rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
+                )
+                row.workflow_started_at = utcnow()
+                session.add(row)
+                await session.commit()
+            return len(rows)
+
+    async def _grants(self) -> int:
+        services = self._services
+        settings = services.settings
+        before = utcnow() - timedelta(seconds=settings.relay_grace_seconds)
+        async with services.sessions() as session:
+            statement = (
+                select(QuickBooksGrant)
+                .where(
+                    col(QuickBooksGrant.signalled_at).is_(None),
+                    col(QuickBooksGrant.adopted_at).is_(None),
+                    col(QuickBooksGrant.access_token_enc).is_not(None),
+                    col(QuickBooksGrant.created_at) < before,
+                )
+                .order_by(col(QuickBooksGrant.created_at))
+                .limit(RELAY_BATCH)
+            )
+            grants = (await session.exec(statement)).all()
+            for grant in grants:
+                await tell_connection_of_grant(
+                    services.temporal,
+                    task_queue=settings.temporal_task_queue,
+                    account_id=grant.account_id,
+                    realm_id=grant.realm_id,
+                    grant_id=grant.id,
+                    policy=connection_policy(settings),
+                    rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
+                )
+                grant.signalled_at = utcnow()
+                session.add(grant)
+                await session.commit()
+            return len(grants)
+
+    async def _deliveries(self) -> int:
+        services = self._services
+        before = utcnow() - timedelta(seconds=services.settings.relay_grace_seconds)
+        async with services.sessions() as session:
+            untold = (
+                await session.exec(
+                    select(WebhookDelivery.id)
+                    .where(
+                        col(WebhookDelivery.signalled_at).is_(None), col(WebhookDelivery.received_at) < before
+                    )
+                    .order_by(col(WebhookDelivery.id))
+                    .limit(RELAY_BATCH)
+                )
+            ).all()
+        told = 0
+        for delivery_id in untold:
+            if not await tell_events_workflows(services, delivery_id):
+                break
+            told += 1
+        return told
