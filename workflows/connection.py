@@ -110,6 +110,7 @@ class ConnectionWorkflow:
         self._caught = progress.caught_by_sweeps
         self._plan_entitled = progress.plan_entitled
         self._grant_outcomes = dict(progress.grant_outcomes)
+        self._occurrences = progress.occurrences
         self._grants: list[str] = []
         for grant_id in [*request.pending_grants, *([request.grant_id] if request.grant_id else [])]:
             if grant_id not in self._grants:
@@ -154,6 +155,7 @@ class ConnectionWorkflow:
                             plan_entitled=self._plan_entitled,
                             caught_by_sweeps=self._caught,
                             grant_outcomes=self._grant_outcomes,
+                            occurrences=self._occurrences,
                         ),
                     )
                 )
@@ -373,6 +375,7 @@ class ConnectionWorkflow:
             return
         self._plan_entitled = change.entitled
         info = self._require_info()
+        key = self._occurrence()
         if not change.entitled:
             await self._record(
                 ConnectionRecord(
@@ -383,14 +386,12 @@ class ConnectionWorkflow:
                         kind="plan_paused",
                         message="Your plan no longer includes QuickBooks, so syncing is paused. Upgrade to "
                         "Premium, or add the QuickBooks add-on to Pro, to resume.",
-                        dedupe_key=f"{workflow.info().workflow_id}/plan_paused/{workflow.info().get_current_history_length()}",
+                        dedupe_key=f"{workflow.info().workflow_id}/plan_paused/{key}",
                         action="upgrade",
                     ),
                 )
             )
-            self._emit(
-                "connection.sync_paused", str(workflow.info().get_current_history_length()), reason="plan"
-            )
+            self._emit("connection.sync_paused", key, reason="plan")
             return
         await self._record(
             ConnectionRecord(
@@ -403,7 +404,7 @@ class ConnectionWorkflow:
         self._deadlines.cdc_at = workflow.now()
         if self._usable():
             await self._resume_paused_invoices()
-        self._emit("connection.sync_resumed", str(workflow.info().get_current_history_length()))
+        self._emit("connection.sync_resumed", key)
 
     async def _resume_paused_invoices(self) -> None:
         await self._signal_invoices([InvoiceStatus.PAUSED], ConnectionChange(usable=True))
@@ -457,7 +458,7 @@ class ConnectionWorkflow:
         await self._signal_invoices(
             sorted(OPEN_INVOICE_STATUSES), ConnectionChange(usable=False, disconnect_mode=mode.value)
         )
-        self._emit("connection.disconnected", mode.value, mode=mode.value)
+        self._emit("connection.disconnected", f"{mode.value}/{self._occurrence()}", mode=mode.value)
 
     # --- Messages ----------------------------------------------------------------------------------------
 
@@ -476,6 +477,15 @@ class ConnectionWorkflow:
             return GrantOutcome(adopted=False, carried_over=True, info=self._info)
         refused = self._grant_outcomes[signal.grant_id]
         return GrantOutcome(adopted=refused is None, refused=refused, info=self._info)
+
+    def _occurrence(self) -> str:
+        """A key for something that may happen again (a plan change, a disconnect), unique for the account.
+
+        Counted across continue-as-new; a connection that ended (disconnected) starts counting again in its next
+        execution, whose token versions are all higher, so the version keeps the two apart."""
+        self._occurrences += 1
+        version = self._info.token_version if self._info is not None else 0
+        return f"v{version}.n{self._occurrences}"
 
     def _take(self, grant_id: str) -> None:
         if grant_id not in self._grants and grant_id not in self._grant_outcomes:

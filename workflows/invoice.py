@@ -261,7 +261,7 @@ class InvoiceWorkflow:
                 timeline=self._timeline(
                     "resumed",
                     "QuickBooks is connected again: syncing resumed.",
-                    key=str(workflow.info().get_current_history_length()),
+                    key=self._occurrence(),
                 ),
                 clear_last_error=True,
             )
@@ -363,7 +363,7 @@ class InvoiceWorkflow:
             progress.void_requested = False
             reason = result.reason or "QuickBooks refused to void the invoice."
             progress.last_error = reason
-            attempt = str(workflow.info().get_current_history_length())
+            attempt = self._occurrence()
             await self._record(
                 progress.status,
                 timeline=self._timeline("void_refused", reason, key=attempt),
@@ -554,6 +554,11 @@ class InvoiceWorkflow:
             },
         )
         self._outbox.send(event)
+
+    def _occurrence(self) -> str:
+        """A key for something that may happen again (a refusal, a resumption), unique in this workflow."""
+        self._progress.occurrences += 1
+        return f"n{self._progress.occurrences}"
 
     def _may_be_in_quickbooks(self) -> bool:
         return self._progress.qbo_invoice_id is not None or self._progress.create_attempted

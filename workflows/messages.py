@@ -78,6 +78,8 @@ class InvoiceProgress:
     disconnect_void_outcome: VoidOutcome | None = None
     disconnect_reason: str | None = None
     pending_observations: list[InvoiceObservation] = field(default_factory=list)
+    # Counts what needs a key of its own (a refusal, a resumption) across runs: history lengths restart.
+    occurrences: int = 0
 
 
 @dataclass
@@ -311,6 +313,7 @@ class ConnectionProgress:
     caught_by_sweeps: int = 0
     # The latest authorizations dealt with: grant id -> None if adopted, else why it was refused.
     grant_outcomes: dict[str, str | None] = field(default_factory=dict)
+    occurrences: int = 0
 
 
 @dataclass

@@ -138,3 +138,34 @@ async def test_a_signal_that_reaches_a_continued_run_before_it_runs_is_kept(
         result = await asyncio.wait_for(handle.result(), 20)
     assert result.status == InvoiceStatus.VOIDED
     assert not fakes.syncs  # the continued run never synced again
+
+
+async def test_refusals_in_different_runs_keep_their_own_notifications(
+    time_skipping_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Keys made of the history's length repeat after a continue-as-new: a second refusal's notification, timeline
+    # entry and platform event would be dropped as duplicates of the first.
+    monkeypatch.setattr("workflows.common.MAX_HISTORY_EVENTS", 25)
+    client = time_skipping_env.client
+    fakes = FakeInvoiceActivities(void_outcome=VoidOutcome.REFUSED)
+    async with invoice_worker(client, fakes) as task_queue:
+        workflow_id = await start(client, task_queue)
+        handle = client.get_workflow_handle(workflow_id, result_type=InvoiceWorkflowResult)
+        first_run = (await handle.describe()).run_id
+        runs = {first_run}
+        for _ in range(6):
+            await handle.execute_update(InvoiceWorkflow.request_void, VoidRequest())
+            for _ in range(100):
+                if (
+                    sum(1 for record in fakes.records if record.notification) > len(runs) * 0
+                    and not (await handle.query(InvoiceWorkflow.status)).void_requested
+                ):
+                    break
+                await asyncio.sleep(0.05)
+            runs.add((await handle.describe()).run_id)
+        await handle.terminate()
+    assert len(runs) > 1  # the refusals spanned a continue-as-new
+    keys = [record.notification.dedupe_key for record in fakes.records if record.notification]
+    events = [event.event_id for event in fakes.events if event.type == "invoice.void_failed"]
+    assert len(keys) == 6 and len(set(keys)) == 6, keys
+    assert len(set(events)) == 6, events
