@@ -32,7 +32,7 @@ from models.tables import InvoiceSync, QuickBooksConnection, QuickBooksGrant
 from qbo.errors import InvalidGrant, QboOAuthError
 from qbo.oauth import QboOAuth, TokenSet
 from workflows.handles import start_realm_events
-from workflows.ids import invoice_workflow_id
+from workflows.ids import invoice_workflow_id, stored_or
 from workflows.messages import (
     AdoptGrantInput,
     AdoptGrantResult,
@@ -106,7 +106,9 @@ class ConnectionActivities:
                 raise ApplicationError(f"grant {request.grant_id} was withdrawn", non_retryable=True)
             if row is None:
                 row = QuickBooksConnection(
-                    account_id=request.account_id, status=ConnectionStatus.NOT_CONNECTED
+                    account_id=request.account_id,
+                    status=ConnectionStatus.NOT_CONNECTED,
+                    workflow_id=activity.info().workflow_id,
                 )
             previous_realm = row.realm_id
             realm_changed = previous_realm is not None and previous_realm != grant.realm_id
@@ -299,7 +301,7 @@ class ConnectionActivities:
         async with self._sessions() as session:
             rows = (
                 await session.exec(
-                    select(InvoiceSync.invoice_id).where(
+                    select(InvoiceSync.invoice_id, InvoiceSync.workflow_id).where(
                         InvoiceSync.account_id == request.account_id,
                         col(InvoiceSync.status).in_([status.value for status in request.statuses]),
                     )
@@ -309,7 +311,12 @@ class ConnectionActivities:
         for batch_start in range(0, len(rows), 50):
             batch = rows[batch_start : batch_start + 50]
             results = await asyncio.gather(
-                *(self._signal_connection_changed(request, invoice_id) for invoice_id in batch)
+                *(
+                    self._signal_connection_changed(
+                        request, stored_or(workflow_id, invoice_workflow_id(request.account_id, invoice_id))
+                    )
+                    for invoice_id, workflow_id in batch
+                )
             )
             signalled += sum(results)
             activity.heartbeat(batch_start)
@@ -320,13 +327,13 @@ class ConnectionActivities:
         """Have the company's events workflow process what waited while no connection was usable."""
         await start_realm_events(self._temporal, realm_id, self._task_queue)
 
-    async def _signal_connection_changed(self, request: SignalInvoicesInput, invoice_id: str) -> int:
-        handle = self._temporal.get_workflow_handle(invoice_workflow_id(request.account_id, invoice_id))
+    async def _signal_connection_changed(self, request: SignalInvoicesInput, workflow_id: str) -> int:
+        handle = self._temporal.get_workflow_handle(workflow_id)
         try:
             await handle.signal("connection_changed", request.change)
         except RPCError as exc:
             # A workflow that already finished has nothing left to resume.
-            logger.info("invoice %s not signalled: %s", invoice_id, exc.message)
+            logger.info("invoice workflow %s not signalled: %s", workflow_id, exc.message)
             return 0
         return 1
 

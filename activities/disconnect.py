@@ -34,7 +34,7 @@ from models.queries import for_update
 from models.tables import InvoiceSync, QuickBooksConnection
 from qbo.errors import InvalidClient, QboError, QboOAuthError
 from qbo.oauth import QboOAuth
-from workflows.ids import invoice_workflow_id
+from workflows.ids import invoice_workflow_id, stored_or
 from workflows.messages import (
     BeginDisconnectInput,
     BeginDisconnectResult,
@@ -233,7 +233,9 @@ class DisconnectActivities:
         signal_gate = asyncio.Semaphore(DISCONNECT_SIGNAL_CONCURRENCY)
 
         async def tell(row: InvoiceSync, outcome: VoidOutcome, reason: str | None) -> None:
-            handle = self._temporal.get_workflow_handle(invoice_workflow_id(row.account_id, row.invoice_id))
+            handle = self._temporal.get_workflow_handle(
+                stored_or(row.workflow_id, invoice_workflow_id(row.account_id, row.invoice_id))
+            )
             change = ConnectionChange(
                 usable=False,
                 reason=reason,
@@ -264,7 +266,7 @@ async def _void_one(context: QuickBooksContext, row: InvoiceSync) -> tuple[VoidO
                 context,
                 row.qbo_invoice_id,
                 doc_number=row.number,
-                workflow_id=invoice_workflow_id(row.account_id, row.invoice_id),
+                workflow_id=stored_or(row.workflow_id, invoice_workflow_id(row.account_id, row.invoice_id)),
                 known_sync_token=row.qbo_sync_token,
             )
         except QboError as exc:

@@ -19,7 +19,7 @@ from models.db import SessionFactory
 from models.domain import CONNECTION_UNAVAILABLE, EventStatus, InvoiceStatus
 from models.tables import InvoiceSync, PaymentLink, QuickBooksEvent, utcnow
 from qbo.errors import QboError, QboNotFound
-from workflows.ids import invoice_workflow_id
+from workflows.ids import invoice_workflow_id, stored_or
 from workflows.messages import InvoiceObservation, ProcessEventsInput, ProcessEventsResult
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,9 @@ class EventActivities:
                 except QboNotFound:
                     observation = deleted_invoice(context.realm_id, row.qbo_invoice_id, source="webhook")
                 observations[row.qbo_invoice_id] = observation
-            handle = self._temporal.get_workflow_handle(invoice_workflow_id(row.account_id, row.invoice_id))
+            handle = self._temporal.get_workflow_handle(
+                stored_or(row.workflow_id, invoice_workflow_id(row.account_id, row.invoice_id))
+            )
             try:
                 await handle.signal("quickbooks_invoice_changed", observation)
                 signalled += 1

@@ -30,7 +30,7 @@ from models.tables import Account, QuickBooksConnection
 from qbo.client import QboClient
 from qbo.errors import QboError, QboNotFound, QboStaleObject, QboValidationError
 from qbo.limits import RealmLimiter
-from workflows.ids import connection_workflow_id
+from workflows.ids import connection_workflow_id, stored_or
 from workflows.messages import FailureReason, RefreshRequest, RefreshResult
 
 # Refresh a little before Intuit's expiry so a call never starts with a token about to die.
@@ -103,6 +103,7 @@ class ConnectionTokens:
         self._access: str | None = None
         self._version = -1
         self._expires_at: datetime | None = None
+        self._workflow_id = connection_workflow_id(account_id)
         self.realm_id: str | None = None
 
     async def load(self) -> None:
@@ -120,6 +121,7 @@ class ConnectionTokens:
         ):
             raise connection_unavailable("The account's plan no longer includes QuickBooks.")
         self._access = self._cipher.decrypt(row.access_token_enc)
+        self._workflow_id = stored_or(row.workflow_id, connection_workflow_id(self._account_id))
         self._version = row.token_version
         self._expires_at = row.access_expires_at
         self.realm_id = row.realm_id
@@ -138,7 +140,7 @@ class ConnectionTokens:
         return self._access
 
     async def _refresh(self) -> None:
-        handle = self._temporal.get_workflow_handle(connection_workflow_id(self._account_id))
+        handle = self._temporal.get_workflow_handle(self._workflow_id)
         try:
             result = await handle.execute_update(
                 "refresh_access_token",

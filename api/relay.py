@@ -24,8 +24,9 @@ from api.routes.quickbooks import connection_policy
 from api.routes.webhooks import tell_events_workflows
 from models.domain import UNFOLLOWED_INVOICE_STATUSES
 from models.schemas import snapshot_from_json
-from models.tables import InvoiceSync, QuickBooksGrant, WebhookDelivery, utcnow
+from models.tables import InvoiceSync, QuickBooksConnection, QuickBooksGrant, WebhookDelivery, utcnow
 from workflows.handles import start_invoice_sync, tell_connection_of_grant
+from workflows.ids import connection_workflow_id, invoice_workflow_id, stored_or
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ class Relay:
                 await start_invoice_sync(
                     services.temporal,
                     task_queue=settings.temporal_task_queue,
+                    workflow_id=stored_or(
+                        row.workflow_id, invoice_workflow_id(row.account_id, row.invoice_id)
+                    ),
                     account_id=row.account_id,
                     invoice_id=row.invoice_id,
                     snapshot=snapshot_from_json(row.snapshot),
@@ -123,9 +127,14 @@ class Relay:
             )
             grants = (await session.exec(statement)).all()
             for grant in grants:
+                connection = await session.get(QuickBooksConnection, grant.account_id)
                 await tell_connection_of_grant(
                     services.temporal,
                     task_queue=settings.temporal_task_queue,
+                    workflow_id=stored_or(
+                        connection.workflow_id if connection else None,
+                        connection_workflow_id(grant.account_id),
+                    ),
                     account_id=grant.account_id,
                     realm_id=grant.realm_id,
                     grant_id=grant.id,

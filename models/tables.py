@@ -115,6 +115,8 @@ class QuickBooksConnection(SQLModel, table=True):
     account_id: str = Field(primary_key=True, foreign_key="account.id", max_length=64)
     realm_id: str | None = Field(default=None, index=True, max_length=32)
     company_name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The connection workflow's id (see InvoiceSync.workflow_id: older ones keep `connection-{account}`).
+    workflow_id: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     status: str = Field(max_length=24)
     status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     connected_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
@@ -181,6 +183,9 @@ class InvoiceSync(SQLModel, table=True):
     qbo_sync_token: int | None = None
     # A VoidOutcome once Disconnect & Void has dealt with this invoice.
     disconnect_outcome: str | None = Field(default=None, max_length=16)
+    # Its workflow's id. Stored, because workflows started before ids were made injective keep their old id
+    # (`invoice-{account}-{invoice}`): every signal, update and requestid goes to the id kept here.
+    workflow_id: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # The invoice as it was first sent (InvoiceSnapshot as JSON): a repeated send and the relay start its sync
     # with this body, so the database, the workflow and QuickBooks never disagree.
     snapshot: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

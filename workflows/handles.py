@@ -19,7 +19,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from workflows import search_attributes
-from workflows.ids import connection_workflow_id, invoice_workflow_id, realm_events_workflow_id
+from workflows.ids import realm_events_workflow_id
 from workflows.messages import (
     ConnectionPolicy,
     ConnectionWorkflowInput,
@@ -31,8 +31,8 @@ from workflows.messages import (
 
 
 async def start_invoice_sync(
-    temporal: Client, *, task_queue: str, account_id: str, invoice_id: str, snapshot: InvoiceSnapshot,
-    status: str, rpc_timeout: timedelta | None = None,
+    temporal: Client, *, task_queue: str, workflow_id: str, account_id: str, invoice_id: str,
+    snapshot: InvoiceSnapshot, status: str, rpc_timeout: timedelta | None = None,
 ) -> None:  # fmt: skip
     """Start the invoice's workflow unless it runs or ran already (then nothing changes)."""
     # A workflow that ran before and finished refuses the start: starting again changes nothing.
@@ -40,7 +40,7 @@ async def start_invoice_sync(
         await temporal.start_workflow(
             "InvoiceWorkflow",
             InvoiceWorkflowInput(account_id=account_id, invoice_id=invoice_id, snapshot=snapshot),
-            id=invoice_workflow_id(account_id, invoice_id),
+            id=workflow_id,
             task_queue=task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -56,14 +56,14 @@ async def start_invoice_sync(
 
 
 async def tell_connection_of_grant(
-    temporal: Client, *, task_queue: str, account_id: str, realm_id: str, grant_id: str, policy: ConnectionPolicy,
-    rpc_timeout: timedelta | None = None,
+    temporal: Client, *, task_queue: str, workflow_id: str, account_id: str, realm_id: str, grant_id: str,
+    policy: ConnectionPolicy, rpc_timeout: timedelta | None = None,
 ) -> None:  # fmt: skip
     """Signal-with-start the account's connection workflow with a new authorization to adopt."""
     await temporal.start_workflow(
         "ConnectionWorkflow",
         ConnectionWorkflowInput(account_id=account_id, policy=policy),
-        id=connection_workflow_id(account_id),
+        id=workflow_id,
         task_queue=task_queue,
         start_signal="grant_authorized",
         start_signal_args=[GrantSignal(grant_id=grant_id)],

@@ -30,3 +30,12 @@ def connection_workflow_id(account_id: str) -> str:
 
 def realm_events_workflow_id(realm_id: str) -> str:
     return _workflow_id("quickbooks-events", realm_id)
+
+
+def stored_or(stored: str | None, workflow_id: str) -> str:
+    """The workflow id an invoice or connection row keeps, else the one its business key gives today.
+
+    Workflows started before ids were made injective run on under their old ids (`invoice-{account}-{invoice}`,
+    `connection-{account}`), which migration 0007 stored with their rows; they are reached there.
+    """
+    return stored or workflow_id

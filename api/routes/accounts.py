@@ -18,7 +18,7 @@ from models.queries import insert_ignoring_conflicts
 from models.schemas import AccountPublic, AccountUpdate
 from models.tables import Account, QuickBooksConnection, utcnow
 from workflows.connection import ConnectionWorkflow
-from workflows.ids import connection_workflow_id
+from workflows.ids import connection_workflow_id, stored_or
 from workflows.messages import PlanChange
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,9 @@ async def _tell_connection(
         ConnectionStatus.DISCONNECTED,
     ):
         return
-    handle = services.temporal.get_workflow_handle(connection_workflow_id(account_id))
+    handle = services.temporal.get_workflow_handle(
+        stored_or(connection.workflow_id, connection_workflow_id(account_id))
+    )
     try:
         await handle.signal(
             ConnectionWorkflow.plan_changed,

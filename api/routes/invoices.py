@@ -32,7 +32,7 @@ from models.schemas import (
 )
 from models.tables import Account, InvoiceSync, Notification, QuickBooksConnection, TimelineEntry, utcnow
 from workflows.handles import start_invoice_sync
-from workflows.ids import invoice_workflow_id
+from workflows.ids import invoice_workflow_id, stored_or
 from workflows.invoice import InvoiceWorkflow
 from workflows.messages import InvoiceSnapshot, InvoiceWorkflowInput, RetrySyncRequest, VoidRequest
 
@@ -91,6 +91,7 @@ async def send_invoice(
                 "client_name": snapshot.client_name,
                 "client_email": snapshot.client_email,
                 "snapshot": snapshot_json(snapshot),
+                "workflow_id": invoice_workflow_id(account.id, invoice_id),
                 "sent_at": utcnow(),
                 "updated_at": utcnow(),
             }
@@ -142,6 +143,10 @@ async def _ensure_fits_temporal(
         )
 
 
+def _workflow_id(row: InvoiceSync) -> str:
+    return stored_or(row.workflow_id, invoice_workflow_id(row.account_id, row.invoice_id))
+
+
 def _rpc_timeout(services: ServicesDep) -> timedelta:
     return timedelta(seconds=services.settings.temporal_rpc_timeout_seconds)
 
@@ -155,6 +160,7 @@ async def _start_sync(
         await start_invoice_sync(
             services.temporal,
             task_queue=services.settings.temporal_task_queue,
+            workflow_id=_workflow_id(row),
             account_id=row.account_id,
             invoice_id=row.invoice_id,
             snapshot=snapshot,
@@ -185,7 +191,7 @@ async def void_invoice(
     if row.status in UNFOLLOWED_INVOICE_STATUSES:
         await _void_locally(session, row)
         return await _public(session, row)
-    handle = services.temporal.get_workflow_handle(invoice_workflow_id(account.id, invoice_id))
+    handle = services.temporal.get_workflow_handle(_workflow_id(row))
     try:
         await handle.execute_update(
             InvoiceWorkflow.request_void, VoidRequest(), rpc_timeout=_rpc_timeout(services)
@@ -249,7 +255,7 @@ async def retry_sync(
             "not_retryable",
             f"Only failed (or paused) syncs can be retried; this invoice is {row.status}.",
         )
-    handle = services.temporal.get_workflow_handle(invoice_workflow_id(account.id, invoice_id))
+    handle = services.temporal.get_workflow_handle(_workflow_id(row))
     try:
         await handle.signal(
             InvoiceWorkflow.retry_sync,

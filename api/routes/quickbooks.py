@@ -52,7 +52,7 @@ from qbo.errors import QboError, QboOAuthError, QboServerError, QboUnavailable
 from settings import Settings
 from workflows.connection import ConnectionWorkflow
 from workflows.handles import tell_connection_of_grant
-from workflows.ids import connection_workflow_id
+from workflows.ids import connection_workflow_id, stored_or
 from workflows.messages import (
     ConnectionPolicy,
     DisconnectRequest,
@@ -371,7 +371,9 @@ async def disconnect(
             "reconnect_required",
             "The connection expired, so invoices cannot be voided in QuickBooks. Reconnect first, or disconnect only.",
         )
-    handle = services.temporal.get_workflow_handle(connection_workflow_id(account.id))
+    handle = services.temporal.get_workflow_handle(
+        stored_or(row.workflow_id, connection_workflow_id(account.id))
+    )
     try:
         await handle.execute_update(
             ConnectionWorkflow.disconnect,
@@ -601,6 +603,7 @@ async def _mark_connecting(session: SessionDep, account_id: str, company: Verifi
                 status=ConnectionStatus.CONNECTING.value,
                 realm_id=company.realm_id,
                 company_name=company.name,
+                workflow_id=connection_workflow_id(account_id),
             )
         )
     elif row.status in UNCONNECTED_STATUSES:
@@ -624,6 +627,10 @@ async def _hand_to_connection(
     """
     account_id = grant.account_id
     settings = services.settings
+    connection = await session.get(QuickBooksConnection, account_id)
+    workflow_id = stored_or(
+        connection.workflow_id if connection else None, connection_workflow_id(account_id)
+    )
     outcome = {"account_id": account_id, "realm_id": company.realm_id}
     if company.name:
         outcome["company_name"] = company.name
@@ -631,6 +638,7 @@ async def _hand_to_connection(
         await tell_connection_of_grant(
             services.temporal,
             task_queue=settings.temporal_task_queue,
+            workflow_id=workflow_id,
             account_id=account_id,
             realm_id=company.realm_id,
             grant_id=grant.id,
@@ -645,7 +653,7 @@ async def _hand_to_connection(
     grant.signalled_at = utcnow()
     session.add(grant)
     await session.commit()
-    handle = services.temporal.get_workflow_handle(connection_workflow_id(account_id))
+    handle = services.temporal.get_workflow_handle(workflow_id)
     deadline = time.monotonic() + settings.oauth_adoption_wait_seconds
     adoption = GrantOutcome(adopted=False, carried_over=True)
     try:

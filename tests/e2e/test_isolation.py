@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from tests.engine import Engine
+from models.schemas import InvoiceSend
+from models.tables import InvoiceSync, utcnow
+from tests.e2e.test_payments_and_webhooks import pay
+from tests.engine import Engine, invoice_payload
+from workflows.invoice import InvoiceWorkflow
+from workflows.messages import InvoiceWorkflowInput
 
 
 async def test_accounts_whose_ids_share_a_dash_keep_their_invoices_apart(engine: Engine) -> None:
@@ -42,3 +47,38 @@ async def test_accounts_whose_ids_share_a_dash_keep_their_invoices_apart(engine:
     retried = await engine.api.post(f"/v1/accounts/{acme_corp}/invoices/17/quickbooks/retry")
     assert retried.status_code == 409
     assert (await engine.invoice(acme, "corp-17"))["status"] == "synced"
+
+
+async def test_an_invoice_whose_workflow_started_before_ids_were_injective_is_still_reached(
+    engine: Engine,
+) -> None:
+    # Started under the old id (`invoice-{account}-{invoice}`), kept with its row by migration 0007.
+    account = await engine.create_account()
+    realm = await engine.connect(account)
+    old_ids = {invoice_id: f"invoice-{account}-{invoice_id}" for invoice_id in ("legacy-paid", "legacy-void")}
+    for invoice_id, workflow_id in old_ids.items():
+        snapshot = InvoiceSend.model_validate(invoice_payload(number=f"L-{invoice_id}")).snapshot()
+        async with engine.sessions() as session:
+            session.add(
+                InvoiceSync(
+                    account_id=account, invoice_id=invoice_id, number=snapshot.number, status="pending",
+                    currency="USD", total_cents=snapshot.total_cents, balance_cents=snapshot.total_cents,
+                    client_name=snapshot.client_name, client_email=snapshot.client_email,
+                    workflow_id=workflow_id, workflow_started_at=utcnow(),
+                )
+            )  # fmt: skip
+            await session.commit()
+        await engine.temporal.start_workflow(
+            InvoiceWorkflow.run,
+            InvoiceWorkflowInput(account_id=account, invoice_id=invoice_id, snapshot=snapshot),
+            id=workflow_id,
+            task_queue=engine.settings.temporal_task_queue,
+        )
+    paid = await engine.wait_for_invoice(account, "legacy-paid", "synced")
+    await engine.wait_for_invoice(account, "legacy-void", "synced")
+
+    await pay(engine, realm, paid["quickbooks"]["invoice_id"], "225.50")
+    await engine.wait_for_invoice(account, "legacy-paid", "paid")
+    voided = await engine.api.post(f"/v1/accounts/{account}/invoices/legacy-void/void")
+    assert voided.status_code == 202, voided.text
+    await engine.wait_for_invoice(account, "legacy-void", "voided")

@@ -152,3 +152,33 @@ def test_kept_webhook_bodies_and_amounts_survive_the_migration(empty_database: s
         assert schema_differences(empty_database) == []
     finally:
         engine.dispose()
+
+
+def test_rows_from_before_injective_ids_keep_their_workflows_ids(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0006")
+    engine = create_engine(sync_database_url(empty_database))
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO account (id, plan, quickbooks_addon, created_at, updated_at) "
+                                    "VALUES ('acme', 'premium', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))  # fmt: skip
+            connection.execute(
+                text(
+                    "INSERT INTO invoice_sync (account_id, invoice_id, number, status, currency, total_cents, "
+                    "client_name, client_email, sent_at, updated_at) VALUES ('acme', 'corp-17', 'N', 'synced', "
+                    "'USD', 1, 'A', 'a@b.c', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO quickbooks_connection (account_id, status, token_version, cdc_caught_total, "
+                    "disconnect_total, updated_at) VALUES ('acme', 'connected', 1, 0, 0, CURRENT_TIMESTAMP)"
+                )
+            )
+        command.upgrade(config, "head")
+        with engine.connect() as connection:
+            invoice = connection.execute(text("SELECT workflow_id FROM invoice_sync")).scalar_one()
+            account = connection.execute(text("SELECT workflow_id FROM quickbooks_connection")).scalar_one()
+        assert (invoice, account) == ("invoice-acme-corp-17", "connection-acme")
+    finally:
+        engine.dispose()
