@@ -69,6 +69,10 @@ class ConnectStart(BaseModel):
     )
     authorization_url_expires_at: datetime = Field(description="The start link must be opened before this.")
     state_expires_at: datetime = Field(description="The sign-in at Intuit must be finished before this.")
+    flow_id: str = Field(
+        description="Names this sign-in: the signed return to PLATFORM_RETURN_URL carries it as `flow`. Keep it with "
+        "the session that asked to connect, and act on a return only when its `flow` is that session's."
+    )
 
 
 class DisconnectFailure(BaseModel):

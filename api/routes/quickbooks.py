@@ -46,6 +46,7 @@ from models.schemas import (
     DisconnectIn,
     DisconnectProgress,
 )
+from models.signing import query_message, sign
 from models.tables import Account, InvoiceSync, OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
 from qbo.companies import CompanyNotVerified, VerificationUnavailable, VerifiedCompany
 from qbo.errors import QboError, QboOAuthError, QboServerError, QboUnavailable
@@ -176,7 +177,14 @@ async def connect(account: AccountDep, session: SessionDep, services: ServicesDe
         authorization_url=start_url,
         authorization_url_expires_at=launch_expires_at,
         state_expires_at=expires_at,
+        flow_id=_flow_id(state),
     )
+
+
+def _flow_id(state: str) -> str:
+    """An opaque name of one sign-in that the return to the platform carries (`flow`): the platform matches it with
+    the session that asked to connect. Derived from the state, which it does not reveal."""
+    return hashlib.sha256(f"flow:{state}".encode()).hexdigest()[:32]
 
 
 @router.get(
@@ -201,7 +209,7 @@ async def oauth_start(
         row = await _launch(session, state, _state_hash(value))
     except CallbackOutcome as outcome:
         params = {"quickbooks": "error", "reason": outcome.reason, "message": outcome.message}
-        return _private(RedirectResponse(_with_query(services.settings.platform_return_url, params), 303))
+        return _back_to_platform(services.settings, params, state)
     assert state is not None
     response = RedirectResponse(services.oauth.authorization_url(state), status_code=303)
     cookie.set(response, state, value, max_age=max(int((row.expires_at - utcnow()).total_seconds()), 1))
@@ -439,7 +447,6 @@ async def oauth_callback(
 ) -> Response:
     """Where Intuit sends the browser back. Accepted only from the browser that opened the start link (its flow
     cookie). Redirects to the platform with `quickbooks=connected` or an error, and clears the flow cookie."""
-    return_url = services.settings.platform_return_url
     cookie = FlowCookie.for_settings(services.settings)
     try:
         account_id = await _consume_state(session, state, cookie, request.cookies)
@@ -448,7 +455,7 @@ async def oauth_callback(
         params = {"quickbooks": "error", "reason": outcome.reason, "message": outcome.message}
         if outcome.account_id:
             params["account_id"] = outcome.account_id
-    response = RedirectResponse(_with_query(return_url, params), status_code=303)
+    response = _back_to_platform(services.settings, params, state)
     if state:
         cookie.clear(response, state)
     return _private(response)
@@ -477,14 +484,9 @@ async def _consume_state(
         raise CallbackOutcome("invalid_state", "This sign-in link is not ours. Start connecting again.")
     if getattr(result, "rowcount", 0) != 1:
         if row.used_at is not None:
-            raise CallbackOutcome(
-                "state_used",
-                "This sign-in link was already used. Start connecting again.",
-                account_id=row.account_id,
-            )
-        raise CallbackOutcome(
-            "state_expired", "The sign-in took too long. Start connecting again.", account_id=row.account_id
-        )
+            # Told nothing about the account: this browser has not shown it started the sign-in.
+            raise CallbackOutcome("state_used", "This sign-in link was already used. Start connecting again.")
+        raise CallbackOutcome("state_expired", "The sign-in took too long. Start connecting again.")
     # The state is spent either way: a callback from the wrong browser cannot be retried from the right one.
     presented = cookies.get(cookie.name(state))
     if (
@@ -632,8 +634,6 @@ async def _hand_to_connection(
         connection.workflow_id if connection else None, connection_workflow_id(account_id)
     )
     outcome = {"account_id": account_id, "realm_id": company.realm_id}
-    if company.name:
-        outcome["company_name"] = company.name
     try:
         await tell_connection_of_grant(
             services.temporal,
@@ -703,10 +703,22 @@ async def _discard_tokens(
     await _revoke_quietly(services, refresh_token)
 
 
-def _with_query(url: str, params: dict[str, str]) -> str:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
+def _back_to_platform(settings: Settings, params: dict[str, str], state: str | None) -> Response:
+    """The redirect to PLATFORM_RETURN_URL with how connecting ended, signed, so that the platform acts on it only
+    when it comes from here (anyone can type a return URL with `quickbooks=connected` in it) and only for the
+    sign-in its own session started (`flow`, the `flow_id` that `connect` answered).
+
+    `signature` is `t=<unix>,v1=<hex HMAC-SHA256(PLATFORM_EVENTS_SECRET, "<t>.<every other query parameter of the
+    URL, sorted and URL-encoded>")>`, the scheme of the outbound events."""
+    parts = urlsplit(settings.platform_return_url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.update(params)
+    if state:
+        query["flow"] = _flow_id(state)
+    query["signature"] = sign(
+        settings.platform_events_secret.get_secret_value(), int(time.time()), query_message(query)
+    )
+    return _private(RedirectResponse(urlunsplit(parts._replace(query=urlencode(query))), status_code=303))
 
 
 @router.get("/oauth/quickbooks/done", response_class=HTMLResponse, include_in_schema=False)

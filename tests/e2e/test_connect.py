@@ -14,6 +14,7 @@ import httpx
 from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
+from models.signing import query_message, verify
 from models.tables import OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
 from tests.conftest import EngineFactory
 from tests.engine import Engine, running_engine
@@ -81,11 +82,10 @@ async def test_connect_shows_connected_with_realm_and_date_and_stores_tokens_enc
     realm = await engine.emulator.create_company("Lovelace Consulting")
 
     landed = outcome(await engine.authorize(account, realm))
-    assert landed == {
+    assert {key: landed[key] for key in ("quickbooks", "account_id", "realm_id")} == {
         "quickbooks": "connected",
         "account_id": account,
         "realm_id": realm,
-        "company_name": "Lovelace Consulting",
     }
 
     status = await engine.wait_for(
@@ -135,7 +135,7 @@ async def test_expired_state_is_refused(engine: Engine) -> None:
                 session.add(row)
             await session.commit()
         landed = outcome(await callback(engine, browser, code="abc", state=query["state"], realmId="123"))
-    assert (landed["reason"], landed["account_id"]) == ("state_expired", account)
+    assert landed["reason"] == "state_expired" and "account_id" not in landed
 
 
 async def test_state_is_single_use(engine: Engine) -> None:
@@ -582,3 +582,45 @@ async def test_forged_missing_and_pre_binding_start_links_are_refused_readably(e
         assert outcome(opened)["reason"] == "start_link_expired"
         landed = outcome(await callback(engine, browser, state=state, code="abc", realmId="123"))
     assert landed["reason"] == "browser_mismatch"
+
+
+# --- The return to the platform can be trusted ---------------------------------------------------------------
+
+
+def signed_by_us(engine: Engine, landed: dict[str, str]) -> bool:
+    """What the platform does before acting on a return: check its signature (and then its flow)."""
+    return verify(
+        engine.settings.platform_events_secret.get_secret_value(), landed["signature"], query_message(landed)
+    )
+
+
+async def test_the_return_to_the_platform_is_signed_and_names_the_sign_in(engine: Engine) -> None:
+    account = await engine.create_account()
+    realm = await engine.emulator.create_company("Signed Return Co")
+    async with httpx.AsyncClient(timeout=30) as browser:
+        started = await engine.api.post(f"/v1/accounts/{account}/quickbooks/connect")
+        flow_id = started.json()["flow_id"]
+        opened = await browser.get(started.json()["authorization_url"])
+        landed = outcome(
+            await browser.get(await approve(engine, realm, query_of(opened.headers["location"])))
+        )
+    assert landed["quickbooks"] == "connected" and landed["flow"] == flow_id
+    assert signed_by_us(engine, landed)
+    # The company's name (maybe a person's) is read from the API, never put in a URL that logs and histories keep.
+    assert "company_name" not in landed
+    # A return typed by anyone (the attack: make the platform disconnect a victim) does not verify.
+    forged = {**landed, "account_id": "victim"}
+    assert not signed_by_us(engine, forged)
+    assert not signed_by_us(engine, {key: value for key, value in landed.items() if key != "flow"})
+
+
+async def test_a_spent_state_says_nothing_about_its_account(engine: Engine) -> None:
+    account = await engine.create_account()
+    realm = await engine.emulator.create_company()
+    async with httpx.AsyncClient(timeout=30) as browser:
+        intuit = await start_connect(engine, account, browser)
+        callback_url = await approve(engine, realm, intuit)
+        assert outcome(await browser.get(callback_url))["quickbooks"] == "connected"
+        again = outcome(await browser.get(callback_url))
+    assert again["reason"] == "state_used"
+    assert "account_id" not in again and signed_by_us(engine, again)

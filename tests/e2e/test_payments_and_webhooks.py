@@ -13,9 +13,10 @@ import pytest
 from sqlmodel import func, select
 from temporalio.testing import WorkflowEnvironment
 
-from activities.notify import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
+from activities.notify import EVENT_ID_HEADER, SIGNATURE_HEADER
 from models.crud import new_event, store_events
 from models.domain import EventStatus
+from models.signing import verify
 from models.tables import QuickBooksEvent, WebhookDelivery, utcnow
 from qbo.webhooks import event_dedupe_key
 from tests.engine import Engine, running_engine
