@@ -6,11 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench clean help
+.PHONY: run test test-fast lint typecheck check bench clean help
 
 help:
 	@echo "make run    - start Temporal (UI :8233), the QuickBooks emulator (:8900), the API (:8000) and a worker"
 	@echo "make test   - lint, type-check and run every test against real servers"
+	@echo "make test-fast - the inner loop: unit, workflow and client tests (under a minute; no lint)"
 	@echo "make bench  - run the benchmarks in bench/ and print their figures (BENCH_ARGS=--quick for a short run)"
 
 $(STAMP): pyproject.toml requirements.lock
@@ -32,6 +33,11 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: the state machines on the time-skipping server with fake activities, the QuickBooks client
+# against the emulator, and the unit tests. `make test` runs everything, end to end.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit tests/workflows tests/qbo -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
