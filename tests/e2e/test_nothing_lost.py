@@ -216,3 +216,22 @@ async def test_the_api_starts_and_keeps_what_it_is_sent_while_temporal_is_down(
             return True
 
         await engine.wait_for(started, bool, timeout=30)
+
+
+async def test_void_and_disconnect_answer_at_once_when_no_worker_runs(engine_with: EngineFactory) -> None:
+    engine = await engine_with(temporal_rpc_timeout_seconds=2)
+    account = await engine.create_account()
+    await engine.connect(account)
+    await engine.send_invoice(account, "inv-1")
+    await engine.wait_for_invoice(account, "inv-1", "synced")
+    await engine.stop_workers()
+
+    voided, took = await quick(engine.api.post(f"/v1/accounts/{account}/invoices/inv-1/void"))
+    assert voided.status_code == 503, voided.text
+    assert voided.json()["error"]["code"] == "temporarily_unavailable" and voided.headers["retry-after"]
+    assert took < 8
+    disconnected, took = await quick(
+        engine.api.post(f"/v1/accounts/{account}/quickbooks/disconnect", json={"mode": "disconnect_only"})
+    )
+    assert disconnected.status_code == 503, disconnected.text
+    assert took < 8
