@@ -10,11 +10,12 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
 from google.protobuf import json_format
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from temporalio.api.common.v1 import Payload
 
 from bench.harness import child_env, start_child, wait_until_serving
@@ -28,6 +29,7 @@ from workflows.ids import invoice_workflow_id
 UI_ORIGIN = "http://127.0.0.1:8233"
 OPERATOR_TOKEN = "operators-only-codec-token"
 MAX_BODY = 64 * 1024
+EVERY_INTERFACE = "0.0.0.0"  # noqa: S104  (only ever given to Settings, to be refused)
 
 
 @contextlib.asynccontextmanager
@@ -235,10 +237,35 @@ def test_the_codec_listens_on_loopback_unless_told_otherwise() -> None:
     assert Settings(_env_file=None).codec_host == "127.0.0.1"
 
 
-def test_production_needs_the_token_for_a_codec_beyond_loopback() -> None:
+def test_production_always_needs_the_codec_token_and_a_strong_one() -> None:
     from tests.unit.test_encryption_keys import production
 
-    assert production(codec_host="127.0.0.1").codec_auth_token is None
-    with pytest.raises(ValidationError, match="CODEC_AUTH_TOKEN"):
-        production(codec_host="10.0.0.5")
-    assert production(codec_host="10.0.0.5", codec_auth_token="t" * 32).codec_auth_token is not None
+    # On loopback too: any local user or process could decrypt every payload and use /encode as an oracle.
+    for host in ("127.0.0.1", "localhost", "::1", "10.0.0.5"):
+        with pytest.raises(ValidationError, match="CODEC_AUTH_TOKEN"):
+            production(codec_host=host, codec_auth_token="")
+    with pytest.raises(ValidationError, match="CODEC_AUTH_TOKEN") as excinfo:
+        production(codec_auth_token=OPERATOR_TOKEN[:20])
+    assert OPERATOR_TOKEN[:20] not in str(excinfo.value)
+    assert production(codec_host="10.0.0.5").codec_auth_token is not None
+    # The development escape for docker compose is refused.
+    with pytest.raises(ValidationError, match="CODEC_ALLOW_UNGUARDED_HOST"):
+        production(codec_host=EVERY_INTERFACE, codec_allow_unguarded_host="true")
+
+
+@pytest.mark.parametrize("app_env", ["development", "test"])
+def test_a_codec_beyond_loopback_needs_the_token_in_every_environment(
+    app_env: Literal["development", "test"],
+) -> None:
+    for host in (EVERY_INTERFACE, "10.0.0.5", "::", "codec.internal"):
+        with pytest.raises(ValidationError, match="CODEC_AUTH_TOKEN") as excinfo:
+            Settings(_env_file=None, app_env=app_env, codec_host=host)
+        assert host not in str(excinfo.value)
+        Settings(_env_file=None, app_env=app_env, codec_host=host, codec_auth_token=SecretStr("t"))
+    for host in ("127.0.0.1", "localhost", "::1"):
+        assert Settings(_env_file=None, app_env=app_env, codec_host=host).codec_auth_token is None
+    # Said in so many words, for a listener nobody else reaches (docker-compose.yml's codec).
+    unguarded = Settings(
+        _env_file=None, app_env=app_env, codec_host=EVERY_INTERFACE, codec_allow_unguarded_host=True
+    )
+    assert unguarded.codec_auth_token is None

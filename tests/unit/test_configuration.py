@@ -98,6 +98,14 @@ def test_docker_compose_gives_the_web_ui_the_operators_codec_and_nobody_else() -
     # The public API has no codec any more.
     assert all("/codec" not in arg for arg in services["temporal"]["command"])
     assert not any(name.startswith("CODEC_") for name in services["api"]["environment"])
+    # Unguarded (the Web UI cannot send a token) only because no other container can reach it: alone on its network.
+    assert codec["environment"]["CODEC_ALLOW_UNGUARDED_HOST"] == "true"
+    assert "CODEC_AUTH_TOKEN" not in codec["environment"]
+    [network] = codec["networks"]
+    assert network != "default"
+    for name, service in services.items():
+        if name != "codec":
+            assert network not in service.get("networks", ["default"]), name
 
 
 @pytest.mark.parametrize("path", ["README.md", ".ci/run"])
