@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     # reach (docker-compose.yml's codec: alone on its network, published on the host's loopback). The Web UI
     # cannot send a bearer token, so this is how it decodes there.
     codec_allow_unguarded_host: bool = False
+    # Host names the codec answers besides loopback's and CODEC_HOST (a reverse proxy's), comma-separated: any
+    # other Host header is refused, so a web page that rebinds its own name to 127.0.0.1 cannot reach it.
+    codec_allowed_hosts: str = ""
     codec_max_body_bytes: int = Field(default=4_194_304, gt=0)
     # The Temporal Web UI's origin, allowed (CORS) to call the codec server from an operator's browser.
     temporal_ui_origin: str = "http://127.0.0.1:8233"
@@ -191,6 +194,13 @@ class Settings(BaseSettings):
     def _payload_keys_are_listed(cls, value: SecretStr) -> SecretStr:
         if not split_keys(value.get_secret_value()):
             raise ValueError("PAYLOAD_ENCRYPTION_KEY holds no key")
+        return value
+
+    @field_validator("codec_allowed_hosts")
+    @classmethod
+    def _codec_hosts_are_names(cls, value: str) -> str:
+        if any("*" in host or "/" in host for host in split_keys(value)):
+            raise ValueError("CODEC_ALLOWED_HOSTS takes host names, without wildcards or paths")
         return value
 
     @model_validator(mode="after")
