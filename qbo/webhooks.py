@@ -1,8 +1,10 @@
 """Intuit webhooks: signature verification and parsing of both payload formats (classic and CloudEvents).
 
 A signed body is still not trusted: every field an event carries is checked against what QuickBooks sends (ids are
-digits, names and operations short identifiers, timestamps sane), so whatever is stored fits its column. One event
-that cannot be read costs only itself (`read_webhook` returns the others, and says where and why).
+digits, names and operations short identifiers, timestamps sane), so whatever is stored fits its column. Each value
+is checked whole (`fullmatch`: a `$` would also match before a trailing newline) once surrounding whitespace is
+stripped: Intuit's values are identifiers, and " Invoice\n" is the entity Invoice. One event that cannot be read
+costs only itself (`read_webhook` returns the others, and says where and why).
 """
 
 from __future__ import annotations
@@ -21,15 +23,15 @@ from typing import Any, Literal
 SIGNATURE_HEADER = "intuit-signature"
 
 # QuickBooks ids (companies, entities) are strings of digits; the columns that store them hold 32.
-_QUICKBOOKS_ID = re.compile(r"^[0-9]{1,32}$", re.ASCII)
+_QUICKBOOKS_ID = re.compile(r"[0-9]{1,32}", re.ASCII)
 # Entity names as the API spells them (`Invoice`, `BillPayment`), and operations (`Create`, ..., `Emailed`).
-_ENTITY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,31}$", re.ASCII)
-_OPERATION = re.compile(r"^[A-Za-z]{1,16}$", re.ASCII)
+_ENTITY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,31}", re.ASCII)
+_OPERATION = re.compile(r"[A-Za-z]{1,16}", re.ASCII)
 # CloudEvents ids are only digested into dedupe keys: any text short of control characters.
-_EVENT_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+_EVENT_ID = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 # CloudEvents `type` is `qbo.<entity lower-case>.<verb>.v<n>` (reference §2.3).
 _CLOUDEVENT_TYPE = re.compile(
-    r"^qbo\.([a-z][a-z0-9]{0,31})\.([a-z]{1,16})\.v[0-9]{1,9}$", re.IGNORECASE | re.ASCII
+    r"qbo\.([a-z][a-z0-9]{0,31})\.([a-z]{1,16})\.v[0-9]{1,9}", re.IGNORECASE | re.ASCII
 )
 _VERBS = {
     "created": "Create",
@@ -83,7 +85,7 @@ _ENTITY_NAMES = {
     )
 }
 _TIMESTAMP = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2}))?(?:[.,](\d+))?\s*([Zz]|[+-]\d{2}(?::?\d{2})?)?$",
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2}))?(?:[.,](\d+))?\s*([Zz]|[+-]\d{2}(?::?\d{2})?)?",
     re.ASCII,
 )
 # Sane times for a change in QuickBooks Online; anything outside is kept as unreadable (the event is not).
@@ -109,7 +111,7 @@ class WebhookEvent:
     occurred_at: datetime | None
     event_id: str | None
     deleted_id: str | None
-    # The timestamp exactly as Intuit sent it (classic `lastUpdated`, CloudEvents `time`).
+    # The timestamp as Intuit sent it, surrounding whitespace aside (classic `lastUpdated`, CloudEvents `time`).
     occurred_at_raw: str | None = None
     format: Literal["classic", "cloudevents"] = "classic"
 
@@ -156,7 +158,7 @@ def parse_timestamp(value: str) -> datetime | None:
     A timestamp without an offset is taken as UTC. One outside 2000-2099 (in UTC) is not a QuickBooks Online
     change time, and would not even convert to UTC near year 1 or 9999: None too.
     """
-    match = _TIMESTAMP.match(value.strip())
+    match = _TIMESTAMP.fullmatch(value.strip())
     if match is None:
         return None
     day, hour, minute, second, fraction, offset = match.groups()
@@ -260,7 +262,7 @@ def _quickbooks_id(value: Any, field: str) -> str:
     identifier = _identifier(value)
     if identifier is None:
         raise _Unreadable(f"has no {field}")
-    if not _QUICKBOOKS_ID.match(identifier):
+    if not _QUICKBOOKS_ID.fullmatch(identifier):
         raise _Unreadable(f"has a {field} that is not a QuickBooks id (digits, at most 32)")
     return identifier
 
@@ -270,16 +272,17 @@ def _optional_quickbooks_id(value: Any, field: str) -> str | None:
 
 
 def _optional_text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A string field without its surrounding whitespace; None when absent, not a string, or blank."""
+    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def _cloud_event(item: Any) -> WebhookEvent:
     if not isinstance(item, dict):
         raise _Unreadable("is not an object")
-    event_type = item.get("type")
-    if not isinstance(event_type, str):
+    event_type = _optional_text(item.get("type"))
+    if event_type is None:
         raise _Unreadable("has no type")
-    match = _CLOUDEVENT_TYPE.match(event_type)
+    match = _CLOUDEVENT_TYPE.fullmatch(event_type)
     if match is None:
         raise _Unreadable("has an unknown type (not qbo.<entity>.<verb>.v<n>)")
     entity_part, verb = match.group(1).lower(), match.group(2).lower()
@@ -288,7 +291,7 @@ def _cloud_event(item: Any) -> WebhookEvent:
     event_id = _identifier(item.get("id"))
     if event_id is None:
         raise _Unreadable("has no id")
-    if not _EVENT_ID.match(event_id) or not _encodable(event_id):
+    if not _EVENT_ID.fullmatch(event_id) or not _encodable(event_id):
         raise _Unreadable("has an id that is not an event id (1 to 255 characters of text)")
     data = item.get("data")
     deleted_id = None
@@ -348,7 +351,7 @@ def _classic_entity(realm_id: str, entity: Any) -> WebhookEvent:
     name = _optional_text(entity.get("name"))
     if name is None:
         raise _Unreadable("has no name")
-    if not _ENTITY_NAME.match(name):
+    if not _ENTITY_NAME.fullmatch(name):
         raise _Unreadable(
             "has a name that is not an entity name (a letter, then letters or digits, at most 32)"
         )
@@ -356,7 +359,7 @@ def _classic_entity(realm_id: str, entity: Any) -> WebhookEvent:
     operation = _optional_text(entity.get("operation"))
     if operation is None:
         raise _Unreadable("has no operation")
-    if not _OPERATION.match(operation):
+    if not _OPERATION.fullmatch(operation):
         raise _Unreadable("has an operation that is not an operation name (letters, at most 16)")
     raw_time = _optional_text(entity.get("lastUpdated"))
     return WebhookEvent(
