@@ -15,8 +15,9 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -114,15 +115,24 @@ class WebhookEvent:
     # The timestamp as Intuit sent it, surrounding whitespace aside (classic `lastUpdated`, CloudEvents `time`).
     occurred_at_raw: str | None = None
     format: Literal["classic", "cloudevents"] = "classic"
+    # The delivery this event came in, as far as its dedupe key needs it (see `dedupe_key`): one token for all
+    # the events `read_webhook` reads from one body, a token of its own otherwise.
+    delivery_token: str = field(default_factory=lambda: secrets.token_hex(16), compare=False, repr=False)
 
     @property
     def dedupe_key(self) -> str:
-        """Stable across redeliveries: CloudEvents reuse their id; classic events repeat the same fields."""
+        """Stable across redeliveries of one change: a CloudEvent's id; a classic event's fields with its `lastUpdated`.
+
+        A classic event without a readable `lastUpdated` looks the same for every later change of that entity, so
+        it is deduplicated within its own delivery only, never against another: processing it again costs
+        nothing, while a later change dropped as a duplicate would cost a payment.
+        """
         if self.event_id:
             return event_dedupe_key("cloudevent", self.event_id)
-        return event_dedupe_key(
-            "classic", self.realm_id, self.entity, self.entity_id, self.operation, self.occurred_at_raw or ""
-        )
+        fields = (self.realm_id, self.entity, self.entity_id, self.operation)
+        if self.occurred_at is None:
+            return event_dedupe_key("classic-undated", *fields, self.delivery_token)
+        return event_dedupe_key("classic", *fields, self.occurred_at_raw or "")
 
 
 def event_dedupe_key(source: str, *parts: str) -> str:
@@ -222,7 +232,7 @@ def read_webhook(body: bytes) -> WebhookBatch:
         return batch
     if isinstance(payload, dict):
         if "eventNotifications" in payload:
-            _classic(payload["eventNotifications"], batch)
+            _classic(payload["eventNotifications"], batch, delivery_token=secrets.token_hex(16))
             return batch
         if "specversion" in payload:
             # A single CloudEvent in structured mode; Intuit sends arrays, but this is unambiguous.
@@ -314,7 +324,7 @@ def _cloud_event(item: Any) -> WebhookEvent:
     )
 
 
-def _classic(notifications: Any, batch: WebhookBatch) -> None:
+def _classic(notifications: Any, batch: WebhookBatch, *, delivery_token: str) -> None:
     if not isinstance(notifications, list):
         raise WebhookPayloadError("eventNotifications is not an array")
     for n_index, notification in enumerate(notifications):
@@ -327,7 +337,7 @@ def _classic(notifications: Any, batch: WebhookBatch) -> None:
         for e_index, entity in enumerate(entities):
             _collect(
                 batch,
-                functools.partial(_classic_entity, realm_id, entity),
+                functools.partial(_classic_entity, realm_id, entity, delivery_token),
                 f"{where}.dataChangeEvent.entities[{e_index}]",
             )
 
@@ -345,7 +355,7 @@ def _classic_notification(notification: Any) -> tuple[str, list[Any]]:
     return realm_id, entities
 
 
-def _classic_entity(realm_id: str, entity: Any) -> WebhookEvent:
+def _classic_entity(realm_id: str, entity: Any, delivery_token: str) -> WebhookEvent:
     if not isinstance(entity, dict):
         raise _Unreadable("is not an object")
     name = _optional_text(entity.get("name"))
@@ -372,6 +382,7 @@ def _classic_entity(realm_id: str, entity: Any) -> WebhookEvent:
         deleted_id=_optional_quickbooks_id(entity.get("deletedId", entity.get("deletedid")), "deletedId"),
         occurred_at_raw=raw_time,
         format="classic",
+        delivery_token=delivery_token,
     )
 
 

@@ -64,9 +64,19 @@ async def test_one_unreadable_event_does_not_cost_the_valid_events_beside_it(
                 "realmId": "4620816365000000101",
                 "dataChangeEvent": {
                     "entities": [
-                        {"name": "Payment", "id": "901", "operation": "Create"},
+                        {
+                            "name": "Payment",
+                            "id": "901",
+                            "operation": "Create",
+                            "lastUpdated": "2025-01-16T12:00:00Z",
+                        },
                         {"name": "Invoice", "id": "ada@example.com", "operation": "Update"},
-                        {"name": "Invoice", "id": "902", "operation": "Void"},
+                        {
+                            "name": "Invoice",
+                            "id": "902",
+                            "operation": "Void",
+                            "lastUpdated": "2025-01-16T12:00:01Z",
+                        },
                     ]
                 },
             }
@@ -161,7 +171,12 @@ async def test_identifiers_at_their_limits_with_surrounding_whitespace_are_read_
         {"name": "Invoice\n", "id": "801", "operation": "Update\n"},
         {"name": f"{longest_name}\n", "id": "802", "operation": " Update"},
         {"name": "Payment", "id": "803\n", "operation": f"{longest_operation}\n"},
-        {"name": "\tInvoice ", "id": " 804", "operation": "\r\nVoid\r\n", "lastUpdated": "2025-01-16T12:00:00Z\n"},
+        {
+            "name": "\tInvoice ",
+            "id": " 804",
+            "operation": "\r\nVoid\r\n",
+            "lastUpdated": "2025-01-16T12:00:00Z\n",
+        },
         # Past the limits once stripped, or whitespace inside: unreadable, and they cost only themselves.
         {"name": f"{longest_name}E\n", "id": "805", "operation": "Update"},
         {"name": "Invoice", "id": "806", "operation": f"{longest_operation}O\n"},
@@ -194,6 +209,31 @@ async def test_identifiers_at_their_limits_with_surrounding_whitespace_are_read_
         [delivery] = await deliveries_of(engine, body)
         stored = await events_of(engine, delivery)
         assert stored == [(realm, *event) for event in readable]
+
+
+async def test_classic_events_without_a_time_are_taken_again_from_every_delivery(
+    engine: Engine, http: httpx.AsyncClient
+) -> None:
+    # Two changes of one payment, each announced without lastUpdated: the same bytes twice. The second is not a
+    # duplicate of the first (it may be the change that pays the invoice); processing either again costs nothing.
+    await engine.stop_workers()
+    entities = [{"name": "Payment", "id": "955", "operation": "Update"}]
+    body = json.dumps(
+        {
+            "eventNotifications": [
+                {"realmId": "4620816365000000955", "dataChangeEvent": {"entities": entities * 2}}
+            ]
+        }
+    ).encode()
+    for _ in range(2):
+        response = await post(engine, http, body)
+        assert response.status_code == 200, response.text
+        # The same line twice in one delivery is still one event.
+        assert response.json() == {"accepted": 1, "duplicates": 1, "unreadable": 0}
+    deliveries = await deliveries_of(engine, body)
+    assert [await events_of(engine, delivery) for delivery in deliveries] == [
+        [("4620816365000000955", "Payment", "955", "Update")]
+    ] * 2
 
 
 async def test_any_bytes_intuit_signs_are_kept_verbatim(engine: Engine, http: httpx.AsyncClient) -> None:

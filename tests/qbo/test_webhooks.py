@@ -147,6 +147,29 @@ def test_classic_dedupe_key_is_stable_across_redeliveries() -> None:
     assert [e.dedupe_key for e in parse_webhook(body)] == [e.dedupe_key for e in parse_webhook(body)]
 
 
+def test_a_classic_event_without_a_time_is_never_a_duplicate_of_another_delivery() -> None:
+    # Every later change of the entity arrives looking the same: deduplicating it across deliveries dropped
+    # them (a payment never seen). Within one delivery, the same line twice is one event.
+    undated = {"name": "Payment", "id": "7", "operation": "Update"}
+    unreadable_time = {"name": "Payment", "id": "8", "operation": "Update", "lastUpdated": "sometime"}
+    body = json.dumps(
+        {
+            "eventNotifications": [
+                {"realmId": "1", "dataChangeEvent": {"entities": [undated, undated, unreadable_time]}}
+            ]
+        }
+    ).encode()
+    first, again, other = parse_webhook(body)
+    later_first, _, later_other = parse_webhook(body)
+    assert first.dedupe_key == again.dedupe_key
+    assert first.dedupe_key != later_first.dedupe_key
+    assert other.dedupe_key != later_other.dedupe_key
+    assert len({first.dedupe_key, other.dedupe_key}) == 2
+    # Dated events keep their stable key (see the redelivery test above), distinct from any undated one.
+    dated = parse_webhook(json.dumps(CLASSIC).encode())[0]
+    assert dated.dedupe_key.startswith("classic:") and first.dedupe_key.startswith("classic-undated:")
+
+
 def test_classic_payload_with_several_realms_and_entity_types() -> None:
     body = {
         "eventNotifications": [
