@@ -121,14 +121,16 @@ class WebhookEvent:
 
     @property
     def dedupe_key(self) -> str:
-        """Stable across redeliveries of one change: a CloudEvent's id; a classic event's fields with its `lastUpdated`.
+        """Stable across redeliveries of one change: a CloudEvent's id within its company (Intuit's ids are not
+        known to be unique across companies, and one company's event must never hide another's); a classic event's
+        fields with its `lastUpdated`.
 
         A classic event without a readable `lastUpdated` looks the same for every later change of that entity, so
         it is deduplicated within its own delivery only, never against another: processing it again costs
         nothing, while a later change dropped as a duplicate would cost a payment.
         """
         if self.event_id:
-            return event_dedupe_key("cloudevent", self.event_id)
+            return event_dedupe_key("cloudevent", self.realm_id, self.event_id)
         fields = (self.realm_id, self.entity, self.entity_id, self.operation)
         if self.occurred_at is None:
             return event_dedupe_key("classic-undated", *fields, self.delivery_token)

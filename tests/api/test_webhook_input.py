@@ -236,6 +236,27 @@ async def test_classic_events_without_a_time_are_taken_again_from_every_delivery
     ] * 2
 
 
+async def test_one_event_id_in_two_companies_is_two_events(engine: Engine, http: httpx.AsyncClient) -> None:
+    await engine.stop_workers()
+
+    def event(realm: str) -> dict[str, Any]:
+        return {
+            "specversion": "1.0",
+            "id": "shared-event-id-1",
+            "type": "qbo.payment.created.v1",
+            "intuitaccountid": realm,
+            "intuitentityid": "961",
+        }
+
+    first = json.dumps([event("4620816365000000961")]).encode()
+    assert (await post(engine, http, first)).json() == {"accepted": 1, "duplicates": 0, "unreadable": 0}
+    both = json.dumps([event("4620816365000000961"), event("4620816365000000962")]).encode()
+    # The first company's is a redelivery; the second company's is its own event, not the first's duplicate.
+    assert (await post(engine, http, both)).json() == {"accepted": 1, "duplicates": 1, "unreadable": 0}
+    [delivery] = await deliveries_of(engine, both)
+    assert await events_of(engine, delivery) == [("4620816365000000962", "Payment", "961", "Create")]
+
+
 async def test_any_bytes_intuit_signs_are_kept_verbatim(engine: Engine, http: httpx.AsyncClient) -> None:
     for body in (b"\x00\xff\xfe{", b'{"eventNotifications": "\x00"}', b"[" * 100_000, "\ufeff[]".encode()):
         response = await post(engine, http, body)

@@ -142,6 +142,17 @@ def test_dedupe_keys_are_injective_and_bounded() -> None:
     assert len(event_dedupe_key("cloudevent", "e" * 10_000)) <= 255
 
 
+def test_a_cloudevent_id_is_deduplicated_within_its_company_only() -> None:
+    # Two companies' events with one id: the second company's must not be dropped as the first's duplicate.
+    events = [{**CLOUDEVENTS[2], "intuitaccountid": realm} for realm in ("310687", "3106870", "310687")]
+    first, other_company, redelivered = parse_webhook(json.dumps(events).encode())
+    assert first.dedupe_key != other_company.dedupe_key
+    assert first.dedupe_key == redelivered.dedupe_key
+    # And a redelivery is still a duplicate.
+    [again] = parse_webhook(json.dumps(events[:1]).encode())
+    assert again.dedupe_key == first.dedupe_key
+
+
 def test_classic_dedupe_key_is_stable_across_redeliveries() -> None:
     body = json.dumps(CLASSIC).encode()
     assert [e.dedupe_key for e in parse_webhook(body)] == [e.dedupe_key for e in parse_webhook(body)]
@@ -226,7 +237,9 @@ def test_cloudevents_payload() -> None:
         "Create",
     )
     assert account.event_id == "88cd52aa-33b6-4351-9aa4-47572edbd068"
-    assert account.dedupe_key == event_dedupe_key("cloudevent", "88cd52aa-33b6-4351-9aa4-47572edbd068")
+    assert account.dedupe_key == event_dedupe_key(
+        "cloudevent", "310687", "88cd52aa-33b6-4351-9aa4-47572edbd068"
+    )
     # Nanoseconds are cut to microseconds.
     assert account.occurred_at == datetime(2025, 9, 10, 21, 31, 25, 179851, tzinfo=UTC)
     assert account.format == "cloudevents"
