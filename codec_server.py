@@ -6,31 +6,38 @@ reaches it, so it is a process and listener of its own, never part of the public
 when CODEC_AUTH_TOKEN is set every call needs it as a bearer token.
 
 POST /decode and POST /encode take and answer `{"payloads": [...]}`, the protobuf JSON of Temporal's `Payloads`
-(what the Web UI sends). Malformed bodies, payloads it cannot decrypt and oversized bodies get 4xx answers with
-stable codes. Decoding is for display: a payload stored unencrypted is shown as it is (the workers refuse it).
+(what the Web UI sends). Malformed bodies (nested too deeply included), payloads it cannot decrypt and oversized
+bodies get 4xx answers with stable codes. Decoding is for display: a payload stored unencrypted is shown as it is
+(the workers refuse it).
+
+It answers only requests whose Host is one of its own names (loopback's, CODEC_HOST, CODEC_ALLOWED_HOSTS): a web
+page an operator opens could otherwise rebind its own name to 127.0.0.1 and read the codec's answers as its own.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 from typing import Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
 from api.errors import ApiError, install_error_handlers
 from logging_setup import configure_logging
-from settings import Settings, get_settings
+from settings import Settings, get_settings, split_keys
 from temporal_support import EncryptionCodec, UndecryptablePayload, UnknownPayloadKey
 
 _PAYLOADS_SHAPE = (
     'Expected {"payloads": [{"metadata": {...}, "data": "<base64>"}, ...]} (Temporal payloads as JSON).'
 )
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
 _bearer = HTTPBearer(
     auto_error=False, description="The operators' token (CODEC_AUTH_TOKEN), when one is set."
@@ -68,6 +75,8 @@ def create_codec_app(settings: Settings) -> FastAPI:
         allow_methods=["POST"],
         allow_headers=["Content-Type", "X-Namespace", "Authorization"],
     )
+    # Outermost: a request for another name is refused before anything else reads it (400 "Invalid host header").
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=host_names(settings), www_redirect=False)
     install_error_handlers(app)
 
     @app.get("/healthz")
@@ -92,18 +101,37 @@ def create_codec_app(settings: Settings) -> FastAPI:
     return app
 
 
+def host_names(settings: Settings) -> list[str]:
+    """The names a request may give as its Host: loopback's, CODEC_HOST's and CODEC_ALLOWED_HOSTS."""
+    names = [*_LOOPBACK_NAMES, *(host.lower() for host in split_keys(settings.codec_allowed_hosts))]
+    host = settings.codec_host.strip().lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        names.append(host)
+    else:
+        # 0.0.0.0 and :: are where it listens, not a name anyone reaches it by (CODEC_ALLOWED_HOSTS says those).
+        if not address.is_unspecified:
+            names.append(f"[{host}]" if address.version == 6 else host)
+    return list(dict.fromkeys(names))
+
+
 async def _read_payloads(request: Request, limit: int) -> list[Payload]:
     body = await _body_within_limit(request, limit)
     try:
         document = json.loads(body)
     except ValueError:
         raise ApiError(400, "invalid_json", "The body is not JSON.") from None
+    except RecursionError:
+        raise ApiError(
+            400, "invalid_json", "The body is not JSON the codec reads: nested too deeply."
+        ) from None
     if not isinstance(document, dict) or not isinstance(document.get("payloads"), list):
         raise ApiError(400, "invalid_payloads", _PAYLOADS_SHAPE)
     try:
         # Protobuf's own JSON mapping, as Temporal's Go and TypeScript tools write it (base64 bytes, map metadata).
         return list(json_format.ParseDict(document, Payloads()).payloads)
-    except json_format.ParseError:
+    except (json_format.ParseError, RecursionError):
         raise ApiError(400, "invalid_payloads", _PAYLOADS_SHAPE) from None
 
 

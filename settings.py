@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import itertools
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
@@ -31,6 +32,15 @@ PAYLOAD_KEY_FORMAT = (
     "each comma-separated key must be the base64 of 32 random bytes "
     "(make one with: python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())')"
 )
+# The secrets this service makes up itself (API_TOKEN, PLATFORM_EVENTS_SECRET, CODEC_AUTH_TOKEN). Account tokens
+# are HMAC(API_TOKEN, ...): a guessable API_TOKEN lets anyone forge them. `secrets.token_urlsafe(32)` gives 43
+# characters, of about 30 distinct ones; `secrets.token_hex(16)` 32, of about 14.
+MIN_SECRET_LENGTH = 32
+MIN_DISTINCT_SECRET_CHARACTERS = 8
+SECRET_FORMAT = (
+    f"each must be at least {MIN_SECRET_LENGTH} random characters, with no repeated or sequential pattern "
+    "(make one with: python3 -c 'import secrets;print(secrets.token_urlsafe(32))')"
+)
 
 QboEnvironment = Literal["emulator", "sandbox", "production"]
 
@@ -49,6 +59,18 @@ def payload_key_bytes(text: str) -> bytes | None:
 
 def looks_random(raw: bytes) -> bool:
     return len(set(raw)) >= MIN_DISTINCT_KEY_BYTES
+
+
+def looks_like_a_secret(text: str) -> bool:
+    """Long enough, and not trivially patterned: not a few characters over and over ("aaaa...", "abab..."), not a
+    repetition of a shorter part, not mostly a run ("abcdef...", "123456...")."""
+    if len(text) < MIN_SECRET_LENGTH or len(set(text)) < MIN_DISTINCT_SECRET_CHARACTERS:
+        return False
+    if any(text[period:] == text[:-period] for period in range(1, len(text) // 2 + 1)):
+        return False
+    # Random text steps to the same or a neighbouring character about 3 times in 16 (hex) or 64 (base64).
+    runs = sum(1 for before, after in itertools.pairwise(text) if abs(ord(after) - ord(before)) <= 1)
+    return runs * 2 < len(text) - 1
 
 
 def _is_loopback(host: str) -> bool:
@@ -103,10 +125,18 @@ class Settings(BaseSettings):
     payload_encryption_key: SecretStr = SecretStr(DEV_PAYLOAD_ENCRYPTION_KEY)
     # The operators' codec server (`python codec_server.py`), which the Temporal Web UI calls to show decrypted
     # payloads. It decrypts for whoever reaches it: loopback by default, and with CODEC_AUTH_TOKEN set every
-    # call needs that bearer token (APP_ENV=production requires one for any other address).
+    # call needs that bearer token. APP_ENV=production always requires one, and any address beyond loopback does
+    # in every environment (but see CODEC_ALLOW_UNGUARDED_HOST).
     codec_host: str = "127.0.0.1"
     codec_port: int = Field(default=8234, ge=1, le=65535)
     codec_auth_token: SecretStr | None = None
+    # Outside production only: serve a CODEC_HOST beyond loopback without a token, for a listener nobody else can
+    # reach (docker-compose.yml's codec: alone on its network, published on the host's loopback). The Web UI
+    # cannot send a bearer token, so this is how it decodes there.
+    codec_allow_unguarded_host: bool = False
+    # Host names the codec answers besides loopback's and CODEC_HOST (a reverse proxy's), comma-separated: any
+    # other Host header is refused, so a web page that rebinds its own name to 127.0.0.1 cannot reach it.
+    codec_allowed_hosts: str = ""
     codec_max_body_bytes: int = Field(default=4_194_304, gt=0)
     # The Temporal Web UI's origin, allowed (CORS) to call the codec server from an operator's browser.
     temporal_ui_origin: str = "http://127.0.0.1:8233"
@@ -166,6 +196,13 @@ class Settings(BaseSettings):
             raise ValueError("PAYLOAD_ENCRYPTION_KEY holds no key")
         return value
 
+    @field_validator("codec_allowed_hosts")
+    @classmethod
+    def _codec_hosts_are_names(cls, value: str) -> str:
+        if any("*" in host or "/" in host for host in split_keys(value)):
+            raise ValueError("CODEC_ALLOWED_HOSTS takes host names, without wildcards or paths")
+        return value
+
     @model_validator(mode="after")
     def _no_development_secrets_in_production(self) -> Settings:
         if self.app_env != "production":
@@ -178,17 +215,75 @@ class Settings(BaseSettings):
             "PLATFORM_EVENTS_SECRET": (self.platform_events_secret, DEV_PLATFORM_EVENTS_SECRET),
             "PAYLOAD_ENCRYPTION_KEY": (self.payload_encryption_key, DEV_PAYLOAD_ENCRYPTION_KEY),
         }
-        unset = [name for name, (value, dev) in defaults.items() if value.get_secret_value() == dev]
+        unset = [
+            name
+            for name, (value, dev) in defaults.items()
+            if value.get_secret_value() == dev or not value.get_secret_value().strip()
+        ]
+        # Loopback too: any local user or process could decrypt every payload, and encrypt what it likes.
+        codec_token = self.codec_auth_token.get_secret_value() if self.codec_auth_token else ""
+        if not codec_token:
+            unset.append("CODEC_AUTH_TOKEN")
         if unset:
             raise ValueError(f"APP_ENV=production needs real values for: {', '.join(unset)}")
+        # Intuit issues its own secrets (their form is Intuit's business); ours must be real secrets.
+        ours = {
+            "API_TOKEN": self.api_token.get_secret_value(),
+            "PLATFORM_EVENTS_SECRET": self.platform_events_secret.get_secret_value(),
+            "CODEC_AUTH_TOKEN": codec_token,
+        }
+        weak = [name for name, value in ours.items() if not looks_like_a_secret(value)]
+        if weak:
+            raise ValueError(
+                f"APP_ENV=production needs strong secrets in: {', '.join(weak)}; {SECRET_FORMAT}"
+            )
         if self.qbo_environment == "emulator":
             raise ValueError("APP_ENV=production cannot talk to the emulator; set QBO_ENVIRONMENT")
-        if self.codec_auth_token is None and not _is_loopback(self.codec_host):
-            raise ValueError(
-                f"APP_ENV=production serves the codec on {self.codec_host} only with CODEC_AUTH_TOKEN set "
-                "(it decrypts for whoever reaches it); or keep CODEC_HOST on loopback"
-            )
+        if self.codec_allow_unguarded_host:
+            raise ValueError("CODEC_ALLOW_UNGUARDED_HOST is for development only")
         return self
+
+    @model_validator(mode="after")
+    def _intuits_production_is_production(self) -> Settings:
+        # The production checks hang on APP_ENV: Intuit's real companies must not be reachable without them.
+        if self.qbo_environment == "production" and self.app_env != "production":
+            raise ValueError(
+                "QBO_ENVIRONMENT=production (Intuit's real companies) needs APP_ENV=production, whose checks "
+                "then apply; develop against QBO_ENVIRONMENT=sandbox or emulator"
+            )
+        if self.qbo_environment != "emulator":
+            # Intuit's keys, never the placeholders: they could not work with Intuit, and the development
+            # verifier token, which anyone who read this repository knows, would sign webhooks for us.
+            placeholders = [
+                name
+                for name, value, dev in (
+                    ("QBO_CLIENT_ID", self.qbo_client_id, DEV_QBO_CLIENT_ID),
+                    ("QBO_CLIENT_SECRET", self.qbo_client_secret.get_secret_value(), DEV_QBO_CLIENT_SECRET),
+                    (
+                        "QBO_WEBHOOK_VERIFIER_TOKEN",
+                        self.qbo_webhook_verifier_token.get_secret_value(),
+                        DEV_WEBHOOK_VERIFIER_TOKEN,
+                    ),
+                )
+                if not value.strip() or value == dev
+            ]
+            if placeholders:
+                raise ValueError(
+                    f"QBO_ENVIRONMENT={self.qbo_environment} needs the values Intuit issued for: "
+                    f"{', '.join(placeholders)}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _codec_beyond_loopback_needs_its_token(self) -> Settings:
+        if _is_loopback(self.codec_host) or self.codec_auth_token is not None:
+            return self
+        if self.codec_allow_unguarded_host and self.app_env != "production":
+            return self
+        raise ValueError(
+            "a CODEC_HOST beyond loopback needs CODEC_AUTH_TOKEN (the codec decrypts for whoever reaches it); "
+            "or keep CODEC_HOST on loopback"
+        )
 
     @model_validator(mode="after")
     def _real_keys_in_production(self) -> Settings:

@@ -2,7 +2,10 @@
 
 Intuit's callback names the company in `realmId`, a query parameter the user's browser can edit. The tokens
 say nothing about it, so the only proof is a call to that company with them: Intuit answers 403 (3100) for
-a token of another company, and 401 for one it does not know.
+a token of another company, and 401 (3200) for one it does not know. Only those answers say "these tokens do not
+open that company"; any other (a 400, a 404, a refused minorversion, a 5xx, none) says nothing about it, and the
+callback must not act as if it did: revoking the tokens would disconnect the app from that company for every
+other account of ours on it.
 """
 
 from __future__ import annotations
@@ -12,26 +15,22 @@ from dataclasses import dataclass
 import httpx
 
 from qbo.client import QboClient
-from qbo.errors import (
-    QboAuthenticationError,
-    QboAuthorizationError,
-    QboError,
-    QboServerError,
-    QboThrottled,
-    QboUnavailable,
-)
+from qbo.errors import QboAuthenticationError, QboAuthorizationError, QboError
 from qbo.limits import RealmLimiter
 
 # The user's browser waits on the callback: a company throttled for longer than this is "try again later".
 VERIFY_MAX_THROTTLE_WAIT = 10.0
+# Intuit's AuthorizationFault and AuthenticationFault: "not these tokens", whatever HTTP status carries them.
+_REFUSED_TOKEN_CODES = frozenset({"3100", "3200"})
 
 
 class CompanyNotVerified(Exception):
-    """The new tokens do not open the company the callback named (or it named none we could ask about)."""
+    """QuickBooks refused the new tokens for the company the callback named (401, 403, fault 3100 or 3200)."""
 
 
 class VerificationUnavailable(Exception):
-    """QuickBooks could not be asked (no answer, 5xx, throttled): nothing is known about the company."""
+    """QuickBooks gave no answer about the company (no answer, throttled, 5xx, or any other error): nothing is
+    known about it."""
 
 
 @dataclass(frozen=True)
@@ -88,12 +87,15 @@ class CompanyVerifier:
         )
         try:
             info = await client.company_info()
-        except (QboAuthenticationError, QboAuthorizationError) as exc:
-            raise CompanyNotVerified(f"QuickBooks refused CompanyInfo (HTTP {exc.status})") from exc
-        except (QboUnavailable, QboServerError, QboThrottled) as exc:
-            raise VerificationUnavailable(type(exc).__name__) from exc
         except QboError as exc:
-            raise CompanyNotVerified(f"QuickBooks answered CompanyInfo with {type(exc).__name__}") from exc
+            if (
+                isinstance(exc, QboAuthenticationError | QboAuthorizationError)
+                or exc.code in _REFUSED_TOKEN_CODES
+            ):
+                raise CompanyNotVerified(
+                    f"QuickBooks refused CompanyInfo (HTTP {exc.status}, code {exc.code})"
+                ) from exc
+            raise VerificationUnavailable(f"{type(exc).__name__} (HTTP {exc.status})") from exc
         name = info.get("CompanyName")
         return VerifiedCompany(
             realm_id=realm_id, name=(name.strip() or None) if isinstance(name, str) else None

@@ -1,8 +1,10 @@
 """Intuit webhooks: signature verification and parsing of both payload formats (classic and CloudEvents).
 
 A signed body is still not trusted: every field an event carries is checked against what QuickBooks sends (ids are
-digits, names and operations short identifiers, timestamps sane), so whatever is stored fits its column. One event
-that cannot be read costs only itself (`read_webhook` returns the others, and says where and why).
+digits, names and operations short identifiers, timestamps sane), so whatever is stored fits its column. Each value
+is checked whole (`fullmatch`: a `$` would also match before a trailing newline) once surrounding whitespace is
+stripped: Intuit's values are identifiers, and " Invoice\n" is the entity Invoice. One event that cannot be read
+costs only itself (`read_webhook` returns the others, and says where and why).
 """
 
 from __future__ import annotations
@@ -13,23 +15,24 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
 SIGNATURE_HEADER = "intuit-signature"
 
 # QuickBooks ids (companies, entities) are strings of digits; the columns that store them hold 32.
-_QUICKBOOKS_ID = re.compile(r"^[0-9]{1,32}$", re.ASCII)
+_QUICKBOOKS_ID = re.compile(r"[0-9]{1,32}", re.ASCII)
 # Entity names as the API spells them (`Invoice`, `BillPayment`), and operations (`Create`, ..., `Emailed`).
-_ENTITY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,31}$", re.ASCII)
-_OPERATION = re.compile(r"^[A-Za-z]{1,16}$", re.ASCII)
+_ENTITY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,31}", re.ASCII)
+_OPERATION = re.compile(r"[A-Za-z]{1,16}", re.ASCII)
 # CloudEvents ids are only digested into dedupe keys: any text short of control characters.
-_EVENT_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+_EVENT_ID = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 # CloudEvents `type` is `qbo.<entity lower-case>.<verb>.v<n>` (reference §2.3).
 _CLOUDEVENT_TYPE = re.compile(
-    r"^qbo\.([a-z][a-z0-9]{0,31})\.([a-z]{1,16})\.v[0-9]{1,9}$", re.IGNORECASE | re.ASCII
+    r"qbo\.([a-z][a-z0-9]{0,31})\.([a-z]{1,16})\.v[0-9]{1,9}", re.IGNORECASE | re.ASCII
 )
 _VERBS = {
     "created": "Create",
@@ -83,7 +86,7 @@ _ENTITY_NAMES = {
     )
 }
 _TIMESTAMP = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2}))?(?:[.,](\d+))?\s*([Zz]|[+-]\d{2}(?::?\d{2})?)?$",
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2}))?(?:[.,](\d+))?\s*([Zz]|[+-]\d{2}(?::?\d{2})?)?",
     re.ASCII,
 )
 # Sane times for a change in QuickBooks Online; anything outside is kept as unreadable (the event is not).
@@ -109,18 +112,29 @@ class WebhookEvent:
     occurred_at: datetime | None
     event_id: str | None
     deleted_id: str | None
-    # The timestamp exactly as Intuit sent it (classic `lastUpdated`, CloudEvents `time`).
+    # The timestamp as Intuit sent it, surrounding whitespace aside (classic `lastUpdated`, CloudEvents `time`).
     occurred_at_raw: str | None = None
     format: Literal["classic", "cloudevents"] = "classic"
+    # The delivery this event came in, as far as its dedupe key needs it (see `dedupe_key`): one token for all
+    # the events `read_webhook` reads from one body, a token of its own otherwise.
+    delivery_token: str = field(default_factory=lambda: secrets.token_hex(16), compare=False, repr=False)
 
     @property
     def dedupe_key(self) -> str:
-        """Stable across redeliveries: CloudEvents reuse their id; classic events repeat the same fields."""
+        """Stable across redeliveries of one change: a CloudEvent's id within its company (Intuit's ids are not
+        known to be unique across companies, and one company's event must never hide another's); a classic event's
+        fields with its `lastUpdated`.
+
+        A classic event without a readable `lastUpdated` looks the same for every later change of that entity, so
+        it is deduplicated within its own delivery only, never against another: processing it again costs
+        nothing, while a later change dropped as a duplicate would cost a payment.
+        """
         if self.event_id:
-            return event_dedupe_key("cloudevent", self.event_id)
-        return event_dedupe_key(
-            "classic", self.realm_id, self.entity, self.entity_id, self.operation, self.occurred_at_raw or ""
-        )
+            return event_dedupe_key("cloudevent", self.realm_id, self.event_id)
+        fields = (self.realm_id, self.entity, self.entity_id, self.operation)
+        if self.occurred_at is None:
+            return event_dedupe_key("classic-undated", *fields, self.delivery_token)
+        return event_dedupe_key("classic", *fields, self.occurred_at_raw or "")
 
 
 def event_dedupe_key(source: str, *parts: str) -> str:
@@ -156,7 +170,7 @@ def parse_timestamp(value: str) -> datetime | None:
     A timestamp without an offset is taken as UTC. One outside 2000-2099 (in UTC) is not a QuickBooks Online
     change time, and would not even convert to UTC near year 1 or 9999: None too.
     """
-    match = _TIMESTAMP.match(value.strip())
+    match = _TIMESTAMP.fullmatch(value.strip())
     if match is None:
         return None
     day, hour, minute, second, fraction, offset = match.groups()
@@ -220,7 +234,7 @@ def read_webhook(body: bytes) -> WebhookBatch:
         return batch
     if isinstance(payload, dict):
         if "eventNotifications" in payload:
-            _classic(payload["eventNotifications"], batch)
+            _classic(payload["eventNotifications"], batch, delivery_token=secrets.token_hex(16))
             return batch
         if "specversion" in payload:
             # A single CloudEvent in structured mode; Intuit sends arrays, but this is unambiguous.
@@ -260,7 +274,7 @@ def _quickbooks_id(value: Any, field: str) -> str:
     identifier = _identifier(value)
     if identifier is None:
         raise _Unreadable(f"has no {field}")
-    if not _QUICKBOOKS_ID.match(identifier):
+    if not _QUICKBOOKS_ID.fullmatch(identifier):
         raise _Unreadable(f"has a {field} that is not a QuickBooks id (digits, at most 32)")
     return identifier
 
@@ -270,16 +284,17 @@ def _optional_quickbooks_id(value: Any, field: str) -> str | None:
 
 
 def _optional_text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A string field without its surrounding whitespace; None when absent, not a string, or blank."""
+    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def _cloud_event(item: Any) -> WebhookEvent:
     if not isinstance(item, dict):
         raise _Unreadable("is not an object")
-    event_type = item.get("type")
-    if not isinstance(event_type, str):
+    event_type = _optional_text(item.get("type"))
+    if event_type is None:
         raise _Unreadable("has no type")
-    match = _CLOUDEVENT_TYPE.match(event_type)
+    match = _CLOUDEVENT_TYPE.fullmatch(event_type)
     if match is None:
         raise _Unreadable("has an unknown type (not qbo.<entity>.<verb>.v<n>)")
     entity_part, verb = match.group(1).lower(), match.group(2).lower()
@@ -288,7 +303,7 @@ def _cloud_event(item: Any) -> WebhookEvent:
     event_id = _identifier(item.get("id"))
     if event_id is None:
         raise _Unreadable("has no id")
-    if not _EVENT_ID.match(event_id) or not _encodable(event_id):
+    if not _EVENT_ID.fullmatch(event_id) or not _encodable(event_id):
         raise _Unreadable("has an id that is not an event id (1 to 255 characters of text)")
     data = item.get("data")
     deleted_id = None
@@ -311,7 +326,7 @@ def _cloud_event(item: Any) -> WebhookEvent:
     )
 
 
-def _classic(notifications: Any, batch: WebhookBatch) -> None:
+def _classic(notifications: Any, batch: WebhookBatch, *, delivery_token: str) -> None:
     if not isinstance(notifications, list):
         raise WebhookPayloadError("eventNotifications is not an array")
     for n_index, notification in enumerate(notifications):
@@ -324,7 +339,7 @@ def _classic(notifications: Any, batch: WebhookBatch) -> None:
         for e_index, entity in enumerate(entities):
             _collect(
                 batch,
-                functools.partial(_classic_entity, realm_id, entity),
+                functools.partial(_classic_entity, realm_id, entity, delivery_token),
                 f"{where}.dataChangeEvent.entities[{e_index}]",
             )
 
@@ -342,13 +357,13 @@ def _classic_notification(notification: Any) -> tuple[str, list[Any]]:
     return realm_id, entities
 
 
-def _classic_entity(realm_id: str, entity: Any) -> WebhookEvent:
+def _classic_entity(realm_id: str, entity: Any, delivery_token: str) -> WebhookEvent:
     if not isinstance(entity, dict):
         raise _Unreadable("is not an object")
     name = _optional_text(entity.get("name"))
     if name is None:
         raise _Unreadable("has no name")
-    if not _ENTITY_NAME.match(name):
+    if not _ENTITY_NAME.fullmatch(name):
         raise _Unreadable(
             "has a name that is not an entity name (a letter, then letters or digits, at most 32)"
         )
@@ -356,7 +371,7 @@ def _classic_entity(realm_id: str, entity: Any) -> WebhookEvent:
     operation = _optional_text(entity.get("operation"))
     if operation is None:
         raise _Unreadable("has no operation")
-    if not _OPERATION.match(operation):
+    if not _OPERATION.fullmatch(operation):
         raise _Unreadable("has an operation that is not an operation name (letters, at most 16)")
     raw_time = _optional_text(entity.get("lastUpdated"))
     return WebhookEvent(
@@ -369,6 +384,7 @@ def _classic_entity(realm_id: str, entity: Any) -> WebhookEvent:
         deleted_id=_optional_quickbooks_id(entity.get("deletedId", entity.get("deletedid")), "deletedId"),
         occurred_at_raw=raw_time,
         format="classic",
+        delivery_token=delivery_token,
     )
 
 

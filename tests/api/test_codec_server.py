@@ -10,11 +10,12 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
 from google.protobuf import json_format
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from temporalio.api.common.v1 import Payload
 
 from bench.harness import child_env, start_child, wait_until_serving
@@ -28,6 +29,8 @@ from workflows.ids import invoice_workflow_id
 UI_ORIGIN = "http://127.0.0.1:8233"
 OPERATOR_TOKEN = "operators-only-codec-token"
 MAX_BODY = 64 * 1024
+PROXY_NAME = "codec.ops.example"
+EVERY_INTERFACE = "0.0.0.0"  # noqa: S104  (only ever given to Settings, to be refused)
 
 
 @contextlib.asynccontextmanager
@@ -45,7 +48,9 @@ async def codec_process(workdir: Path, **environment: str) -> AsyncIterator[str]
 
 @pytest.fixture(scope="module")
 async def codec_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    async with codec_process(tmp_path_factory.mktemp("codec"), CODEC_MAX_BODY_BYTES=str(MAX_BODY)) as url:
+    async with codec_process(
+        tmp_path_factory.mktemp("codec"), CODEC_MAX_BODY_BYTES=str(MAX_BODY), CODEC_ALLOWED_HOSTS=PROXY_NAME
+    ) as url:
         yield url
 
 
@@ -174,6 +179,62 @@ async def test_malformed_bodies_are_refused_with_stable_codes(
         assert_error(response, 400, code)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 50_000,
+        b'{"payloads": ' + b"[" * 50_000,
+        b'{"payloads": [{"metadata": {"encoding": ' + b"[" * 50_000,
+        # Deep, yet within what json.loads reads: the protobuf mapping refuses it.
+        b'{"payloads": ' + b"[" * 900 + b"]" * 900 + b"}",
+    ],
+    ids=["array", "payloads", "metadata", "readable-depth"],
+)
+async def test_deeply_nested_bodies_are_refused_with_stable_codes(
+    http: httpx.AsyncClient, codec_url: str, body: bytes
+) -> None:
+    for path in ("/decode", "/encode"):
+        response = await http.post(
+            f"{codec_url}{path}", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] in ("invalid_json", "invalid_payloads")
+
+
+async def test_only_its_own_names_reach_the_codec(http: httpx.AsyncClient, codec_url: str) -> None:
+    # A page the operator opens rebinds its own name to 127.0.0.1: same-origin to the browser, but its Host is its
+    # own name, which the codec refuses before reading anything.
+    port = codec_url.rsplit(":", 1)[1]
+    body = as_json([await encrypted("ada@example.com")])
+    for host in (f"rebind.attacker.example:{port}", "attacker.example", f"{PROXY_NAME}.attacker.example"):
+        for path in ("/decode", "/encode", "/healthz"):
+            response = await http.post(f"{codec_url}{path}", json=body, headers={"Host": host})
+            assert response.status_code == 400, (host, path, response.text)
+            assert b"ada@example.com" not in response.content
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}", PROXY_NAME):
+        response = await http.post(f"{codec_url}/decode", json=body, headers={"Host": host})
+        assert response.status_code == 200, (host, response.text)
+
+
+def test_the_codec_answers_to_loopback_names_its_host_and_the_configured_ones() -> None:
+    from codec_server import host_names
+
+    assert host_names(Settings(_env_file=None)) == ["localhost", "127.0.0.1", "[::1]"]
+    settings = Settings(
+        _env_file=None,
+        codec_host="::1",
+        codec_allowed_hosts=f"{PROXY_NAME}, Codec.Internal",
+    )
+    assert host_names(settings) == ["localhost", "127.0.0.1", "[::1]", PROXY_NAME, "codec.internal"]
+    # Where it listens is not a name it is reached by.
+    token = SecretStr("t")
+    everywhere = Settings(_env_file=None, codec_host=EVERY_INTERFACE, codec_auth_token=token)
+    assert EVERY_INTERFACE not in host_names(everywhere)
+    assert "10.0.0.5" in host_names(Settings(_env_file=None, codec_host="10.0.0.5", codec_auth_token=token))
+    with pytest.raises(ValidationError, match="CODEC_ALLOWED_HOSTS"):
+        Settings(_env_file=None, codec_allowed_hosts="*")
+
+
 async def test_payloads_it_cannot_decrypt_are_refused_with_stable_codes(
     http: httpx.AsyncClient, codec_url: str
 ) -> None:
@@ -235,10 +296,35 @@ def test_the_codec_listens_on_loopback_unless_told_otherwise() -> None:
     assert Settings(_env_file=None).codec_host == "127.0.0.1"
 
 
-def test_production_needs_the_token_for_a_codec_beyond_loopback() -> None:
+def test_production_always_needs_the_codec_token_and_a_strong_one() -> None:
     from tests.unit.test_encryption_keys import production
 
-    assert production(codec_host="127.0.0.1").codec_auth_token is None
-    with pytest.raises(ValidationError, match="CODEC_AUTH_TOKEN"):
-        production(codec_host="10.0.0.5")
-    assert production(codec_host="10.0.0.5", codec_auth_token="t" * 32).codec_auth_token is not None
+    # On loopback too: any local user or process could decrypt every payload and use /encode as an oracle.
+    for host in ("127.0.0.1", "localhost", "::1", "10.0.0.5"):
+        with pytest.raises(ValidationError, match="CODEC_AUTH_TOKEN"):
+            production(codec_host=host, codec_auth_token="")
+    with pytest.raises(ValidationError, match="CODEC_AUTH_TOKEN") as excinfo:
+        production(codec_auth_token=OPERATOR_TOKEN[:20])
+    assert OPERATOR_TOKEN[:20] not in str(excinfo.value)
+    assert production(codec_host="10.0.0.5").codec_auth_token is not None
+    # The development escape for docker compose is refused.
+    with pytest.raises(ValidationError, match="CODEC_ALLOW_UNGUARDED_HOST"):
+        production(codec_host=EVERY_INTERFACE, codec_allow_unguarded_host="true")
+
+
+@pytest.mark.parametrize("app_env", ["development", "test"])
+def test_a_codec_beyond_loopback_needs_the_token_in_every_environment(
+    app_env: Literal["development", "test"],
+) -> None:
+    for host in (EVERY_INTERFACE, "10.0.0.5", "::", "codec.internal"):
+        with pytest.raises(ValidationError, match="CODEC_AUTH_TOKEN") as excinfo:
+            Settings(_env_file=None, app_env=app_env, codec_host=host)
+        assert host not in str(excinfo.value)
+        Settings(_env_file=None, app_env=app_env, codec_host=host, codec_auth_token=SecretStr("t"))
+    for host in ("127.0.0.1", "localhost", "::1"):
+        assert Settings(_env_file=None, app_env=app_env, codec_host=host).codec_auth_token is None
+    # Said in so many words, for a listener nobody else reaches (docker-compose.yml's codec).
+    unguarded = Settings(
+        _env_file=None, app_env=app_env, codec_host=EVERY_INTERFACE, codec_allow_unguarded_host=True
+    )
+    assert unguarded.codec_auth_token is None

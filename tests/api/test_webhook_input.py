@@ -64,9 +64,19 @@ async def test_one_unreadable_event_does_not_cost_the_valid_events_beside_it(
                 "realmId": "4620816365000000101",
                 "dataChangeEvent": {
                     "entities": [
-                        {"name": "Payment", "id": "901", "operation": "Create"},
+                        {
+                            "name": "Payment",
+                            "id": "901",
+                            "operation": "Create",
+                            "lastUpdated": "2025-01-16T12:00:00Z",
+                        },
                         {"name": "Invoice", "id": "ada@example.com", "operation": "Update"},
-                        {"name": "Invoice", "id": "902", "operation": "Void"},
+                        {
+                            "name": "Invoice",
+                            "id": "902",
+                            "operation": "Void",
+                            "lastUpdated": "2025-01-16T12:00:01Z",
+                        },
                     ]
                 },
             }
@@ -146,6 +156,105 @@ async def test_signed_hostile_fields_are_refused_per_event_and_never_a_500(
             await session.exec(select(QuickBooksEvent).where(QuickBooksEvent.delivery_id == delivery.id))
         ).all()
     assert [row.occurred_at for row in rows] == [None, None]
+
+
+async def test_identifiers_at_their_limits_with_surrounding_whitespace_are_read_as_the_identifiers(
+    engine: Engine, http: httpx.AsyncClient
+) -> None:
+    # `$` matched before a trailing newline: 16 letters + "\n" passed as an operation, then overflowed its
+    # VARCHAR(16) on PostgreSQL (a 500, and the valid events beside it lost), and "Invoice\n" was stored as an
+    # entity nothing looks for. Intuit's values are identifiers: surrounding whitespace is not part of them.
+    await engine.stop_workers()
+    realm = "4620816365000000777"
+    longest_name, longest_operation = "E" * 32, "O" * 16
+    entities = [
+        {"name": "Invoice\n", "id": "801", "operation": "Update\n"},
+        {"name": f"{longest_name}\n", "id": "802", "operation": " Update"},
+        {"name": "Payment", "id": "803\n", "operation": f"{longest_operation}\n"},
+        {
+            "name": "\tInvoice ",
+            "id": " 804",
+            "operation": "\r\nVoid\r\n",
+            "lastUpdated": "2025-01-16T12:00:00Z\n",
+        },
+        # Past the limits once stripped, or whitespace inside: unreadable, and they cost only themselves.
+        {"name": f"{longest_name}E\n", "id": "805", "operation": "Update"},
+        {"name": "Invoice", "id": "806", "operation": f"{longest_operation}O\n"},
+        {"name": "In voice", "id": "807", "operation": "Update"},
+        {"name": "Invoice", "id": "8\n08", "operation": "Update"},
+    ]
+    classic = {"eventNotifications": [{"realmId": f"{realm}\n", "dataChangeEvent": {"entities": entities}}]}
+    cloud = [
+        {"specversion": "1.0", "id": "ws-1\n", "type": "qbo.invoice.updated.v1\n", "intuitaccountid": f" {realm}", "intuitentityid": "809\n"},
+        {"specversion": "1.0", "id": "ws-2", "type": f"qbo.{'e' * 32}.{'o' * 16}.v1\n", "intuitaccountid": realm, "intuitentityid": "810"},
+        {"specversion": "1.0", "id": "ws-3", "type": f"qbo.{'e' * 33}.updated.v1", "intuitaccountid": realm, "intuitentityid": "811"},
+    ]  # fmt: skip
+    for payload, readable, unreadable in [
+        (
+            classic,
+            [
+                ("Invoice", "801", "Update"),
+                (longest_name, "802", "Update"),
+                ("Payment", "803", longest_operation),
+                ("Invoice", "804", "Void"),
+            ],
+            4,
+        ),
+        (cloud, [("Invoice", "809", "Update"), ("E" + "e" * 31, "810", "O" + "o" * 15)], 1),
+    ]:
+        body = json.dumps(payload).encode()
+        response = await post(engine, http, body)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"accepted": len(readable), "duplicates": 0, "unreadable": unreadable}
+        [delivery] = await deliveries_of(engine, body)
+        stored = await events_of(engine, delivery)
+        assert stored == [(realm, *event) for event in readable]
+
+
+async def test_classic_events_without_a_time_are_taken_again_from_every_delivery(
+    engine: Engine, http: httpx.AsyncClient
+) -> None:
+    # Two changes of one payment, each announced without lastUpdated: the same bytes twice. The second is not a
+    # duplicate of the first (it may be the change that pays the invoice); processing either again costs nothing.
+    await engine.stop_workers()
+    entities = [{"name": "Payment", "id": "955", "operation": "Update"}]
+    body = json.dumps(
+        {
+            "eventNotifications": [
+                {"realmId": "4620816365000000955", "dataChangeEvent": {"entities": entities * 2}}
+            ]
+        }
+    ).encode()
+    for _ in range(2):
+        response = await post(engine, http, body)
+        assert response.status_code == 200, response.text
+        # The same line twice in one delivery is still one event.
+        assert response.json() == {"accepted": 1, "duplicates": 1, "unreadable": 0}
+    deliveries = await deliveries_of(engine, body)
+    assert [await events_of(engine, delivery) for delivery in deliveries] == [
+        [("4620816365000000955", "Payment", "955", "Update")]
+    ] * 2
+
+
+async def test_one_event_id_in_two_companies_is_two_events(engine: Engine, http: httpx.AsyncClient) -> None:
+    await engine.stop_workers()
+
+    def event(realm: str) -> dict[str, Any]:
+        return {
+            "specversion": "1.0",
+            "id": "shared-event-id-1",
+            "type": "qbo.payment.created.v1",
+            "intuitaccountid": realm,
+            "intuitentityid": "961",
+        }
+
+    first = json.dumps([event("4620816365000000961")]).encode()
+    assert (await post(engine, http, first)).json() == {"accepted": 1, "duplicates": 0, "unreadable": 0}
+    both = json.dumps([event("4620816365000000961"), event("4620816365000000962")]).encode()
+    # The first company's is a redelivery; the second company's is its own event, not the first's duplicate.
+    assert (await post(engine, http, both)).json() == {"accepted": 1, "duplicates": 1, "unreadable": 0}
+    [delivery] = await deliveries_of(engine, both)
+    assert await events_of(engine, delivery) == [("4620816365000000962", "Payment", "961", "Create")]
 
 
 async def test_any_bytes_intuit_signs_are_kept_verbatim(engine: Engine, http: httpx.AsyncClient) -> None:

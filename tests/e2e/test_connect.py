@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
+import pytest
 from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
@@ -314,6 +315,53 @@ async def test_quickbooks_unreachable_while_verifying_refuses_and_revokes(engine
     assert await grants_of(engine, account) == []
     assert revoked(await engine.emulator.company(realm)) == [True]
     assert (await engine.connection_status(account))["status"] == "not_connected"
+
+
+@pytest.mark.parametrize("status", [400, 404])
+async def test_quickbooks_answering_verification_otherwise_than_refusing_the_tokens_revokes_nothing_shared(
+    engine: Engine, status: int
+) -> None:
+    # Only 401/403 say "these tokens do not open that company". Any other answer used to count as that too, and
+    # the tokens were revoked at once, which (Intuit documents) disconnects the app from the company for every
+    # other account of ours on it: here, the colleague's.
+    colleague = await engine.create_account()
+    shared = await engine.connect(colleague)
+    account = await engine.create_account()
+    faulted = await engine.emulator.admin.post(
+        "/__admin/faults",
+        json={
+            "kind": "http",
+            "path_contains": "/companyinfo/",
+            "realm_id": shared,
+            "status": status,
+            "count": 1,
+        },
+    )
+    faulted.raise_for_status()
+    landed = outcome(await engine.authorize(account, shared))
+    assert (landed["quickbooks"], landed["reason"]) == ("error", "unavailable")
+    assert await grants_of(engine, account) == []
+    assert (await engine.connection_status(account))["status"] == "not_connected"
+    # The new tokens are dropped here, not revoked: the colleague's authorization and connection are untouched.
+    assert revoked(await engine.emulator.company(shared)) == [False, False]
+    assert (await engine.connection_status(colleague))["status"] == "connected"
+
+    # With nobody else on the company, the unverified tokens are revoked, as for no answer at all.
+    alone = await engine.emulator.create_company()
+    faulted = await engine.emulator.admin.post(
+        "/__admin/faults",
+        json={
+            "kind": "http",
+            "path_contains": "/companyinfo/",
+            "realm_id": alone,
+            "status": status,
+            "count": 1,
+        },
+    )
+    faulted.raise_for_status()
+    landed = outcome(await engine.authorize(account, alone))
+    assert (landed["quickbooks"], landed["reason"]) == ("error", "unavailable")
+    assert revoked(await engine.emulator.company(alone)) == [True]
 
 
 async def test_the_local_done_page_never_shows_words_from_the_link(engine: Engine) -> None:

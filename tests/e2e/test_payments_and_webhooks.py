@@ -171,7 +171,8 @@ async def test_an_accepted_event_is_stored_once_with_its_dedupe_key(
         rows = (
             await session.exec(
                 select(QuickBooksEvent).where(
-                    QuickBooksEvent.dedupe_key == event_dedupe_key("cloudevent", "evt-123-Payment-999")
+                    QuickBooksEvent.dedupe_key
+                    == event_dedupe_key("cloudevent", "4620816365000000001", "evt-123-Payment-999")
                 )
             )
         ).all()

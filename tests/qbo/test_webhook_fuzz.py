@@ -42,6 +42,23 @@ CRASHERS = [
         [{**CLOUD_EVENT, "id": "e1", "time": "0001-01-01T00:00:00+2359"}]
     ).encode(),  # before year 1 in UTC
     json.dumps([{**CLOUD_EVENT, "id": "e1", "type": "qbo.invoice." + "x" * 40 + ".v1"}]).encode(),
+    # Checked with `$`, which matches before a final newline, and stored unstripped: past VARCHAR(16) and (32).
+    json.dumps(
+        {
+            "eventNotifications": [
+                {
+                    "realmId": "1",
+                    "dataChangeEvent": {
+                        "entities": [
+                            {"name": "Invoice", "id": "1", "operation": "O" * 16 + "\n"},
+                            {"name": "E" * 32 + "\n", "id": "2", "operation": "Update"},
+                            {"name": "Invoice\n", "id": "3", "operation": "Update"},
+                        ]
+                    },
+                }
+            ]
+        }
+    ).encode(),
 ]
 
 

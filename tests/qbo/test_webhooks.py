@@ -142,9 +142,43 @@ def test_dedupe_keys_are_injective_and_bounded() -> None:
     assert len(event_dedupe_key("cloudevent", "e" * 10_000)) <= 255
 
 
+def test_a_cloudevent_id_is_deduplicated_within_its_company_only() -> None:
+    # Two companies' events with one id: the second company's must not be dropped as the first's duplicate.
+    events = [{**CLOUDEVENTS[2], "intuitaccountid": realm} for realm in ("310687", "3106870", "310687")]
+    first, other_company, redelivered = parse_webhook(json.dumps(events).encode())
+    assert first.dedupe_key != other_company.dedupe_key
+    assert first.dedupe_key == redelivered.dedupe_key
+    # And a redelivery is still a duplicate.
+    [again] = parse_webhook(json.dumps(events[:1]).encode())
+    assert again.dedupe_key == first.dedupe_key
+
+
 def test_classic_dedupe_key_is_stable_across_redeliveries() -> None:
     body = json.dumps(CLASSIC).encode()
     assert [e.dedupe_key for e in parse_webhook(body)] == [e.dedupe_key for e in parse_webhook(body)]
+
+
+def test_a_classic_event_without_a_time_is_never_a_duplicate_of_another_delivery() -> None:
+    # Every later change of the entity arrives looking the same: deduplicating it across deliveries dropped
+    # them (a payment never seen). Within one delivery, the same line twice is one event.
+    undated = {"name": "Payment", "id": "7", "operation": "Update"}
+    unreadable_time = {"name": "Payment", "id": "8", "operation": "Update", "lastUpdated": "sometime"}
+    body = json.dumps(
+        {
+            "eventNotifications": [
+                {"realmId": "1", "dataChangeEvent": {"entities": [undated, undated, unreadable_time]}}
+            ]
+        }
+    ).encode()
+    first, again, other = parse_webhook(body)
+    later_first, _, later_other = parse_webhook(body)
+    assert first.dedupe_key == again.dedupe_key
+    assert first.dedupe_key != later_first.dedupe_key
+    assert other.dedupe_key != later_other.dedupe_key
+    assert len({first.dedupe_key, other.dedupe_key}) == 2
+    # Dated events keep their stable key (see the redelivery test above), distinct from any undated one.
+    dated = parse_webhook(json.dumps(CLASSIC).encode())[0]
+    assert dated.dedupe_key.startswith("classic:") and first.dedupe_key.startswith("classic-undated:")
 
 
 def test_classic_payload_with_several_realms_and_entity_types() -> None:
@@ -203,7 +237,9 @@ def test_cloudevents_payload() -> None:
         "Create",
     )
     assert account.event_id == "88cd52aa-33b6-4351-9aa4-47572edbd068"
-    assert account.dedupe_key == event_dedupe_key("cloudevent", "88cd52aa-33b6-4351-9aa4-47572edbd068")
+    assert account.dedupe_key == event_dedupe_key(
+        "cloudevent", "310687", "88cd52aa-33b6-4351-9aa4-47572edbd068"
+    )
     # Nanoseconds are cut to microseconds.
     assert account.occurred_at == datetime(2025, 9, 10, 21, 31, 25, 179851, tzinfo=UTC)
     assert account.format == "cloudevents"

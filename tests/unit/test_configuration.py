@@ -83,6 +83,37 @@ def test_docker_compose_runs_the_engine_on_known_settings() -> None:
     assert "requirements.lock" in (ROOT / "Dockerfile").read_text()
 
 
+def published_ports(service: dict[str, Any]) -> list[tuple[str | None, str, str]]:
+    """(host address, host port, container port) of each port a service publishes, in either compose syntax."""
+    published: list[tuple[str | None, str, str]] = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            published.append((port.get("host_ip"), str(port.get("published", "")), str(port["target"])))
+            continue
+        parts = str(port).rsplit("/", 1)[0].split(":")
+        if len(parts) == 1:  # "8000": a random host port, on every interface
+            published.append((None, "", parts[0]))
+        elif len(parts) == 2:  # "8000:8000": on every interface
+            published.append((None, parts[0], parts[1]))
+        else:
+            published.append((":".join(parts[:-2]), parts[-2], parts[-1]))
+    return published
+
+
+def test_docker_compose_publishes_only_on_the_hosts_loopback() -> None:
+    # It runs with the repository's development secrets and payload key: whoever reached Temporal's 7233 or its
+    # Web UI's 8233 from the LAN could read and decrypt every history and send updates.
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    published = {name: published_ports(service) for name, service in services.items()}
+    assert {port for _, _, port in published["temporal"]} == {"7233", "8233"}
+    for name in ("api", "emulator", "codec"):
+        assert published[name], name
+    for name, ports in published.items():
+        for host_ip, host_port, container_port in ports:
+            assert host_ip == "127.0.0.1", f"{name} publishes {container_port} on every interface"
+            assert host_port, f"{name} publishes {container_port} on a random port"
+
+
 def test_docker_compose_gives_the_web_ui_the_operators_codec_and_nobody_else() -> None:
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     codec = services["codec"]
@@ -98,6 +129,14 @@ def test_docker_compose_gives_the_web_ui_the_operators_codec_and_nobody_else() -
     # The public API has no codec any more.
     assert all("/codec" not in arg for arg in services["temporal"]["command"])
     assert not any(name.startswith("CODEC_") for name in services["api"]["environment"])
+    # Unguarded (the Web UI cannot send a token) only because no other container can reach it: alone on its network.
+    assert codec["environment"]["CODEC_ALLOW_UNGUARDED_HOST"] == "true"
+    assert "CODEC_AUTH_TOKEN" not in codec["environment"]
+    [network] = codec["networks"]
+    assert network != "default"
+    for name, service in services.items():
+        if name != "codec":
+            assert network not in service.get("networks", ["default"]), name
 
 
 @pytest.mark.parametrize("path", ["README.md", ".ci/run"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import secrets
 
 import pytest
 from cryptography.fernet import Fernet
@@ -28,12 +29,14 @@ def production(**overrides: str) -> Settings:
         "qbo_environment": "production",
         "api_public_url": "https://sync.example.com",
         "qbo_redirect_uri": "https://sync.example.com/oauth/quickbooks/callback",
-        "api_token": "a" * 32,
-        "qbo_client_secret": "b" * 32,
-        "qbo_webhook_verifier_token": "c" * 32,
+        "api_token": secrets.token_urlsafe(32),
+        "qbo_client_id": "ABcdEf0123IntuitIssuedClientId",
+        "qbo_client_secret": secrets.token_urlsafe(30),
+        "qbo_webhook_verifier_token": secrets.token_hex(18),
         "token_encryption_key": Fernet.generate_key().decode(),
-        "platform_events_secret": "e" * 32,
+        "platform_events_secret": secrets.token_urlsafe(32),
         "payload_encryption_key": real_key(),
+        "codec_auth_token": secrets.token_urlsafe(32),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
