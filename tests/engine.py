@@ -45,6 +45,8 @@ def engine_settings(
         "qbo_webhook_verifier_token": TEST_VERIFIER_TOKEN,
         "qbo_request_timeout_seconds": 10.0,
         "platform_return_url": "http://platform.test/settings/integrations",
+        # Generous: a machine loaded by the whole suite may take a while to adopt; tests of `connecting` lower it.
+        "oauth_adoption_wait_seconds": 30.0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
