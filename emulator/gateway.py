@@ -129,15 +129,19 @@ class Gateway:
                 body = errors.dump(errors.authorization_fault(now, checked.detail))
                 await _respond(send, 403, body, errors.JSON_TYPE)
             return
-        if not emulator.throttle.try_enter(
-            realm_id, batch=scope.get("path", "").rstrip("/").endswith("/batch")
-        ):
-            await self._throttled(send)
-            return
+        emulator.throttle.arrive(realm_id)
         try:
-            await self._with_faults(scope, receive, send, realm_id, is_api=True)
+            if not emulator.throttle.try_enter(
+                realm_id, batch=scope.get("path", "").rstrip("/").endswith("/batch")
+            ):
+                await self._throttled(send)
+                return
+            try:
+                await self._with_faults(scope, receive, send, realm_id, is_api=True)
+            finally:
+                emulator.throttle.leave(realm_id)
         finally:
-            emulator.throttle.leave(realm_id)
+            emulator.throttle.depart(realm_id)
 
     async def _throttled(self, send: Send) -> None:
         headers = []

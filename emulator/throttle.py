@@ -19,17 +19,32 @@ class Throttle:
         self._recent: dict[str, deque[float]] = {}
         self._recent_batches: dict[str, deque[float]] = {}
         self._in_flight: dict[str, int] = {}
+        # What the company's callers sent at once (refused calls included) and the most of that ever seen, and how
+        # many calls were refused for a limit: what a test checks to tell whether callers kept within the limits.
+        self._arriving: dict[str, int] = {}
+        self._max_seen: dict[str, int] = {}
+        self._refused: dict[str, int] = {}
+
+    def arrive(self, realm_id: str) -> None:
+        """A call for the company is here (before any limit is checked)."""
+        arriving = self._arriving.get(realm_id, 0) + 1
+        self._arriving[realm_id] = arriving
+        self._max_seen[realm_id] = max(self._max_seen.get(realm_id, 0), arriving)
+
+    def depart(self, realm_id: str) -> None:
+        self._arriving[realm_id] = max(self._arriving.get(realm_id, 0) - 1, 0)
 
     def try_enter(self, realm_id: str, batch: bool = False) -> bool:
         """Admits the call (and counts it) unless a limit is reached; batch calls also have their own limit."""
         now = time.monotonic()
         recent = _pruned(self._recent.setdefault(realm_id, deque()), now)
         batches = _pruned(self._recent_batches.setdefault(realm_id, deque()), now)
-        if self._in_flight.get(realm_id, 0) >= self.config.concurrency_limit:
-            return False
-        if len(recent) >= self.config.rate_limit_per_minute:
-            return False
-        if batch and len(batches) >= self.config.batch_rate_limit_per_minute:
+        if (
+            self._in_flight.get(realm_id, 0) >= self.config.concurrency_limit
+            or len(recent) >= self.config.rate_limit_per_minute
+            or (batch and len(batches) >= self.config.batch_rate_limit_per_minute)
+        ):
+            self._refused[realm_id] = self._refused.get(realm_id, 0) + 1
             return False
         recent.append(now)
         if batch:
@@ -42,10 +57,12 @@ class Throttle:
 
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
-        realms = set(self._recent) | set(self._in_flight)
+        realms = set(self._recent) | set(self._in_flight) | set(self._max_seen)
         return {
             realm: {
                 "in_flight": self._in_flight.get(realm, 0),
+                "max_in_flight_seen": self._max_seen.get(realm, 0),
+                "refused": self._refused.get(realm, 0),
                 "last_minute": sum(
                     1 for stamp in self._recent.get(realm, ()) if stamp > now - WINDOW_SECONDS
                 ),

@@ -248,6 +248,9 @@ async def test_more_than_the_concurrency_limit_in_flight_gets_429(emulator_facto
     assert third.status_code == 429 and 'code="3001"' in third.text
     assert [answer.status_code for answer in finished] == [200, 200]
     assert (await conn.get(f"companyinfo/{conn.realm_id}")).status_code == 200
+    throttle = (await admin_ok(emulator, "GET", "/__admin/throttle"))["realms"][conn.realm_id]
+    # Three were under way at once from the caller's side, the refused one included; one was refused.
+    assert (throttle["max_in_flight_seen"], throttle["refused"], throttle["in_flight"]) == (3, 1, 0)
 
 
 async def test_two_hundred_concurrent_requests_are_all_answered(emulator_factory: StartEmulator) -> None:
