@@ -27,8 +27,9 @@ from activities.quickbooks_access import QuickBooksAccess
 from activities.store import StoreActivities
 from logging_setup import configure_logging
 from models.crypto import TokenCipher
-from models.db import SessionFactory, create_engine, create_session_factory
+from models.db import SessionFactory, create_engine, create_session_factory, libpq_conninfo
 from qbo.client import endpoints_for
+from qbo.company_budget import company_limiter
 from qbo.limits import RealmLimiter
 from qbo.oauth import QboOAuth
 from settings import Settings, get_settings
@@ -57,6 +58,11 @@ async def worker_resources(settings: Settings) -> AsyncIterator[WorkerResources]
     engine = create_engine(settings.database_url)
     http = httpx.AsyncClient(timeout=settings.qbo_request_timeout_seconds)
     endpoints = endpoints_for(settings.qbo_environment, settings.qbo_base_url)
+    limiter = company_limiter(
+        libpq_conninfo(settings.database_url),
+        max_in_flight=settings.qbo_max_in_flight_per_company,
+        per_minute=settings.qbo_requests_per_minute_per_company,
+    )
     try:
         yield WorkerResources(
             engine=engine,
@@ -71,12 +77,10 @@ async def worker_resources(settings: Settings) -> AsyncIterator[WorkerResources]
                 http=http,
                 timeout=settings.qbo_request_timeout_seconds,
             ),
-            limiter=RealmLimiter(
-                max_in_flight=settings.qbo_max_in_flight_per_company,
-                per_minute=settings.qbo_requests_per_minute_per_company,
-            ),
+            limiter=limiter,
         )
     finally:
+        await limiter.aclose()
         await http.aclose()
         await engine.dispose()
 

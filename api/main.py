@@ -21,10 +21,10 @@ from api.routes import accounts, invoices, notifications, ops, quickbooks, webho
 from logging_setup import configure_logging
 from models.bounds import MAX_JSON_BODY_BYTES
 from models.crypto import TokenCipher
-from models.db import create_engine, create_session_factory
+from models.db import create_engine, create_session_factory, libpq_conninfo
 from qbo.client import QboEndpoints, endpoints_for
 from qbo.companies import CompanyVerifier
-from qbo.limits import RealmLimiter
+from qbo.company_budget import company_limiter
 from qbo.oauth import QboOAuth
 from settings import Settings, get_settings
 
@@ -48,6 +48,12 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         http = httpx.AsyncClient(timeout=settings.qbo_request_timeout_seconds)
         # Lazily: the API starts, stores and acknowledges while Temporal is away; its relay hands over the rest.
         client = temporal or await temporal_support.connect(settings, lazy=True)
+        # The same shared company budget as the workers': the callback's calls count like any other.
+        limiter = company_limiter(
+            libpq_conninfo(settings.database_url),
+            max_in_flight=settings.qbo_max_in_flight_per_company,
+            per_minute=settings.qbo_requests_per_minute_per_company,
+        )
         app.state.services = Services(
             settings=settings,
             engine=engine,
@@ -68,10 +74,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             company_verifier=CompanyVerifier(
                 api_base_url=endpoints_for(settings.qbo_environment, settings.qbo_base_url).api_base_url,
                 http=http,
-                limiter=RealmLimiter(
-                    max_in_flight=settings.qbo_max_in_flight_per_company,
-                    per_minute=settings.qbo_requests_per_minute_per_company,
-                ),
+                limiter=limiter,
                 minor_version=settings.qbo_minor_version,
                 timeout=settings.qbo_request_timeout_seconds,
             ),
@@ -83,6 +86,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relay
+            await limiter.aclose()
             await http.aclose()
             await engine.dispose()
 

@@ -36,6 +36,14 @@ def async_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def libpq_conninfo(url: str) -> str | None:
+    """The PostgreSQL connection string for plain psycopg connections (None for SQLite)."""
+    parsed = make_url(sync_database_url(url))
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 

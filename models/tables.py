@@ -292,3 +292,25 @@ class PaymentLink(SQLModel, table=True):
     realm_id: str = Field(primary_key=True, max_length=32)
     payment_id: str = Field(primary_key=True, max_length=32)
     qbo_invoice_id: str = Field(primary_key=True, max_length=32)
+
+
+class BudgetCall(SQLModel, table=True):
+    """The per-minute log of the shared company budget (qbo/company_budget.py): one row per admitted call,
+    written and pruned only by the `qbo_budget_*` functions of migration 0008 (PostgreSQL only, where the
+    migration makes it UNLOGGED)."""
+
+    __tablename__ = "qbo_budget_call"
+    __table_args__ = (Index("ix_qbo_budget_call_realm_admitted", "realm_id", "admitted_at"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    realm_id: str = Field(max_length=32)
+    admitted_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class BudgetHold(SQLModel, table=True):
+    """Until when a company admits no call for anyone, after QuickBooks throttled one (migration 0008)."""
+
+    __tablename__ = "qbo_budget_hold"
+
+    realm_id: str = Field(primary_key=True, max_length=32)
+    hold_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -1,4 +1,5 @@
-"""Per-realm request limits inside one process: Intuit's 10 in flight and 500 per minute per company."""
+"""Per-realm request limits: Intuit's 10 in flight and 500 per minute per company, in arrival order inside one
+process, and (with a shared budget, qbo/company_budget.py) across every process together."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from qbo.company_budget import Ticket
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -25,6 +30,20 @@ WINDOW_SECONDS = INTUIT_WINDOW_SECONDS + WINDOW_MARGIN_SECONDS
 DEFAULT_NOTIFY_EVERY = 5.0
 # Forgetting idle realms is a sweep over all of them, so it runs only every this many releases.
 _SWEEP_EVERY = 1000
+
+
+class SharedBudget(Protocol):
+    """The budget of a company shared with other processes: a second admission after the process's own."""
+
+    async def acquire(
+        self, realm_id: str, *, on_wait: Callable[[float], Awaitable[None]] | None, notify_every: float
+    ) -> Ticket: ...
+
+    async def release(self, ticket: Ticket) -> None: ...
+
+    def report_throttled(self, ticket: Ticket, pause: float) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass
@@ -54,11 +73,14 @@ class Admission:
         self._state = state
         self._admitted_at = admitted_at
         self._reported = False
+        self.ticket: Ticket | None = None
 
     def throttled(self, pause: float) -> None:
         if not self._reported:
             self._reported = True
             self._limiter._give_back(self._state, self._admitted_at, pause)
+            if self.ticket is not None and self._limiter.shared is not None:
+                self._limiter.shared.report_throttled(self.ticket, pause)
 
 
 class RealmLimiter:
@@ -66,8 +88,10 @@ class RealmLimiter:
 
     Waiting is event-driven: a release admits the next waiter, and when the per-minute budget is spent one
     timer per realm wakes up as the oldest admission leaves the window. `clock` and `sleep` are injectable so
-    tests can drive the window without real time passing. The limits hold within one process; several
-    workers share Intuit's budget, which is why the client still handles 429.
+    tests can drive the window without real time passing. The limits hold within one process; with `shared`,
+    each call admitted here also takes a slot of the budget all processes share, so that several workers and
+    API processes together keep within them. Intuit also counts other apps' calls, which is why the client
+    still waits out a 429.
     """
 
     def __init__(
@@ -78,6 +102,7 @@ class RealmLimiter:
         window_seconds: float = WINDOW_SECONDS,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        shared: SharedBudget | None = None,
     ) -> None:
         if max_in_flight < 1 or per_minute < 1 or window_seconds <= 0:
             raise ValueError("limits must be positive")
@@ -88,6 +113,11 @@ class RealmLimiter:
         self._sleep = sleep
         self._realms: dict[str, _RealmState] = {}
         self._releases = 0
+        self.shared = shared
+
+    async def aclose(self) -> None:
+        if self.shared is not None:
+            await self.shared.aclose()
 
     def slot(
         self,
@@ -118,9 +148,18 @@ class RealmLimiter:
     ) -> AsyncIterator[Admission]:
         admission = await self._acquire(realm_id, on_wait, notify_every)
         try:
+            if self.shared is not None:
+                admission.ticket = await self.shared.acquire(
+                    realm_id, on_wait=on_wait, notify_every=notify_every
+                )
             yield admission
         finally:
-            self._release(realm_id)
+            try:
+                if admission.ticket is not None and self.shared is not None:
+                    # Shielded: a cancelled call still gives its shared slot back.
+                    await asyncio.shield(self.shared.release(admission.ticket))
+            finally:
+                self._release(realm_id)
 
     async def _acquire(
         self, realm_id: str, on_wait: Callable[[float], Awaitable[None]] | None, notify_every: float

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +25,7 @@ from api.main import create_app
 from models.db import SessionFactory
 from settings import Settings
 from tests.qbo_access import SEED_REDIRECT_URI
-from tests.support import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_VERIFIER_TOKEN, Emulator, free_port
+from tests.support import ROOT, TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_VERIFIER_TOKEN, Emulator, free_port
 from worker import WorkerResources, build_workers, worker_resources
 
 SERVICE_TOKEN = "test-service-token"
@@ -209,6 +212,28 @@ class Engine:
         body = response.json()
         requests: list[dict[str, Any]] = body["requests"] if isinstance(body, dict) else body
         return requests
+
+
+def start_worker_process(engine: Engine, **extra_env: str) -> subprocess.Popen[bytes]:
+    """`python worker.py`, configured only through the environment, as in production."""
+    settings = engine.settings
+    environment: dict[str, Any] = {
+        **os.environ,
+        "APP_ENV": "test",
+        "DATABASE_URL": settings.database_url,
+        "TEMPORAL_ADDRESS": engine.temporal.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": engine.temporal.namespace,
+        "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
+        "QBO_ENVIRONMENT": "emulator",
+        "QBO_BASE_URL": settings.qbo_base_url,
+        "QBO_CLIENT_ID": settings.qbo_client_id,
+        "QBO_CLIENT_SECRET": settings.qbo_client_secret.get_secret_value(),
+        "QBO_REDIRECT_URI": settings.qbo_redirect_uri,
+        "QBO_REQUEST_TIMEOUT_SECONDS": "30",
+        "LOG_LEVEL": "WARNING",
+        **extra_env,
+    }
+    return subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=environment)
 
 
 def invoice_payload(

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
 from tests.e2e.test_invoice_sync import api_calls
 from tests.e2e.test_payments_and_webhooks import fault
-from tests.engine import Engine, running_engine
-from tests.support import ROOT, Emulator
+from tests.engine import Engine, running_engine, start_worker_process
+from tests.support import Emulator
 from workflows.ids import invoice_workflow_id
 from workflows.messages import RetrySyncRequest
 
@@ -174,24 +170,3 @@ async def test_a_worker_killed_during_the_create_call_leaves_no_duplicate(
         finally:
             replacement.terminate()
             replacement.wait(timeout=20)
-
-
-def start_worker_process(engine: Engine) -> subprocess.Popen[bytes]:
-    """`python worker.py`, configured only through the environment, as in production."""
-    settings = engine.settings
-    environment: dict[str, Any] = {
-        **os.environ,
-        "APP_ENV": "test",
-        "DATABASE_URL": settings.database_url,
-        "TEMPORAL_ADDRESS": engine.temporal.service_client.config.target_host,
-        "TEMPORAL_NAMESPACE": engine.temporal.namespace,
-        "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
-        "QBO_ENVIRONMENT": "emulator",
-        "QBO_BASE_URL": settings.qbo_base_url,
-        "QBO_CLIENT_ID": settings.qbo_client_id,
-        "QBO_CLIENT_SECRET": settings.qbo_client_secret.get_secret_value(),
-        "QBO_REDIRECT_URI": settings.qbo_redirect_uri,
-        "QBO_REQUEST_TIMEOUT_SECONDS": "30",
-        "LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=environment)
