@@ -18,10 +18,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import disconnect_void, history, qbo_calls, report, sync_throughput, webhook_ack
+from bench import company_budget, disconnect_void, history, qbo_calls, report, sync_throughput, webhook_ack
 from bench.harness import log, running_stack
 
-BENCHMARKS = ("calls", "history", "webhooks", "sync", "disconnect")
+BENCHMARKS = ("calls", "history", "webhooks", "sync", "disconnect", "budget")
 # Runs when --repeat is not given: Disconnect & Void prepares 2 x 1,000 invoices at 500 calls a minute per run.
 DEFAULT_REPEAT = 3
 DEFAULT_DISCONNECT_REPEAT = 1
@@ -77,6 +77,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--sqlite", action="store_true", help="use a SQLite file even when PostgreSQL answers"
     )
+    parser.add_argument(
+        "--budget-invoices",
+        type=int,
+        default=600,
+        help="invoices per run of the shared-budget throughput with 1, 2 and 3 workers (default 600)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw figures to this file")
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the processes' logs (printed at the end)"
@@ -84,6 +90,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.invoices, args.disconnect_invoices, args.repeat, args.samples = 100, 100, 1, 2
+        args.budget_invoices = 100
     args.disconnect_repeat = args.repeat or DEFAULT_DISCONNECT_REPEAT
     args.repeat = args.repeat or DEFAULT_REPEAT
     args.only = [name for name in args.only.split(",") if name]
@@ -160,6 +167,17 @@ async def run(args: argparse.Namespace, command: str) -> None:
             )
             sections.append(report.disconnect_section(disconnect))
             figures["disconnect"] = disconnect_void.describe(disconnect)
+        if "budget" in args.only:
+            log(f"shared company budget: cost per call, and {args.budget_invoices} invoices with 1-3 workers")
+            budget = await company_budget.run(
+                stack,
+                repeat=args.repeat,
+                invoices=args.budget_invoices,
+                clients=args.clients,
+                concurrency=args.concurrency,
+            )
+            sections.append(company_budget.markdown(budget))
+            figures["budget"] = company_budget.describe(budget)
     # Others' work on a shared machine shows here: the load average should stay near what the benchmark adds.
     load = f"Load average (1 min) at the start {load_before:.1f}, at the end {os.getloadavg()[0]:.1f}."
     figures["load"] = load

@@ -231,6 +231,7 @@ class Stack:
     admin: httpx.AsyncClient
     children: list[Child] = field(default_factory=list)
     worker: Child | None = None
+    more_workers: list[Child] = field(default_factory=list)
     log_level: str = "INFO"
     codec_url: str | None = None
 
@@ -260,8 +261,31 @@ class Stack:
         return child_env(values)
 
     def check_alive(self) -> None:
-        for child in [*self.children, *([self.worker] if self.worker else [])]:
+        for child in [*self.children, *([self.worker] if self.worker else []), *self.more_workers]:
             child.check_alive()
+
+    @contextlib.asynccontextmanager
+    async def running_workers(self, count: int, *, process_only: bool = False) -> AsyncIterator[list[Child]]:
+        """`count` worker processes as shipped (`python worker.py`), sharing the company budget; with
+        `process_only`, each keeps Intuit's limits alone (`bench.limited_worker --process-only`), as the engine
+        did before the shared budget."""
+        if process_only:
+            command = [
+                sys.executable, "-m", "bench.limited_worker", "--process-only",
+                "--per-minute", str(INTUIT_LIMITS.per_minute), "--in-flight", str(INTUIT_LIMITS.in_flight),
+            ]  # fmt: skip
+        else:
+            command = [sys.executable, str(ROOT / "worker.py")]
+        started = [start_child(f"worker-{n}", command, self.workdir, self.engine_env()) for n in range(count)]
+        self.more_workers = started
+        try:
+            await asyncio.sleep(0.5)
+            for child in started:
+                child.check_alive()
+            yield started
+        finally:
+            self.more_workers = []
+            await asyncio.gather(*(asyncio.to_thread(child.stop) for child in started))
 
     @contextlib.asynccontextmanager
     async def running_worker(self, engine_limits: Limits | None = None) -> AsyncIterator[Child]:
@@ -650,10 +674,11 @@ def cpu_seconds(stack: Stack) -> dict[str, float]:
     PostgreSQL is every `postgres` process of the server (other users of that server count too).
     """
     usage: dict[str, float] = {}
-    for child in [*stack.children, *([stack.worker] if stack.worker else [])]:
+    for child in [*stack.children, *([stack.worker] if stack.worker else []), *stack.more_workers]:
         stat = _process_stat(child.process.pid)
         if stat is not None:
-            usage[child.name.split("-")[0]] = stat[2]
+            part = child.name.split("-")[0]
+            usage[part] = usage.get(part, 0.0) + stat[2]
     if not Path("/proc").is_dir():
         return usage
     ours = os.getpid()

@@ -307,10 +307,13 @@ class BudgetCall(SQLModel, table=True):
     admitted_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class BudgetHold(SQLModel, table=True):
-    """Until when a company admits no call for anyone, after QuickBooks throttled one (migration 0008)."""
+class BudgetCompany(SQLModel, table=True):
+    """A company's row of the shared budget: the calls its minute's log holds, until when it admits nothing after
+    a throttle, and until when a release should notify waiters (migration 0008)."""
 
-    __tablename__ = "qbo_budget_hold"
+    __tablename__ = "qbo_budget_company"
 
     realm_id: str = Field(primary_key=True, max_length=32)
-    hold_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    admitted: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    hold_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    contended_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))

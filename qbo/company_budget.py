@@ -16,10 +16,12 @@ calls are in flight, and not the calls an activity makes once it runs.
   stack), so the process says which slots it holds already.
 - Per minute: a sliding log of admissions (`qbo_budget_call`, UNLOGGED: no WAL per call; a crash of PostgreSQL
   forgets the last minute, which then counts from zero), each counted for `window_seconds`; a call QuickBooks
-  throttled leaves the log (Intuit did not serve it) and holds the company for everyone (`qbo_budget_hold`).
-- One admission at a time per company (a transaction advisory lock), so the count and the slot agree.
-- Waiting: a release NOTIFYs the company's id; waiters also look again every `poll_seconds`, which covers a dead
-  holder (whose slots free without a notification) and a lost notification.
+  throttled leaves the log (Intuit did not serve it) and holds the company for everyone (its row in `qbo_budget_company`).
+- One admission at a time per company (its row, locked FOR UPDATE, which also holds the log's count, so an
+  admission never counts the log).
+- Waiting: a release NOTIFYs the company's id when a caller found every slot taken in the last 5 s (NOTIFY
+  serializes commits server-wide, so an uncontended company does without); waiters also look again every
+  `poll_seconds`, which covers a dead holder (whose slots free without a notification) and a lost notification.
 
 Both functions live in the database (migration 0008), so an admission is one round trip.
 
