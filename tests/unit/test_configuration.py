@@ -67,7 +67,7 @@ def test_env_example_documents_every_setting_and_nothing_else() -> None:
 def test_docker_compose_runs_the_engine_on_known_settings() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "temporal", "emulator", "migrate", "api", "worker", "codec"} <= set(services)
+    assert {"postgres", "temporal", "emulator", "migrate", "api", "worker", "codec", "proxy"} <= set(services)
     for name in ("migrate", "api", "worker", "codec"):
         environment = services[name]["environment"]
         unknown = set(environment) - settings_names()
@@ -75,6 +75,13 @@ def test_docker_compose_runs_the_engine_on_known_settings() -> None:
         assert environment["DATABASE_URL"].startswith("postgresql://")
         assert services[name]["build"] == "."
     assert services["worker"]["command"] == ["python", "worker.py"]
+    # Several of each, sharing one company budget: it lives in PostgreSQL, which every one of them uses.
+    assert services["worker"]["deploy"]["replicas"] == 2
+    assert services["api"]["deploy"]["replicas"] == 2
+    assert "ports" not in services["api"] and "ports" not in services["worker"]
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in services["proxy"]["volumes"]
+    assert "server api:8000;" in (ROOT / "deploy" / "nginx.conf").read_text()
+    assert "--webhook-url=http://proxy:8000/webhooks/quickbooks" in services["emulator"]["command"]
     assert services["api"]["command"][:2] == ["uvicorn", "api.main:app"]
     assert services["emulator"]["command"][:3] == ["python", "-m", "emulator"]
     for attribute in ("QboAccountId", "QboRealmId", "QboInvoiceNumber", "QboSyncStatus"):
@@ -106,7 +113,7 @@ def test_docker_compose_publishes_only_on_the_hosts_loopback() -> None:
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     published = {name: published_ports(service) for name, service in services.items()}
     assert {port for _, _, port in published["temporal"]} == {"7233", "8233"}
-    for name in ("api", "emulator", "codec"):
+    for name in ("proxy", "emulator", "codec"):
         assert published[name], name
     for name, ports in published.items():
         for host_ip, host_port, container_port in ports:
