@@ -217,6 +217,8 @@ class PostgresCompanyBudget:
     async def _execute(self, sql: str, params: tuple[object, ...]) -> tuple[tuple[object, ...] | None, int]:
         """One statement on the budget connection: its first row and the connection's generation."""
         async with self._conn_lock:
+            if self._closed:
+                raise BudgetUnavailable("closed")
             try:
                 conn = await self._connection()
                 cursor = await conn.execute(sql, params)
