@@ -403,7 +403,9 @@ class Stack:
             consent.raise_for_status()
             landed = await browser.get(consent.json()["redirect_url"], follow_redirects=False)
         location = landed.headers.get("location", "")
-        if "quickbooks=connected" not in location:
+        # `connecting`: the worker took longer than the callback waits to adopt the grant (a loaded machine, a
+        # worker just started); the connection reads `connected` moments later.
+        if "quickbooks=connected" not in location and "quickbooks=connecting" not in location:
             raise RuntimeError(f"connecting {account_id} failed: {landed.status_code} {location}")
 
         async def status() -> str:
