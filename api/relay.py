@@ -22,6 +22,7 @@ from temporalio.service import RPCError
 from api.deps import Services
 from api.routes.quickbooks import connection_policy
 from api.routes.webhooks import tell_events_workflows
+from models.db import release_connection
 from models.domain import UNFOLLOWED_INVOICE_STATUSES
 from models.schemas import snapshot_from_json
 from models.tables import InvoiceSync, QuickBooksConnection, QuickBooksGrant, WebhookDelivery, utcnow
@@ -90,6 +91,7 @@ class Relay:
                 .limit(RELAY_BATCH)
             )
             rows = (await session.exec(statement)).all()
+            await release_connection(session)
             for row in rows:
                 assert row.snapshot is not None
                 await start_invoice_sync(
@@ -128,6 +130,7 @@ class Relay:
             grants = (await session.exec(statement)).all()
             for grant in grants:
                 connection = await session.get(QuickBooksConnection, grant.account_id)
+                await release_connection(session)
                 await tell_connection_of_grant(
                     services.temporal,
                     task_queue=settings.temporal_task_queue,

@@ -83,6 +83,18 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
+async def release_connection(session: AsyncSession) -> None:
+    """End the session's transaction so its connection goes back to the pool, before a wait on another service.
+
+    A request that waits on Temporal (an update a worker must answer, a start when Temporal is slow: seconds) must
+    not hold a PostgreSQL connection meanwhile: enough such requests would drain the process's pool, and every
+    other request would wait for a connection and fail (503 after the pool's timeout). Where it is called, what
+    the session did before was reads, or writes that belong with them; rows stay usable (no expiry on commit).
+    """
+    if session.in_transaction():
+        await session.commit()
+
+
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -68,6 +69,14 @@ class Engine:
     resources: WorkerResources
     workers: list[Worker] = field(default_factory=list)
     worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # The API's application (its `state.services` holds the API process's database engine and clients).
+    app: FastAPI | None = None
+
+    def api_connections_in_use(self) -> int:
+        """PostgreSQL (or SQLite) connections the API process has checked out of its pool right now."""
+        assert self.app is not None
+        pool = self.app.state.services.engine.pool
+        return int(pool.checkedout())
 
     def start_workers(self, *, sticky: bool = True) -> None:
         """Start the workers. Without the sticky cache, a restart never waits on a dead worker's sticky queue
@@ -295,9 +304,10 @@ async def running_engine(
         },
     )
     configured.raise_for_status()
+    app = create_app(settings, temporal=None if api_connects_itself else env.client)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, temporal=None if api_connects_itself else env.client),
+            app,
             host="127.0.0.1",
             port=port,
             log_level="warning",
@@ -315,6 +325,7 @@ async def running_engine(
             env=env,
             emulator=emulator,
             resources=resources,
+            app=app,
         )
         if with_worker:
             engine.start_workers(sticky=sticky_workers)

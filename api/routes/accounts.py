@@ -12,6 +12,7 @@ from temporalio.service import RPCError
 from api.auth import account_token
 from api.deps import AccountDep, ServiceCallerDep, ServicesDep, SessionDep
 from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
+from models.db import release_connection
 from models.domain import ConnectionStatus
 from models.plans import entitlement_problem, quickbooks_entitled
 from models.queries import insert_ignoring_conflicts
@@ -117,6 +118,7 @@ async def _tell_connection(
     handle = services.temporal.get_workflow_handle(
         stored_or(connection.workflow_id, connection_workflow_id(account_id))
     )
+    await release_connection(session)
     try:
         await handle.signal(
             ConnectionWorkflow.plan_changed,

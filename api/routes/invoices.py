@@ -15,6 +15,7 @@ from api.deps import AccountDep, ServicesDep, SessionDep
 from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
 from models.bounds import MAX_LIST_OFFSET, MAX_SNAPSHOT_BYTES
 from models.crud import add_timeline_entry
+from models.db import release_connection
 from models.domain import UNFOLLOWED_INVOICE_STATUSES, ConnectionStatus, InvoiceStatus
 from models.plans import quickbooks_entitled
 from models.queries import insert_ignoring_conflicts
@@ -156,6 +157,7 @@ async def _start_sync(
 ) -> None:
     """Start the invoice's workflow. Temporal out of reach is no error for the sender: the invoice is stored, and
     the API's relay starts its sync as soon as Temporal answers again."""
+    await release_connection(session)
     try:
         await start_invoice_sync(
             services.temporal,
@@ -192,6 +194,7 @@ async def void_invoice(
         await _void_locally(session, row)
         return await _public(session, row)
     handle = services.temporal.get_workflow_handle(_workflow_id(row))
+    await release_connection(session)
     try:
         await handle.execute_update(
             InvoiceWorkflow.request_void, VoidRequest(), rpc_timeout=_rpc_timeout(services)
@@ -256,6 +259,7 @@ async def retry_sync(
             f"Only failed (or paused) syncs can be retried; this invoice is {row.status}.",
         )
     handle = services.temporal.get_workflow_handle(_workflow_id(row))
+    await release_connection(session)
     try:
         await handle.signal(
             InvoiceWorkflow.retry_sync,

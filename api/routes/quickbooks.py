@@ -28,6 +28,7 @@ from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
 from models.bounds import SafeStr
 from models.connections import company_held
 from models.crypto import encrypted_token_columns
+from models.db import release_connection
 from models.domain import (
     COMPANY_BOUND_STATUSES,
     DIFFERENT_COMPANY,
@@ -382,6 +383,7 @@ async def disconnect(
     handle = services.temporal.get_workflow_handle(
         stored_or(row.workflow_id, connection_workflow_id(account.id))
     )
+    await release_connection(session)
     try:
         await handle.execute_update(
             ConnectionWorkflow.disconnect,
@@ -634,6 +636,7 @@ async def _hand_to_connection(
         connection.workflow_id if connection else None, connection_workflow_id(account_id)
     )
     outcome = {"account_id": account_id, "realm_id": company.realm_id}
+    await release_connection(session)
     try:
         await tell_connection_of_grant(
             services.temporal,

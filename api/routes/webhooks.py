@@ -13,6 +13,7 @@ from temporalio.service import RPCError
 from api.deps import Services, ServicesDep, SessionDep
 from api.errors import ApiError, error_responses
 from models.crud import new_event, store_events
+from models.db import release_connection
 from models.schemas import WebhookAccepted
 from models.tables import QuickBooksEvent, WebhookDelivery, utcnow
 from qbo.webhooks import SIGNATURE_HEADER, WebhookPayloadError, read_webhook, verify_signature
@@ -163,6 +164,7 @@ async def tell_events_workflows(services: Services, delivery_id: int | None) -> 
             )
         ).all()
         timeout = timedelta(seconds=services.settings.temporal_rpc_timeout_seconds)
+        await release_connection(session)
         for realm_id in sorted(realms):
             try:
                 await start_realm_events(
