@@ -12,6 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 from bench.harness import ACCOUNTING_PREFIX, call_kind
 from tests.e2e.test_failures import start_worker_process
 from tests.engine import Engine, running_engine
+from tests.qbo_access import qbo_client_for
 from tests.support import Emulator
 from workflows.ids import invoice_workflow_id
 
@@ -126,3 +127,47 @@ async def sync_workers(engine: Engine, account: str) -> set[str]:
             and event.activity_task_started_event_attributes.scheduled_event_id in syncs
         }
     return identities
+
+
+async def test_an_inactive_service_item_is_reactivated_once_by_concurrent_first_syncs(engine: Engine) -> None:
+    account = await engine.create_account()
+    realm = await engine.connect(account)
+    async with qbo_client_for(engine.emulator, realm) as qbo:
+        [income] = await qbo.query("SELECT * FROM Account WHERE Name = 'Services'")
+        made = await qbo.create(
+            "Item",
+            {"Name": "Professional Services", "Type": "Service", "IncomeAccountRef": {"value": income["Id"]}},
+            request_id="test-user-item",
+        )
+        await qbo.update(
+            "Item",
+            {"Id": made["Id"], "SyncToken": made["SyncToken"], "sparse": True, "Active": False},
+            request_id="test-user-item-inactive",
+        )
+    seen = max(request["seq"] for request in await engine.qbo_requests())
+
+    responses = await asyncio.gather(
+        *(
+            engine.send_invoice(
+                account, f"inv-{index}", number=f"F-{index:03d}", client_email="first0@example.com"
+            )
+            for index in range(10)
+        )
+    )
+    assert [response.status_code for response in responses] == [202] * 10
+    for index in range(10):
+        await engine.wait_for_invoice(account, f"inv-{index}", "synced")
+
+    assert sync_calls(await engine.qbo_requests(realm, since_seq=seen)) == {
+        # The active item (none), the income account, the create (a duplicate name), the item whatever its
+        # state, its reactivation: once.
+        "query Item": 2,
+        "query Account": 1,
+        "POST item": 2,
+        "query Customer": 1,
+        "POST customer": 1,
+        "POST invoice": 10,
+    }
+    company = await engine.emulator.company(realm)
+    [reactivated] = [item for item in company["items"] if item["Name"] == "Professional Services"]
+    assert reactivated["Id"] == made["Id"] and reactivated["Active"] is True
