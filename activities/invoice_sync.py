@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import activity
@@ -26,6 +27,7 @@ from activities.mapping import (
     pick_income_account,
 )
 from activities.quickbooks_access import QuickBooksAccess, QuickBooksContext, translate_errors
+from models.coordination import SingleFlight
 from models.db import SessionFactory
 from models.domain import QUICKBOOKS_REJECTED, VoidOutcome
 from models.queries import upsert
@@ -55,6 +57,7 @@ class InvoiceSyncActivities:
     def __init__(self, *, access: QuickBooksAccess, sessions: SessionFactory) -> None:
         self._access = access
         self._sessions = sessions
+        self._single_flight = SingleFlight(sessions)
 
     @activity.defn
     async def sync_invoice(self, request: SyncInvoiceInput) -> SyncInvoiceResult:
@@ -102,15 +105,11 @@ class InvoiceSyncActivities:
             return _sync_result(context, created, customer_id, found_existing=False)
 
     async def _ensure_customer(self, context: QuickBooksContext, name: str, email: str) -> str:
-        key = email.strip().lower()
-        cached = await self._cached(context.realm_id, "customer", key)
-        if cached is not None:
-            return cached
-        found = await self._customer_by_email(context, email)
-        if found is None:
-            found = await self._create_customer(context, name, email)
-        await self._remember(context.realm_id, "customer", key, found)
-        return found
+        async def find_or_create() -> str:
+            found = await self._customer_by_email(context, email)
+            return found if found is not None else await self._create_customer(context, name, email)
+
+        return await self._remembered(context.realm_id, "customer", email.strip().lower(), find_or_create)
 
     async def _customer_by_email(self, context: QuickBooksContext, email: str) -> str | None:
         key = email.strip().lower()
@@ -158,16 +157,11 @@ class InvoiceSyncActivities:
         return rows[0] if rows else None
 
     async def _ensure_service_item(self, context: QuickBooksContext) -> str:
-        cached = await self._cached(context.realm_id, "item", SERVICE_ITEM_NAME)
-        if cached is not None:
-            return cached
-        rows = await context.client.query(f"SELECT * FROM Item WHERE Name = {quote(SERVICE_ITEM_NAME)}")
-        if rows:
-            item_id = str(rows[0]["Id"])
-        else:
-            item_id = await self._create_service_item(context)
-        await self._remember(context.realm_id, "item", SERVICE_ITEM_NAME, item_id)
-        return item_id
+        async def find_or_create() -> str:
+            rows = await context.client.query(f"SELECT * FROM Item WHERE Name = {quote(SERVICE_ITEM_NAME)}")
+            return str(rows[0]["Id"]) if rows else await self._create_service_item(context)
+
+        return await self._remembered(context.realm_id, "item", SERVICE_ITEM_NAME, find_or_create)
 
     async def _create_service_item(self, context: QuickBooksContext) -> str:
         accounts = await context.client.query("SELECT * FROM Account WHERE AccountType = 'Income'")
@@ -232,6 +226,25 @@ class InvoiceSyncActivities:
                 )
 
     # --- What this company's invoices need, remembered ----------------------------------------------------
+
+    async def _remembered(
+        self, realm_id: str, kind: str, key: str, find_or_create: Callable[[], Awaitable[str]]
+    ) -> str:
+        """The company's remembered id, or the one `find_or_create` finds in QuickBooks, then remembered.
+
+        However many syncs of however many worker processes need it at once, one looks it up (single flight):
+        the others wait for it, then read what it remembered. The sync heartbeats meanwhile.
+        """
+        cached = await self._cached(realm_id, kind, key)
+        if cached is not None:
+            return cached
+        async with self._single_flight.hold("realm-cache", realm_id, kind, key):
+            cached = await self._cached(realm_id, kind, key)
+            if cached is not None:
+                return cached
+            found = await find_or_create()
+            await self._remember(realm_id, kind, key, found)
+            return found
 
     async def _cached(self, realm_id: str, kind: str, key: str) -> str | None:
         async with self._sessions() as session:

@@ -18,10 +18,19 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import company_budget, disconnect_void, history, qbo_calls, report, sync_throughput, webhook_ack
+from bench import (
+    company_budget,
+    disconnect_void,
+    first_sync,
+    history,
+    qbo_calls,
+    report,
+    sync_throughput,
+    webhook_ack,
+)
 from bench.harness import log, running_stack
 
-BENCHMARKS = ("calls", "history", "webhooks", "sync", "disconnect", "budget")
+BENCHMARKS = ("calls", "first-sync", "history", "webhooks", "sync", "disconnect", "budget")
 # Runs when --repeat is not given: Disconnect & Void prepares 2 x 1,000 invoices at 500 calls a minute per run.
 DEFAULT_REPEAT = 3
 DEFAULT_DISCONNECT_REPEAT = 1
@@ -67,6 +76,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"Disconnect & Void variants to run (default all: {','.join(disconnect_void.VARIANTS)})",
     )
     parser.add_argument(
+        "--first-sync-workers",
+        default=",".join(str(count) for count in first_sync.WORKER_VARIANTS),
+        help="worker processes of each first-sync variant (default 1,2)",
+    )
+    parser.add_argument(
+        "--first-sync-latency-ms",
+        default=",".join(str(ms) for ms in first_sync.LATENCY_VARIANTS_MS),
+        help="latency of every QuickBooks call in each first-sync variant (default 0,250)",
+    )
+    parser.add_argument(
         "--only", default=",".join(BENCHMARKS), help=f"benchmarks to run ({','.join(BENCHMARKS)})"
     )
     parser.add_argument(
@@ -96,6 +115,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.only = [name for name in args.only.split(",") if name]
     args.variants = [name for name in args.variants.split(",") if name]
     args.disconnect_variants = [name for name in args.disconnect_variants.split(",") if name]
+    args.first_sync_workers = tuple(int(count) for count in args.first_sync_workers.split(",") if count)
+    args.first_sync_latency_ms = tuple(int(ms) for ms in args.first_sync_latency_ms.split(",") if ms)
     unknown = (
         [name for name in args.only if name not in BENCHMARKS]
         + [name for name in args.variants if name not in sync_throughput.VARIANTS]
@@ -129,6 +150,18 @@ async def run(args: argparse.Namespace, command: str) -> None:
             calls = await qbo_calls.run(stack, samples=args.samples)
             sections.append(report.calls_section(calls))
             figures["qbo_calls"] = qbo_calls.describe(calls)
+        if "first-sync" in args.only:
+            log(
+                f"first sync in a fresh company, {first_sync.INVOICES} invoices over {first_sync.CLIENTS} clients"
+            )
+            first = await first_sync.run(
+                stack,
+                repeat=args.repeat,
+                workers=args.first_sync_workers,
+                latencies_ms=args.first_sync_latency_ms,
+            )
+            sections.append(report.first_sync_section(first, args.repeat))
+            figures["first_sync"] = first_sync.describe(first)
         if "history" in args.only:
             log("Temporal history events per lifecycle")
             histories = await history.run(stack, samples=args.samples)

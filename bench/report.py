@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from bench.disconnect_void import DisconnectVoidResult, VariantResult, VoidRun
+from bench.first_sync import TARGET_CALLS_PER_INVOICE, TARGET_OVER_DIRECT, FirstSyncResult, FirstSyncRun
 from bench.harness import describe_calls, median, percentile, runs, spread
 from bench.history import CASE_TITLES, HistoryResult, grouped
 from bench.qbo_calls import QboCallsResult
@@ -132,6 +133,58 @@ def calls_section(result: QboCallsResult) -> str:
             f"the engine is idle again; steady state and lifecycle are medians of {runs(result.samples, 'invoice')}.",
             "",
             table(["invoice", "calls", "by kind"], rows),
+        ]
+    )
+
+
+def first_sync_section(result: FirstSyncResult, repeat: int) -> str:
+    def median_run(items: list[FirstSyncRun]) -> FirstSyncRun:
+        return sorted(items, key=lambda run: run.per_invoice)[len(items) // 2]
+
+    rows = []
+    for latency, direct_runs in result.direct.items():
+        direct = result.direct_median(latency)
+        rows.append(
+            [
+                f"{latency} ms",
+                "direct script (QboClient)",
+                spread([run.per_invoice for run in direct_runs], 3),
+                "1.00",
+                "",
+                spread([run.seconds for run in direct_runs]),
+                describe_calls(median_run(direct_runs).calls),
+            ]
+        )
+        for (variant_latency, workers), items in result.engine.items():
+            if variant_latency != latency:
+                continue
+            engine = result.engine_median((latency, workers))
+            rows.append(
+                [
+                    f"{latency} ms",
+                    f"engine, {workers} worker process{'' if workers == 1 else 'es'}",
+                    spread([run.per_invoice for run in items], 3),
+                    f"{engine / direct:.2f}",
+                    "yes" if result.meets_targets((latency, workers)) else "NO",
+                    spread([run.seconds for run in items]),
+                    describe_calls(median_run(items).calls),
+                ]
+            )
+    return "\n".join(
+        [
+            f"## First sync in a fresh company: {result.invoices} invoices over {result.clients} new clients, "
+            f"{result.concurrency} sends in flight",
+            "",
+            "Accounting API calls in the emulator's request log, from the first send until the engine is idle again, "
+            "at Intuit's limits, with the emulator answering at once or with Intuit-like latency on every call; the "
+            "direct script does the same work with the raw QboClient on a second fresh company, "
+            f"{result.concurrency} in flight. Median (min-max) of {runs(repeat)}, interleaved; by kind: the median "
+            f"run's log. Target: at most {TARGET_CALLS_PER_INVOICE} calls per invoice and at most "
+            f"{TARGET_OVER_DIRECT:.2f} x the direct script.",
+            "",
+            table(
+                ["latency", "run", "QBO calls/invoice", "/ direct", "target met", "seconds", "by kind"], rows
+            ),
         ]
     )
 
