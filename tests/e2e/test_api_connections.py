@@ -18,7 +18,7 @@ async def connections_while_waiting(engine: Engine, request: Awaitable[httpx.Res
     """(the fewest connections the API had checked out while the request waited, its status code)."""
     task = asyncio.ensure_future(request)
     await asyncio.sleep(1.0)  # past the request's own reads: now it waits on Temporal
-    samples = []
+    samples: list[int] = []
     while not task.done() and len(samples) < 40:
         samples.append(engine.api_connections_in_use())
         await asyncio.sleep(0.05)

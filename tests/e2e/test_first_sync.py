@@ -10,8 +10,7 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 
 from bench.harness import ACCOUNTING_PREFIX, call_kind
-from tests.e2e.test_failures import start_worker_process
-from tests.engine import Engine, running_engine
+from tests.engine import Engine, running_engine, start_worker_process
 from tests.qbo_access import qbo_client_for
 from tests.support import Emulator
 from workflows.ids import invoice_workflow_id
