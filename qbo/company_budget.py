@@ -12,7 +12,8 @@ task-queue rate limits were the other candidate; they limit how fast activities 
 calls are in flight, and not the calls an activity makes once it runs.
 
 - In flight: slot k of a company is the advisory lock (hash of the company, k), k < max_in_flight, held by the
-  process's budget connection for the length of one call. A session may take a lock it holds again (locks
+  process's budget connection for the length of one call (the two-key lock space; single flight,
+  models/coordination.py, uses the one-key space, which never overlaps it). A session may take a lock it holds again (locks
   stack), so the process says which slots it holds already.
 - Per minute: a sliding log of admissions (`qbo_budget_call`, UNLOGGED: no WAL per call; a crash of PostgreSQL
   forgets the last minute, which then counts from zero), each counted for `window_seconds`; a call QuickBooks
