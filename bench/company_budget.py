@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ class ThroughputRun:
     seconds: float
     calls: dict[str, int]
     max_in_flight_seen: int
+    # The most calls QuickBooks served in any 60 s of the run (Intuit's ceiling: 500).
+    peak_minute: int = 0
 
     @property
     def served(self) -> int:
@@ -204,12 +207,34 @@ async def _throughput_run(
         finally:
             if not sending.done():
                 sending.cancel()
-        calls = summarize_calls(await stack.qbo_requests(realm_id, after_seq))
+        entries = await stack.qbo_requests(realm_id, after_seq)
+        calls = summarize_calls(entries)
         throttle = (await stack.admin.get("/__admin/throttle")).json()["realms"].get(realm_id, {})
         await stack.settle()
     return ThroughputRun(
-        workers, process_only, invoices, seconds, calls, int(throttle.get("max_in_flight_seen", 0))
+        workers,
+        process_only,
+        invoices,
+        seconds,
+        calls,
+        int(throttle.get("max_in_flight_seen", 0)),
+        peak_minute=_peak_minute(entries),
     )
+
+
+def _peak_minute(entries: list[dict[str, Any]]) -> int:
+    """The most served calls in any 60 s, by the emulator's clock of each call."""
+    stamps = sorted(
+        datetime.fromisoformat(str(entry["time"])).timestamp()
+        for entry in entries
+        if entry.get("status") != 429
+    )
+    peak, start = 0, 0
+    for end, stamp in enumerate(stamps):
+        while stamp - stamps[start] >= 60.0:
+            start += 1
+        peak = max(peak, end - start + 1)
+    return peak
 
 
 async def measure_throughput(
@@ -232,7 +257,8 @@ async def measure_throughput(
             log(
                 f"company budget throughput {attempt}/{repeat}: {workers} worker(s)"
                 f"{' each alone' if process_only else ''}: {run.per_second:.2f} invoices/s, "
-                f"{run.calls_per_minute:.0f} calls/min, at most {run.max_in_flight_seen} at once, "
+                f"{run.calls_per_minute:.0f} calls/min, {run.peak_minute} in the busiest minute, "
+                f"at most {run.max_in_flight_seen} at once, "
                 f"{run.throttled} throttled"
             )
     return runs
@@ -275,6 +301,7 @@ def describe(result: CompanyBudgetResult) -> dict[str, Any]:
                 "seconds": run.seconds,
                 "per_second": run.per_second,
                 "calls_per_minute": run.calls_per_minute,
+                "peak_minute": run.peak_minute,
                 "max_in_flight_seen": run.max_in_flight_seen,
                 "throttled": run.throttled,
                 "calls": run.calls,
@@ -333,7 +360,7 @@ def markdown(result: CompanyBudgetResult) -> str:
         ratio = median([r.per_second for r in runs]) / median(single) if single else float("nan")
         lines.append(
             f"| {label} | {_spread([r.per_second for r in runs], 2)} | {ratio:.2f} "
-            f"| {_spread([r.calls_per_minute for r in runs], 0)} "
+            f"| {_spread([r.calls_per_minute for r in runs], 0)} | {max(r.peak_minute for r in runs)} "
             f"| {max(r.max_in_flight_seen for r in runs)} | {'/'.join(str(r.throttled) for r in runs)} |"
         )
     return "\n".join(lines)
