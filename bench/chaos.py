@@ -210,6 +210,7 @@ class Tally:
     payments_during_chaos: int = 0
     payments_after_chaos: int = 0
     manual_retries: int = 0
+    retried_invoices: set[str] = field(default_factory=set)
     timeline: list[str] = field(default_factory=list)
 
     def note(self, started: float, what: str) -> None:
@@ -340,6 +341,8 @@ class ChaosRun:
         self.workers: list[Child] = []
         self._worker_names = 0
         self.chaos_over = asyncio.Event()
+        # Invoices retried by hand, with the `updated_at` they had then.
+        self._retried: dict[str, str] = {}
 
     # --- starting and stopping -------------------------------------------------------------------------------
 
@@ -582,18 +585,22 @@ class ChaosRun:
         return found
 
     async def retry_failed(self, invoices: dict[str, dict[str, Any]], planned: Sequence[Planned]) -> None:
-        """What the user does on a `sync_failed` notification: Retry."""
+        """What the user does on a `sync_failed` notification: Retry (once per failure, not per look)."""
         by_id = {item.invoice_id: item for item in planned}
         for invoice_id, invoice in invoices.items():
             if invoice["status"] != InvoiceStatus.FAILED.value:
                 continue
+            if self._retried.get(invoice_id) == invoice["updated_at"]:
+                continue  # retried already; the workflow has not taken it up yet
             account = by_id[invoice_id].company.account_id
             with contextlib.suppress(httpx.TransportError):
                 response = await self.apis[0].post(
                     f"/v1/accounts/{account}/invoices/{invoice_id}/quickbooks/retry"
                 )
                 if response.status_code in (200, 202):
+                    self._retried[invoice_id] = invoice["updated_at"]
                     self.tally.manual_retries += 1
+                    self.tally.retried_invoices.add(invoice_id)
                     self.tally.note(self.started, f"{invoice_id} failed after its retries; retried by hand")
 
 
@@ -796,7 +803,8 @@ async def _report(
         "Temporal dev server restarts": tally.temporal_restarts,
         "PostgreSQL restarts (immediate)": tally.postgres_restarts,
         "sends retried by the platform": dict(tally.send_retries) or 0,
-        "syncs failed after 4 attempts, retried by hand": tally.manual_retries,
+        "syncs failed after 4 attempts, retried by hand (invoices)": f"{tally.manual_retries} "
+        f"({len(tally.retried_invoices)})",
         "429s not injected": throttled,
     }
     if peaks:
