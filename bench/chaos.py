@@ -29,6 +29,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -900,9 +901,17 @@ def parse_args(argv: Sequence[str]) -> tuple[ChaosOptions, Path | None]:
     return options, args.json
 
 
+async def _run_until_terminated(options: ChaosOptions) -> ChaosReport:
+    """The run, cancelled by SIGTERM like by Ctrl-C, so that it still stops and removes what it started."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await run_chaos(options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options, json_path = parse_args(sys.argv[1:] if argv is None else argv)
-    report = asyncio.run(run_chaos(options))
+    report = asyncio.run(_run_until_terminated(options))
     print("## Chaos run\n")
     print(report.markdown())
     print("\nTimeline:\n")
