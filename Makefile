@@ -6,13 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint typecheck check bench clean help
+.PHONY: run test test-fast lint typecheck check bench chaos clean help
 
 help:
 	@echo "make run    - start Temporal (UI :8233), the QuickBooks emulator (:8900), the API (:8000) and a worker"
 	@echo "make test   - lint, type-check and run every test against real servers"
 	@echo "make test-fast - the inner loop: unit, workflow and client tests (under a minute; no lint)"
 	@echo "make bench  - run the benchmarks in bench/ and print their figures (BENCH_ARGS=--quick for a short run)"
+	@echo "make chaos  - 1,000 invoices through kill -9, restarts and Intuit's failures; checks nothing is lost (CHAOS_ARGS=...)"
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; sys.exit("qbo-sync needs Python 3.11 (found %d.%d)" % sys.version_info[:2] if sys.version_info[:2] != (3, 11) else 0)'
@@ -41,6 +42,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Needs PostgreSQL's server binaries (initdb, pg_ctl; PG_BIN=... if not in /usr/lib/postgresql/*/bin): the run
+# starts and restarts a cluster of its own. `python -m bench.chaos --help` lists CHAOS_ARGS.
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -56,6 +56,21 @@ class ChangeSweepActivities:
             row = await session.get(QuickBooksConnection, request.account_id)
             assert row is not None
             watermark = row.cdc_watermark or row.connected_at or utcnow()
+            # Invoices recorded since the last sweep: what happened to them in QuickBooks before the engine knew
+            # their id (a payment whose webhook came first, while the create's answer waited to be recorded) may
+            # be older than the window, so they are read by id whatever the change list says.
+            recorded_since = (row.cdc_last_sweep_at or row.connected_at or utcnow()) - CDC_OVERLAP
+            recorded = (
+                await session.exec(
+                    select(InvoiceSync.qbo_invoice_id).where(
+                        InvoiceSync.account_id == request.account_id,
+                        InvoiceSync.realm_id == context.realm_id,
+                        col(InvoiceSync.qbo_invoice_id).is_not(None),
+                        col(InvoiceSync.status).in_(sorted(IN_QUICKBOOKS)),
+                        col(InvoiceSync.synced_at) >= recorded_since,
+                    )
+                )
+            ).all()
         # Intuit looks back at most 30 days; a longer outage is swept from the oldest day it still knows.
         since = max(watermark - CDC_OVERLAP, utcnow() - CDC_MAX_LOOKBACK)
         with translate_errors("the change sweep"):
@@ -69,11 +84,17 @@ class ChangeSweepActivities:
             else:
                 changed = changes.entities.get("Invoice", [])
                 deleted = set(changes.deleted.get("Invoice", []))
-        invoices = {
-            str(invoice["Id"]): invoice
-            for invoice in changed
-            if _updated_at(invoice) is None or _updated_at(invoice) <= settled_until  # type: ignore[operator]
-        }
+            invoices = {
+                str(invoice["Id"]): invoice
+                for invoice in changed
+                if _updated_at(invoice) is None or _updated_at(invoice) <= settled_until  # type: ignore[operator]
+            }
+            # No grace for these: a webhook still on its way would only bring the same state again.
+            late, late_deleted = await self._read_invoices(
+                context, sorted({str(qbo_id) for qbo_id in recorded} - set(invoices) - deleted, key=int)
+            )
+        invoices.update({str(invoice["Id"]): invoice for invoice in late})
+        deleted |= late_deleted
         async with self._sessions() as session:
             for payment in changes.entities.get("Payment", []):
                 await remember_payment_links(
@@ -128,7 +149,12 @@ class ChangeSweepActivities:
                     )
                 )
             ).all()
-        ids = sorted({str(qbo_id) for qbo_id in followed}, key=int)
+        return await self._read_invoices(context, sorted({str(qbo_id) for qbo_id in followed}, key=int))
+
+    async def _read_invoices(
+        self, context: QuickBooksContext, ids: list[str]
+    ) -> tuple[list[dict[str, Any]], set[str]]:
+        """These invoices as QuickBooks has them now, and the ids of those it no longer has (deleted)."""
         found: list[dict[str, Any]] = []
         for start in range(0, len(ids), FOLLOWED_READ_BATCH):
             batch = ids[start : start + FOLLOWED_READ_BATCH]

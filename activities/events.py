@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 # An event QuickBooks could not answer for this many times is parked as `failed` (visible to operators).
 EVENT_MAX_ATTEMPTS = 10
+# A batch of which no event could be finished (QuickBooks failing): retried by the activity's retry policy.
+EVENTS_NOT_READ = "EventsNotRead"
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,10 @@ class EventActivities:
 
         outcomes: dict[int, _Outcome] = {}
         invoice_ids: set[str] = set()
-        payments_seen: set[str] = set()
+        # The invoices each payment paid, read once per batch (a failed read is tried again by its next event).
+        payment_invoices: dict[str, set[str]] = {}
+        # The events each invoice is signalled for: those of an invoice QuickBooks cannot read now stay pending.
+        led_to: dict[str, set[int]] = {}
         for event in events:
             assert event.id is not None
             try:
@@ -104,14 +109,19 @@ class EventActivities:
                     if event.operation in ("Create", "Emailed"):
                         outcomes[event.id] = _IGNORED
                         continue
-                    invoice_ids.add(event.entity_id)
+                    linked = {event.entity_id}
                 elif event.entity == "Payment":
-                    if event.entity_id not in payments_seen:
-                        payments_seen.add(event.entity_id)
-                        invoice_ids |= await self._payment_invoices(context, event.entity_id)
+                    if event.entity_id not in payment_invoices:
+                        payment_invoices[event.entity_id] = await self._payment_invoices(
+                            context, event.entity_id
+                        )
+                    linked = payment_invoices[event.entity_id]
                 else:
                     outcomes[event.id] = _IGNORED
                     continue
+                invoice_ids |= linked
+                for qbo_invoice_id in linked:
+                    led_to.setdefault(qbo_invoice_id, set()).add(event.id)
                 outcomes[event.id] = _PROCESSED
             except ApplicationError as exc:
                 if exc.type == CONNECTION_UNAVAILABLE:
@@ -125,13 +135,25 @@ class EventActivities:
                 # The client refuses the id (it could not be a QuickBooks id): no retry would change that.
                 outcomes[event.id] = _Outcome(EventStatus.FAILED, f"unreadable event: {exc}")
 
-        signalled = await self._signal_invoices(context, invoice_ids)
+        signalled, unread = await self._signal_invoices(context, invoice_ids)
+        for qbo_invoice_id, error in unread.items():
+            for event_id in led_to.get(qbo_invoice_id, ()):
+                outcomes[event_id] = _Outcome(None, error)
         await self._finish_events(events, outcomes)
+        finished = sum(1 for outcome in outcomes.values() if outcome.status is not None)
+        left = len(events) - finished
+        if left and not finished:
+            # Nothing could be done this time (QuickBooks failing): the retry policy comes back, with backoff.
+            raise ApplicationError(
+                f"{left} QuickBooks events could not be read yet; they are kept and retried",
+                type=EVENTS_NOT_READ,
+            )
         return ProcessEventsResult(
-            processed=sum(1 for outcome in outcomes.values() if outcome.status is not None),
+            processed=finished,
             deferred=0,
             invoices_signalled=signalled,
-            more_pending=more_pending,
+            # The events left are tried again at once, with the next batch: this one made progress.
+            more_pending=more_pending or left > 0,
         )
 
     async def _payment_invoices(self, context: QuickBooksContext, payment_id: str) -> set[str]:
@@ -155,9 +177,13 @@ class EventActivities:
             ).all()
         return linked | set(remembered)
 
-    async def _signal_invoices(self, context: QuickBooksContext, qbo_invoice_ids: set[str]) -> int:
+    async def _signal_invoices(
+        self, context: QuickBooksContext, qbo_invoice_ids: set[str]
+    ) -> tuple[int, dict[str, str]]:
+        """Signal each followed invoice with its state in QuickBooks: how many were, and the invoices QuickBooks
+        could not be read for (by id, with the error), whose events are to be tried again."""
         if not qbo_invoice_ids:
-            return 0
+            return 0, {}
         async with self._sessions() as session:
             tracked = (
                 await session.exec(
@@ -171,9 +197,12 @@ class EventActivities:
                 )
             ).all()
         observations: dict[str, InvoiceObservation] = {}
+        unread: dict[str, str] = {}
         signalled = 0
         for row in tracked:
             assert row.qbo_invoice_id is not None
+            if row.qbo_invoice_id in unread:
+                continue
             observation = observations.get(row.qbo_invoice_id)
             if observation is None:
                 try:
@@ -181,6 +210,10 @@ class EventActivities:
                     observation = observe_invoice(context.realm_id, invoice, source="webhook")
                 except QboNotFound:
                     observation = deleted_invoice(context.realm_id, row.qbo_invoice_id, source="webhook")
+                except QboError as exc:
+                    # One invoice QuickBooks fails to answer for must not hold up the company's other events.
+                    unread[row.qbo_invoice_id] = str(exc)
+                    continue
                 observations[row.qbo_invoice_id] = observation
             handle = self._temporal.get_workflow_handle(
                 stored_or(row.workflow_id, invoice_workflow_id(row.account_id, row.invoice_id))
@@ -190,7 +223,7 @@ class EventActivities:
                 signalled += 1
             except RPCError as exc:
                 logger.info("invoice workflow %s not signalled: %s", handle.id, exc.message)
-        return signalled
+        return signalled, unread
 
     async def _finish_events(self, events: list[QuickBooksEvent], outcomes: dict[int, _Outcome]) -> None:
         now = utcnow()

@@ -562,7 +562,7 @@ async def running_stack(
     failed = False
     try:
         with fresh_database(workdir, force_sqlite=force_sqlite) as database:
-            env = await _start_temporal()
+            env = await start_temporal()
             api_port, emulator_port = free_port(), free_port()
             api_url = f"http://127.0.0.1:{api_port}"
             emulator_url = f"http://127.0.0.1:{emulator_port}"
@@ -639,8 +639,9 @@ async def running_stack(
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _start_temporal() -> WorkflowEnvironment:
-    """The Temporal dev server, in memory, with the engine's search attributes and payload codec.
+async def start_temporal(*, port: int | None = None, db_file: str | None = None) -> WorkflowEnvironment:
+    """The Temporal dev server with the engine's search attributes and payload codec: in memory on a free port, or
+    on `port` kept in `db_file` (to stop it and start it again where it was).
 
     The server prints a banner on its standard output; it goes to stderr so stdout holds only the figures.
     """
@@ -648,7 +649,7 @@ async def _start_temporal() -> WorkflowEnvironment:
     saved = os.dup(1)
     os.dup2(2, 1)
     try:
-        return await start_dev_server()
+        return await start_dev_server(port=port, db_file=db_file)
     finally:
         os.dup2(saved, 1)
         os.close(saved)

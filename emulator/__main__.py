@@ -46,6 +46,9 @@ def parse_args(argv: list[str]) -> EmulatorConfig:
         metavar="SECONDS",
         help="send Retry-After on 429 (Intuit reportedly does not)",
     )
+    parser.add_argument(
+        "--fault-seed", type=int, default=None, help="seed of the rate faults' random draws (default: random)"
+    )
     parser.add_argument("--save-debounce-seconds", type=float, default=defaults.save_debounce_seconds)
     parser.add_argument(
         "--log-level", default=defaults.log_level, choices=("critical", "error", "warning", "info", "debug")
@@ -68,6 +71,7 @@ def parse_args(argv: list[str]) -> EmulatorConfig:
         batch_rate_limit_per_minute=args.batch_rate_limit_per_minute,
         concurrency_limit=args.concurrency_limit,
         throttle_retry_after=args.throttle_retry_after,
+        fault_seed=args.fault_seed,
         save_debounce_seconds=args.save_debounce_seconds,
         log_level=args.log_level,
     )

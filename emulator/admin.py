@@ -65,6 +65,7 @@ class FaultSpec(BaseModel):
 
     kind: Literal["http", "webhook_drop", "webhook_duplicate", "webhook_reorder"] = "http"
     count: int = Field(default=1, ge=1)
+    rate: float | None = Field(default=None, gt=0, le=1)
     method: str | None = None
     path_contains: str | None = None
     realm_id: str | None = None
@@ -74,7 +75,14 @@ class FaultSpec(BaseModel):
     message: str | None = None
     latency_ms: int = Field(default=0, ge=0)
     apply: Literal["before", "after"] = "before"
+    drop_connection: bool = False
     oauth_error: str | None = None
+
+
+class FaultSeed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int | None = None
 
 
 class ClockAdvance(BaseModel):
@@ -245,9 +253,22 @@ def router(emulator: Emulator) -> APIRouter:
         emulator.advance_clock(request.advance_seconds)
         return clock_state()
 
+    def faults_state() -> dict[str, Any]:
+        faults = emulator.faults
+        return {
+            "faults": [fault.public() for fault in faults.pending()],
+            "seed": faults.seed,
+            "injected": faults.counts(),
+        }
+
     @routes.get("/faults")
     async def list_faults() -> dict[str, Any]:
-        return {"faults": [fault.public() for fault in emulator.faults.pending()]}
+        return faults_state()
+
+    @routes.put("/faults/seed")
+    async def seed_faults(request: FaultSeed) -> dict[str, Any]:
+        emulator.faults.reseed(request.seed)
+        return faults_state()
 
     @routes.post("/faults", status_code=201)
     async def add_fault(spec: FaultSpec) -> dict[str, Any]:
@@ -262,6 +283,10 @@ def router(emulator: Emulator) -> APIRouter:
     @routes.get("/requests")
     async def requests(realm_id: str | None = None, since_seq: int = 0) -> dict[str, Any]:
         return {"requests": emulator.requests.since(since_seq, realm_id)}
+
+    @routes.get("/requests/totals")
+    async def request_totals(realm_id: str | None = None) -> dict[str, Any]:
+        return {"realm_id": realm_id, "totals": emulator.requests.totals(realm_id)}
 
     @routes.get("/webhooks")
     async def webhooks(since_seq: int = 0) -> dict[str, Any]:

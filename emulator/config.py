@@ -37,6 +37,8 @@ class EmulatorConfig:
     batch_rate_limit_per_minute: int = 40
     concurrency_limit: int = 10
     throttle_retry_after: int | None = None
+    # Seed of the random draws of rate faults (None: a different sequence every run).
+    fault_seed: int | None = None
     # How long changes may sit in memory before the state file is rewritten.
     save_debounce_seconds: float = 0.5
     log_level: str = "info"
@@ -58,5 +60,6 @@ class EmulatorConfig:
             "batch_rate_limit_per_minute": self.batch_rate_limit_per_minute,
             "concurrency_limit": self.concurrency_limit,
             "throttle_retry_after": self.throttle_retry_after,
+            "fault_seed": self.fault_seed,
             "log_level": self.log_level,
         }

@@ -24,7 +24,7 @@ class Emulator:
         self.store: Store = load_store(path) if path is not None else Store()
         self.clock = Clock(self.store.clock_offset_seconds)
         self.saver = StateSaver(self.store, path, config.save_debounce_seconds)
-        self.faults = FaultInjector()
+        self.faults = FaultInjector(config.fault_seed)
         self.throttle = Throttle(config)
         self.requests = RequestLog()
         self.oauth = OAuthService(self.store, config, self.clock, self.saver.mark_dirty)

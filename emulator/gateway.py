@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -91,7 +92,8 @@ class Gateway:
             else:
                 await self._with_faults(scope, receive, logged_send, None, is_api=False)
         finally:
-            status = captured["status"]
+            interrupted = annotations.get("interrupted")
+            status = None if interrupted else captured["status"]
             params = parse_qs(query_string)
             requestid = annotations.get("requestid") or next(iter(params.get("requestid", [])), None)
             self.emulator.requests.record(
@@ -107,6 +109,7 @@ class Gateway:
                     "grant_type": annotations.get("grant_type"),
                     "replay": bool(annotations.get("replay", False)),
                     "injected_fault": annotations.get("injected_fault"),
+                    "interrupted": interrupted,
                     "duration_ms": round((time.monotonic() - started) * 1000, 1),
                 }
             )
@@ -157,36 +160,42 @@ class Gateway:
         if fault is None:
             await self.app(scope, receive, send)
             return
-        scope["qbo"]["injected_fault"] = fault.id
+        annotations: dict[str, Any] = scope["qbo"]
+        annotations["injected_fault"] = fault.id
         if fault.apply == "before":
-            if fault.latency_ms:
-                await asyncio.sleep(fault.latency_ms / 1000)
-            if fault.status is None:
-                await self.app(scope, receive, send)
+            # The body is read first, so that a client giving up during the latency is heard (and it frees its
+            # slot at once, as a server whose client hung up does); the call itself still sees the whole body.
+            body = await _read_body(receive)
+            replay = _replaying(body, receive)
+            gone = await _wait_unless_gone(fault.latency_ms, receive)
+            if fault.status is None and not fault.drop_connection:
+                # A slow call, not a failed one: it is performed even when the client stopped waiting.
+                await self.app(scope, replay, send)
+            elif gone:
+                annotations["interrupted"] = "client_gone"
+            elif fault.drop_connection:
+                annotations["interrupted"] = "dropped"
+                await _drop_connection(send)
             else:
                 await self._fault_response(send, fault, is_api)
             return
-        # "after": the call really happens (and is committed); only its answer is replaced or delayed.
-        if fault.status is None:
-            buffered: list[Message] = []
+        # "after": the call really happens (and is committed); only its answer is replaced, delayed or lost.
+        buffered: list[Message] = []
 
-            async def hold(message: Message) -> None:
-                buffered.append(message)
+        async def hold(message: Message) -> None:
+            buffered.append(message)
 
-            await self.app(scope, receive, hold)
-            if fault.latency_ms:
-                await asyncio.sleep(fault.latency_ms / 1000)
+        await self.app(scope, receive, hold)
+        if await _wait_unless_gone(fault.latency_ms, receive):
+            annotations["interrupted"] = "client_gone"
+        elif fault.drop_connection:
+            annotations["interrupted"] = "dropped"
+            await _drop_connection(send)
+        elif fault.status is None:
             for message in buffered:
                 await send(message)
-            return
-
-        async def discard(message: Message) -> None:
-            return None
-
-        await self.app(scope, receive, discard)
-        if fault.latency_ms:
-            await asyncio.sleep(fault.latency_ms / 1000)
-        await self._fault_response(send, fault, is_api)
+        else:
+            await self._fault_response(send, fault, is_api)
 
     async def _fault_response(self, send: Send, fault: Fault, is_api: bool) -> None:
         status = fault.status or 500
@@ -239,3 +248,46 @@ async def _respond(
     ]
     await send({"type": "http.response.start", "status": status, "headers": all_headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive) -> list[Message]:
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that hands out the messages already read, then the client's own."""
+    queued = list(messages)
+
+    async def replay() -> Message:
+        return queued.pop(0) if queued else await receive()
+
+    return replay
+
+
+async def _wait_unless_gone(latency_ms: int, receive: Receive) -> bool:
+    """Wait `latency_ms`, or less if the client disconnects meanwhile: whether it did. The request's body must
+    already be read, so the only message left to receive is the disconnect."""
+    if latency_ms <= 0:
+        return False
+    deadline = time.monotonic() + latency_ms / 1000
+    while (left := deadline - time.monotonic()) > 0:
+        listening = asyncio.ensure_future(receive())
+        done, _ = await asyncio.wait({listening}, timeout=left)
+        if not done:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
+            return False
+        if listening.result()["type"] == "http.disconnect":
+            return True
+    return False
+
+
+async def _drop_connection(send: Send) -> None:
+    """Start an answer and never finish it: the server closes the connection, the client gets no response."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1")]})

@@ -12,6 +12,8 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from models.domain import InvoiceStatus
+from models.tables import InvoiceSync, utcnow
 from tests.e2e.test_payments_and_webhooks import fault, pay
 from tests.engine import Engine, running_engine
 from tests.support import Emulator, EmulatorFactory
@@ -285,6 +287,42 @@ async def test_a_missed_webhook_is_caught_by_the_sweep(skipping_engine: Engine) 
     assert status["missed_changes_caught"] == 1
     assert status["last_sweep_at"] is not None
     assert await connection(engine, account).query("caught_by_sweeps", result_type=int) == 1
+
+
+async def test_a_payment_made_before_the_engine_recorded_the_invoice_is_caught_by_a_later_sweep(
+    skipping_engine: Engine,
+) -> None:
+    # The create's answer reached the engine, but recording it came late (a worker killed, the database away):
+    # meanwhile the user paid the invoice in QuickBooks, and its webhook found no invoice here with that id. By the
+    # time the engine records it, the sweeps' window has moved past the payment.
+    engine = skipping_engine
+    account = await engine.create_account()
+    realm = await engine.connect(account)
+    await engine.send_invoice(account, "inv-1")
+    synced = await engine.wait_for_invoice(account, "inv-1", "synced")
+    qbo_id = synced["quickbooks"]["invoice_id"]
+    async with engine.sessions() as session:
+        row = await session.get(InvoiceSync, (account, "inv-1"))
+        assert row is not None
+        row.qbo_invoice_id, row.status, row.synced_at = None, InvoiceStatus.SYNCING.value, None
+        session.add(row)
+        await session.commit()
+    await fault(engine, kind="webhook_drop", count=10)  # what the webhook brought led nowhere
+    await pay(engine, realm, qbo_id, "225.50")
+    # Sweeps pass the payment: QuickBooks' clock (whose time the watermark is) moves on too.
+    await advance_intuit_clock(engine, 900)
+    await engine.skip_time(timedelta(minutes=40), step=timedelta(minutes=5))
+    async with engine.sessions() as session:
+        row = await session.get(InvoiceSync, (account, "inv-1"))
+        assert row is not None
+        row.qbo_invoice_id, row.status, row.synced_at = qbo_id, InvoiceStatus.SYNCED.value, utcnow()
+        session.add(row)
+        await session.commit()
+
+    await engine.skip_time(timedelta(minutes=20), step=timedelta(minutes=5))
+
+    paid = await engine.wait_for_invoice(account, "inv-1", "paid", timeout=30)
+    assert paid["balance_cents"] == 0
 
 
 async def test_the_events_workflow_completes_when_idle_and_starts_again_on_the_next_event(

@@ -252,3 +252,46 @@ async def test_an_event_that_can_never_be_read_is_parked_and_the_others_go_on(en
         ).one()
     assert bad.status == EventStatus.FAILED
     assert bad.last_error and "unreadable event" in bad.last_error
+
+
+async def pending_events_of(engine: Engine, realm: str) -> set[tuple[str, str]]:
+    async with engine.sessions() as session:
+        rows = await session.exec(
+            select(QuickBooksEvent).where(
+                QuickBooksEvent.realm_id == realm, QuickBooksEvent.status == EventStatus.PENDING.value
+            )
+        )
+        return {(row.entity, row.entity_id) for row in rows.all()}
+
+
+async def test_an_invoice_quickbooks_keeps_failing_to_read_does_not_hold_up_the_companys_other_events(
+    engine: Engine,
+) -> None:
+    account = await engine.create_account()
+    realm = await engine.connect(account)
+    qbo_ids = {}
+    for invoice_id in ("inv-a", "inv-b"):
+        await engine.send_invoice(account, invoice_id, number=f"N-{invoice_id}")
+        synced = await engine.wait_for_invoice(account, invoice_id, "synced")
+        qbo_ids[invoice_id] = synced["quickbooks"]["invoice_id"]
+    stuck, fine = qbo_ids["inv-b"], qbo_ids["inv-a"]
+    assert not fine.startswith(stuck)  # the fault's path matches the stuck one only
+    # QuickBooks answers every read of one invoice with a 503 (Intuit having trouble with one object).
+    await fault(engine, method="GET", path_contains=f"/invoice/{stuck}", realm_id=realm, status=503, rate=1.0)
+    try:
+        stuck_payment = await pay(engine, realm, stuck, "225.50")
+        await pay(engine, realm, fine, "225.50")
+        await engine.wait_for_invoice(account, "inv-a", "paid", timeout=30)
+        # Every other event of the company is done with (the invoices' creates, the other payment), so nothing
+        # waits behind the one QuickBooks cannot read: only its own events are kept, to be tried again.
+        await engine.wait_for(
+            lambda: pending_events_of(engine, realm),
+            lambda pending: pending == {("Payment", stuck_payment), ("Invoice", stuck)},
+            timeout=30,
+        )
+        assert (await engine.invoice(account, "inv-b"))["status"] == "synced"
+    finally:
+        (await engine.emulator.admin.delete("/__admin/faults")).raise_for_status()
+    # Once QuickBooks answers again, they are.
+    await engine.wait_for_invoice(account, "inv-b", "paid", timeout=60)
+    assert await pending_events_of(engine, realm) == set()
