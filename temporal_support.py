@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
+import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -162,6 +164,24 @@ class _UnreachedInterceptor(temporalio.client.Interceptor):
         self, next: temporalio.client.OutboundInterceptor
     ) -> temporalio.client.OutboundInterceptor:
         return _Unreached(next)
+
+
+async def connect_when_reachable(settings: Settings, *, log: logging.Logger) -> Client:
+    """A connected client, once Temporal answers: a worker started before Temporal (a deploy or a restart of both,
+    in any order) waits for it instead of exiting, retrying with backoff up to every 30 s."""
+    delay = 1.0
+    while True:
+        try:
+            return await connect(settings)
+        except RuntimeError as exc:
+            # The SDK says "not reachable" only as this RuntimeError; anything else is a real error.
+            if not str(exc).startswith("Failed client connect"):
+                raise
+        log.warning(
+            "Temporal at %s cannot be reached yet; trying again in %.0f s", settings.temporal_address, delay
+        )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
 
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:

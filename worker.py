@@ -182,7 +182,7 @@ async def run_workers(client: Client, settings: Settings) -> None:
 async def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
-    client = await temporal_support.connect(settings)
+    client = await temporal_support.connect_when_reachable(settings, log=logging.getLogger("worker"))
     logging.getLogger("worker").info(
         "worker polling %s on %s (namespace %s)",
         settings.temporal_task_queue,
