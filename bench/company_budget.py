@@ -191,22 +191,9 @@ async def _throughput_run(
 
         started = time.monotonic()
         sending = asyncio.create_task(bounded(concurrency, [partial(send, i) for i in range(invoices)]))
-        try:
-            polls = 0
-            while not await stack.count_at_least(account_id, "synced", invoices):
-                if sending.done():
-                    sending.result()
-                polls += 1
-                if polls % 20 == 0:
-                    stack.check_alive()
-                if time.monotonic() - started > SYNC_TIMEOUT:
-                    raise RuntimeError(f"{invoices} invoices were not all synced within {SYNC_TIMEOUT:.0f} s")
-                await asyncio.sleep(0.1)
-            seconds = time.monotonic() - started
-            await sending
-        finally:
-            if not sending.done():
-                sending.cancel()
+        seconds = await stack.synced_while_sending(
+            account_id, invoices, sending, started=started, within=SYNC_TIMEOUT
+        )
         entries = await stack.qbo_requests(realm_id, after_seq)
         calls = summarize_calls(entries)
         throttle = (await stack.admin.get("/__admin/throttle")).json()["realms"].get(realm_id, {})

@@ -178,22 +178,9 @@ async def run_engine(
 
     started = time.monotonic()
     sending = asyncio.create_task(bounded(concurrency, [partial(send, index) for index in range(invoices)]))
-    try:
-        while not await stack.count_at_least(account_id, "synced", invoices):
-            for child in extra_workers:
-                child.check_alive()
-            if sending.done():
-                sending.result()
-            if await stack.count_at_least(account_id, "failed", 1):
-                raise RuntimeError("an invoice of the first sync failed")
-            if time.monotonic() - started > SYNC_TIMEOUT:
-                raise RuntimeError(f"{invoices} invoices were not all synced within {SYNC_TIMEOUT:.0f} s")
-            await asyncio.sleep(0.1)
-        seconds = time.monotonic() - started
-        await sending
-    finally:
-        if not sending.done():
-            sending.cancel()
+    seconds = await stack.synced_while_sending(
+        account_id, invoices, sending, started=started, within=SYNC_TIMEOUT, extra=extra_workers
+    )
     await stack.settle()
     company = await stack.company(realm_id)
     if len(company["invoices"]) != invoices:

@@ -318,6 +318,39 @@ class Stack:
 
     # --- the emulator --------------------------------------------------------------------------------
 
+    async def synced_while_sending(
+        self,
+        account_id: str,
+        invoices: int,
+        sending: asyncio.Task[Any],
+        *,
+        started: float,
+        within: float,
+        extra: Sequence[Child] = (),
+    ) -> float:
+        """Seconds from `started` until `invoices` of the account read `synced`, while `sending` sends them.
+
+        A send that fails, an invoice that fails, a process that exits or `within` passing stops the run. `sending`
+        is awaited (or cancelled, when the run stops)."""
+        try:
+            while not await self.count_at_least(account_id, "synced", invoices):
+                self.check_alive()
+                for child in extra:
+                    child.check_alive()
+                if sending.done():
+                    sending.result()
+                if await self.count_at_least(account_id, "failed", 1):
+                    raise RuntimeError(f"an invoice of {account_id} failed to sync")
+                if time.monotonic() - started > within:
+                    raise RuntimeError(f"{invoices} invoices were not all synced within {within:.0f} s")
+                await asyncio.sleep(0.1)
+            seconds = time.monotonic() - started
+            await sending
+            return seconds
+        finally:
+            if not sending.done():
+                sending.cancel()
+
     async def set_emulator_limits(self, limits: Limits) -> None:
         response = await self.admin.put(
             "/__admin/config",
