@@ -9,7 +9,7 @@ from sqlmodel import col, select
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.heartbeat import heartbeating
 from activities.mapping import deleted_invoice, linked_invoice_ids, observe_invoice
@@ -180,8 +180,9 @@ class EventActivities:
     async def _signal_invoices(
         self, context: QuickBooksContext, qbo_invoice_ids: set[str]
     ) -> tuple[int, dict[str, str]]:
-        """Signal each followed invoice with its state in QuickBooks: how many were, and the invoices QuickBooks
-        could not be read for (by id, with the error), whose events are to be tried again."""
+        """Signal each followed invoice with its state in QuickBooks: how many were, and the invoices whose events
+        are to be tried again (by id, with the reason): QuickBooks could not be read for them, or their workflow
+        could not be told."""
         if not qbo_invoice_ids:
             return 0, {}
         async with self._sessions() as session:
@@ -222,7 +223,12 @@ class EventActivities:
                 await handle.signal("quickbooks_invoice_changed", observation)
                 signalled += 1
             except RPCError as exc:
-                logger.info("invoice workflow %s not signalled: %s", handle.id, exc.message)
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    # Its workflow has ended: the invoice is final (voided, disconnected) and follows nothing.
+                    logger.info("invoice workflow %s has ended; not signalled", handle.id)
+                    continue
+                # Temporal away or slow: the invoice never heard, so its events are tried again.
+                unread[row.qbo_invoice_id] = f"invoice workflow not told yet: {exc.status.name}"
         return signalled, unread
 
     async def _finish_events(self, events: list[QuickBooksEvent], outcomes: dict[int, _Outcome]) -> None:
