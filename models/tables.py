@@ -296,8 +296,7 @@ class PaymentLink(SQLModel, table=True):
 
 class BudgetCall(SQLModel, table=True):
     """The per-minute log of the shared company budget (qbo/company_budget.py): one row per admitted call,
-    written and pruned only by the `qbo_budget_*` functions of migration 0008 (PostgreSQL only, where the
-    migration makes it UNLOGGED)."""
+    written and pruned only by the `qbo_budget_*` functions of migration 0008 (PostgreSQL only)."""
 
     __tablename__ = "qbo_budget_call"
     __table_args__ = (Index("ix_qbo_budget_call_realm_admitted", "realm_id", "admitted_at"),)

@@ -15,8 +15,8 @@ calls are in flight, and not the calls an activity makes once it runs.
   process's budget connection for the length of one call (the two-key lock space; single flight,
   models/coordination.py, uses the one-key space, which never overlaps it). A session may take a lock it holds again (locks
   stack), so the process says which slots it holds already.
-- Per minute: a sliding log of admissions (`qbo_budget_call`, UNLOGGED: no WAL per call; a crash of PostgreSQL
-  forgets the last minute, which then counts from zero), each counted for `window_seconds`; a call QuickBooks
+- Per minute: a sliding log of admissions (`qbo_budget_call`, a logged table: an UNLOGGED one would be emptied
+  by crash recovery while Intuit still counts that minute), each counted for `window_seconds`; a call QuickBooks
   throttled leaves the log (Intuit did not serve it) and holds the company for everyone (its row in `qbo_budget_company`).
 - One admission at a time per company (its row, locked FOR UPDATE, which also holds the log's count, so an
   admission never counts the log).

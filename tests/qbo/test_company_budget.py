@@ -258,3 +258,37 @@ _HOLDER = textwrap.dedent(
     asyncio.run(main())
     """
 )
+
+
+async def test_the_minute_survives_a_crash_of_postgresql(tmp_path: Path) -> None:
+    """Intuit still counts the calls made before PostgreSQL crashed; so must the budget after its recovery."""
+    from bench.chaos import own_postgres, postgres_bin
+    from models.db import migrate
+
+    if postgres_bin() is None:
+        if os.environ.get("TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+        pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+    realm = new_realm()
+    with own_postgres() as server:
+        url = server.create_database("budget")
+        await asyncio.to_thread(migrate, url)
+        conninfo = libpq_conninfo(url)
+        assert conninfo is not None
+        before = PostgresCompanyBudget(conninfo, max_in_flight=10, per_minute=3, window_seconds=60)
+        for _ in range(3):
+            await before.release(await before.acquire(realm, on_wait=None, notify_every=5))
+        await before.aclose()
+
+        await server.restart(outage=0.5)  # `-m immediate`: crash recovery when it starts again
+        after = PostgresCompanyBudget(conninfo, max_in_flight=10, per_minute=3, window_seconds=60)
+        try:
+            waiting = asyncio.create_task(after.acquire(realm, on_wait=None, notify_every=5))
+            await asyncio.sleep(3)
+            admitted_again = waiting.done()
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+        finally:
+            await after.aclose()
+
+    assert not admitted_again, "the crash forgot the minute's 3 calls"
