@@ -135,8 +135,8 @@ class EventActivities:
                 # The client refuses the id (it could not be a QuickBooks id): no retry would change that.
                 outcomes[event.id] = _Outcome(EventStatus.FAILED, f"unreadable event: {exc}")
 
-        signalled, unread = await self._signal_invoices(context, invoice_ids)
-        for qbo_invoice_id, error in unread.items():
+        signalled, to_retry = await self._signal_invoices(context, invoice_ids)
+        for qbo_invoice_id, error in to_retry.items():
             for event_id in led_to.get(qbo_invoice_id, ()):
                 outcomes[event_id] = _Outcome(None, error)
         await self._finish_events(events, outcomes)
@@ -198,11 +198,11 @@ class EventActivities:
                 )
             ).all()
         observations: dict[str, InvoiceObservation] = {}
-        unread: dict[str, str] = {}
+        to_retry: dict[str, str] = {}
         signalled = 0
         for row in tracked:
             assert row.qbo_invoice_id is not None
-            if row.qbo_invoice_id in unread:
+            if row.qbo_invoice_id in to_retry:
                 continue
             observation = observations.get(row.qbo_invoice_id)
             if observation is None:
@@ -213,7 +213,7 @@ class EventActivities:
                     observation = deleted_invoice(context.realm_id, row.qbo_invoice_id, source="webhook")
                 except QboError as exc:
                     # One invoice QuickBooks fails to answer for must not hold up the company's other events.
-                    unread[row.qbo_invoice_id] = str(exc)
+                    to_retry[row.qbo_invoice_id] = str(exc)
                     continue
                 observations[row.qbo_invoice_id] = observation
             handle = self._temporal.get_workflow_handle(
@@ -228,8 +228,8 @@ class EventActivities:
                     logger.info("invoice workflow %s has ended; not signalled", handle.id)
                     continue
                 # Temporal away or slow: the invoice never heard, so its events are tried again.
-                unread[row.qbo_invoice_id] = f"invoice workflow not told yet: {exc.status.name}"
-        return signalled, unread
+                to_retry[row.qbo_invoice_id] = f"invoice workflow not told yet: {exc.status.name}"
+        return signalled, to_retry
 
     async def _finish_events(self, events: list[QuickBooksEvent], outcomes: dict[int, _Outcome]) -> None:
         now = utcnow()

@@ -45,16 +45,12 @@ import psycopg
 
 from bench.harness import (
     API_TOKEN,
-    CLIENT_ID,
-    CLIENT_SECRET,
-    RAW_CLIENT_REDIRECT_URI,
-    VERIFIER_TOKEN,
     Child,
     Database,
     Stack,
-    child_env,
     log,
     start_child,
+    start_emulator,
     start_temporal,
     wait_until_serving,
 )
@@ -367,24 +363,14 @@ class ChaosRun:
         stack = Stack(self.workdir, database, env, emulator_url, api_urls[0], self.apis[0], admin, [])
         self.stack = stack
         try:
-            emulator = start_child(
-                "emulator",
-                [
-                    sys.executable, "-m", "emulator",
-                    "--host", "127.0.0.1", "--port", str(emulator_port),
-                    "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET,
-                    "--verifier-token", VERIFIER_TOKEN,
-                    "--redirect-uri", f"{api_urls[0]}/oauth/quickbooks/callback",
-                    "--redirect-uri", RAW_CLIENT_REDIRECT_URI,
-                    "--webhook-url", f"{api_urls[0]}/webhooks/quickbooks",
-                    "--fault-seed", str(self.options.seed),
-                    "--log-level", "warning",
-                ],
-                self.workdir,
-                child_env({}),
-            )  # fmt: skip
-            stack.children.append(emulator)
-            await wait_until_serving(emulator, f"{emulator_url}/__admin/health")
+            stack.children.append(
+                await start_emulator(
+                    self.workdir,
+                    port=emulator_port,
+                    api_url=api_urls[0],
+                    extra_args=["--fault-seed", str(self.options.seed)],
+                )
+            )
             for n, (port, url) in enumerate(zip(api_ports, api_urls, strict=True), start=1):
                 server = start_child(
                     f"api-{n}",

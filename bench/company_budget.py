@@ -37,7 +37,7 @@ from bench.harness import (
 )
 from bench.workload import client_of, invoice_number, send_payload
 from models.db import libpq_conninfo
-from qbo.company_budget import company_limiter
+from qbo.company_budget import PostgresCompanyBudget, company_limiter
 from qbo.limits import RealmLimiter
 
 COST_CALLS = 2000
@@ -146,8 +146,7 @@ async def _cost_run(limiter: RealmLimiter, mode: str, callers: int, calls: int, 
 
 def _backend_pid(limiter: RealmLimiter) -> int | None:
     shared = limiter.shared
-    conn = getattr(shared, "_conn", None)
-    return int(conn.info.backend_pid) if conn is not None else None
+    return shared.backend_pid if isinstance(shared, PostgresCompanyBudget) else None
 
 
 async def measure_cost(database_url: str, *, repeat: int, calls: int = COST_CALLS) -> list[CostRun]:

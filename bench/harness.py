@@ -202,6 +202,29 @@ def start_child(name: str, command: list[str], workdir: Path, env: dict[str, str
     return Child(name, process, log_path)
 
 
+async def start_emulator(workdir: Path, *, port: int, api_url: str, extra_args: Sequence[str] = ()) -> Child:
+    """The QuickBooks emulator as its own process (`python -m emulator`), its webhooks and OAuth callback pointed at
+    `api_url`, serving once this returns."""
+    emulator = start_child(
+        "emulator",
+        [
+            sys.executable, "-m", "emulator",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET,
+            "--verifier-token", VERIFIER_TOKEN,
+            "--redirect-uri", f"{api_url}/oauth/quickbooks/callback",
+            "--redirect-uri", RAW_CLIENT_REDIRECT_URI,
+            "--webhook-url", f"{api_url}/webhooks/quickbooks",
+            "--log-level", "warning",
+            *extra_args,
+        ],
+        workdir,
+        child_env({}),
+    )  # fmt: skip
+    await wait_until_serving(emulator, f"http://127.0.0.1:{port}/__admin/health")
+    return emulator
+
+
 async def wait_until_serving(child: Child, url: str, within: float = STARTUP_TIMEOUT) -> None:
     deadline = time.monotonic() + within
     async with httpx.AsyncClient(timeout=2) as client:
@@ -609,24 +632,11 @@ async def running_stack(
                 workdir, database, env, emulator_url, api_url, api, admin, children, log_level=log_level
             )
             try:
-                emulator = start_child(
-                    "emulator",
-                    [
-                        sys.executable, "-m", "emulator",
-                        "--host", "127.0.0.1", "--port", str(emulator_port),
-                        "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET,
-                        "--verifier-token", VERIFIER_TOKEN,
-                        "--redirect-uri", f"{api_url}/oauth/quickbooks/callback",
-                        "--redirect-uri", RAW_CLIENT_REDIRECT_URI,
-                        "--webhook-url", f"{api_url}/webhooks/quickbooks",
-                        "--log-level", "warning",
-                        *emulator_args,
-                    ],
-                    workdir,
-                    child_env({}),
-                )  # fmt: skip
-                children.append(emulator)
-                await wait_until_serving(emulator, f"{emulator_url}/__admin/health")
+                children.append(
+                    await start_emulator(
+                        workdir, port=emulator_port, api_url=api_url, extra_args=emulator_args
+                    )
+                )
                 logging = (
                     ["--log-level", log_level.lower()]
                     if access_log

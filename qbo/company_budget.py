@@ -109,6 +109,11 @@ class PostgresCompanyBudget:
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
 
+    @property
+    def backend_pid(self) -> int | None:
+        """The PostgreSQL backend serving the budget connection, once it is open (what a benchmark measures)."""
+        return self._conn.info.backend_pid if self._conn is not None and not self._conn.closed else None
+
     # --- the limiter's side ---------------------------------------------------------------------------------
 
     async def acquire(self, realm_id: str, *, on_wait: OnWait | None, notify_every: float) -> Ticket:

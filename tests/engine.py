@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -243,6 +243,23 @@ def start_worker_process(engine: Engine, **extra_env: str) -> subprocess.Popen[b
         **extra_env,
     }
     return subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=environment)
+
+
+@contextlib.contextmanager
+def worker_processes(engine: Engine, count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`count` worker processes (`python worker.py`), stopped (SIGTERM, then SIGKILL) when the block ends."""
+    workers = [start_worker_process(engine) for _ in range(count)]
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(timeout=10)
 
 
 def invoice_payload(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from sqlmodel import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -39,10 +38,11 @@ async def test_an_event_whose_invoice_workflow_cannot_be_told_stays_pending(engi
     # Intuit's webhook for our own create is processed; then no worker runs, so only this test processes events.
     await engine.wait_for(lambda: pending_events(engine, realm), lambda rows: rows == [])
     await engine.stop_workers()
+    dedupe_key = f"test-{uuid.uuid4().hex}"
     async with engine.sessions() as session:
         session.add(
             QuickBooksEvent(
-                dedupe_key=f"test-{uuid.uuid4().hex}",
+                dedupe_key=dedupe_key,
                 realm_id=realm,
                 entity="Invoice",
                 entity_id=synced["quickbooks"]["invoice_id"],
@@ -67,10 +67,15 @@ async def test_an_event_whose_invoice_workflow_cannot_be_told_stays_pending(engi
     )
     activities = EventActivities(access=access, sessions=resources.sessions, temporal=unreachable)
 
-    with pytest.raises(ApplicationError) as raised:
+    # A late webhook of Intuit's may have stored another event meanwhile: only ours is looked at. When no event of
+    # the batch could be finished, the activity says so (its retry policy comes back).
+    refused: str | None = None
+    try:
         await ActivityEnvironment().run(activities.process_pending_events, ProcessEventsInput(realm_id=realm))
+    except ApplicationError as exc:
+        refused = exc.type
+    assert refused in (None, EVENTS_NOT_READ)
 
-    assert raised.value.type == EVENTS_NOT_READ
-    [event] = await pending_events(engine, realm)
+    [event] = [row for row in await pending_events(engine, realm) if row.dedupe_key == dedupe_key]
     assert (event.operation, event.attempts) == ("Update", 1)
     assert event.last_error is not None and "not told" in event.last_error

@@ -10,7 +10,7 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 
 from bench.harness import ACCOUNTING_PREFIX, call_kind
-from tests.engine import Engine, running_engine, start_worker_process
+from tests.engine import Engine, running_engine, worker_processes
 from tests.qbo_access import qbo_client_for
 from tests.support import Emulator
 from workflows.ids import invoice_workflow_id
@@ -90,8 +90,7 @@ async def test_two_worker_processes_ensure_the_item_and_each_new_client_once(
         task_queue=task_queue,
         with_worker=False,
     ) as engine:
-        workers = [start_worker_process(engine) for _ in range(2)]
-        try:
+        with worker_processes(engine, 2):
             account = await engine.create_account()
             realm = await engine.connect(account)
 
@@ -100,11 +99,6 @@ async def test_two_worker_processes_ensure_the_item_and_each_new_client_once(
             assert sync_calls(await engine.qbo_requests(realm)) == NEEDED
             # Both processes synced invoices, so what they did not repeat, they did not repeat across processes.
             assert len(await sync_workers(engine, account)) == 2
-        finally:
-            for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                worker.wait(timeout=40)
 
 
 async def sync_workers(engine: Engine, account: str) -> set[str]:

@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 from tests.conftest import EngineFactory
 from tests.e2e.test_payments_and_webhooks import fault
-from tests.engine import Engine, start_worker_process
+from tests.engine import Engine, worker_processes
 
 INVOICES = 60
-
-
-@contextlib.contextmanager
-def worker_processes(engine: Engine, count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
-    workers = [start_worker_process(engine) for _ in range(count)]
-    try:
-        yield workers
-    finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            try:
-                worker.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(timeout=10)
 
 
 async def throttle_of(engine: Engine, realm_id: str) -> dict[str, Any]:
