@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 
 import temporal_support
 from activities.change_sweep import ChangeSweepActivities
+from activities.company_check import CompanyCheckActivities
 from activities.connection import ConnectionActivities
 from activities.disconnect import DisconnectActivities
 from activities.events import EventActivities
@@ -109,6 +110,7 @@ def build_workers(
         access=access, sessions=resources.sessions, temporal=client, task_queue=settings.temporal_task_queue
     )
     health = HealthActivities(access=access, sessions=resources.sessions)
+    company = CompanyCheckActivities(access=access, sessions=resources.sessions)
     disconnect = DisconnectActivities(
         access=access,
         sessions=resources.sessions,
@@ -140,6 +142,7 @@ def build_workers(
             invoices.void_invoice,
             events.process_pending_events,
             health.check_connection,
+            company.check_company,
             sweep.sweep_changes,
             disconnect.void_for_disconnect,
             store.record_invoice,

@@ -14,10 +14,12 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.company_check import company_for_sync
 from activities.heartbeat import heartbeating
 from activities.mapping import (
     SERVICE_ITEM_NAME,
     customer_body,
+    customer_currency,
     customer_display_names,
     customer_email,
     invoice_body,
@@ -25,14 +27,28 @@ from activities.mapping import (
     is_voided,
     observe_invoice,
     pick_income_account,
+    totals_mismatch,
 )
-from activities.quickbooks_access import QuickBooksAccess, QuickBooksContext, translate_errors
+from activities.quickbooks_access import (
+    QuickBooksAccess,
+    QuickBooksContext,
+    rejected_in_words,
+    translate_errors,
+)
 from models.coordination import SingleFlight
 from models.db import SessionFactory
 from models.domain import QUICKBOOKS_REJECTED, VoidOutcome
 from models.queries import upsert
 from models.tables import RealmCacheEntry, utcnow
 from qbo.client import quote, request_id
+from qbo.company_settings import (
+    CompanySettings,
+    InvoiceTax,
+    TaxCodeProblem,
+    books_closed_message,
+    currency_problem,
+    invoice_tax,
+)
 from qbo.errors import (
     QboDuplicateDocNumber,
     QboDuplicateName,
@@ -41,6 +57,7 @@ from qbo.errors import (
     QboValidationError,
 )
 from workflows.messages import (
+    InvoiceSnapshot,
     SyncInvoiceInput,
     SyncInvoiceResult,
     VoidInvoiceInput,
@@ -72,15 +89,28 @@ class InvoiceSyncActivities:
     async def _sync_invoice(self, request: SyncInvoiceInput) -> SyncInvoiceResult:
         context = await self._access.context(request.account_id)
         snapshot = request.snapshot
+        # A manual retry reads the company again: the user may just have fixed its settings in QuickBooks.
+        fresh = request.generation > 0 and activity.info().attempt == 1
+        settings, tax = await self._company_plan(context, snapshot, fresh=fresh)
+        currency = snapshot.currency.upper() if settings.multicurrency else None
         with translate_errors("the invoice"):
-            customer_id = await self._ensure_customer(context, snapshot.client_name, snapshot.client_email)
+            customer_id = await self._ensure_customer(
+                context, snapshot.client_name, snapshot.client_email, currency=currency, settings=settings
+            )
             item_id = await self._ensure_service_item(context)
             if request.may_exist or activity.info().attempt > 1:
-                existing = await self._find_our_invoice(context, snapshot.number, request.workflow_id)
+                existing = await self._find_our_invoice(
+                    context, snapshot.number, request.workflow_id, customer_id, snapshot.issue_date
+                )
                 if existing is not None:
-                    return _sync_result(context, existing, customer_id, found_existing=True)
+                    return _sync_result(context, snapshot, existing, customer_id, found_existing=True)
             body = invoice_body(
-                snapshot, customer_id=customer_id, item_id=item_id, workflow_id=request.workflow_id
+                snapshot,
+                customer_id=customer_id,
+                item_id=item_id,
+                workflow_id=request.workflow_id,
+                custom_numbers=settings.custom_txn_numbers,
+                tax=tax,
             )
             write_id = request_id(
                 request.workflow_id, "invoice.create", str(request.generation), _digest(body)
@@ -88,9 +118,11 @@ class InvoiceSyncActivities:
             try:
                 created = await context.client.create("Invoice", body, request_id=write_id)
             except QboDuplicateDocNumber as exc:
-                existing = await self._find_our_invoice(context, snapshot.number, request.workflow_id)
+                existing = await self._find_our_invoice(
+                    context, snapshot.number, request.workflow_id, customer_id, snapshot.issue_date
+                )
                 if existing is not None:
-                    return _sync_result(context, existing, customer_id, found_existing=True)
+                    return _sync_result(context, snapshot, existing, customer_id, found_existing=True)
                 raise ApplicationError(
                     f"Invoice number {snapshot.number} is already used by another invoice in QuickBooks.",
                     exc.code or "",
@@ -99,19 +131,63 @@ class InvoiceSyncActivities:
                 ) from exc
             except QboNotFound:
                 # A remembered customer or item was deleted or made inactive in QuickBooks: look them up again.
-                await self._forget(context.realm_id, ("customer", snapshot.client_email.strip().lower()))
+                await self._forget(context.realm_id, _customer_key(snapshot.client_email, currency))
                 await self._forget(context.realm_id, ("item", SERVICE_ITEM_NAME))
                 raise
-            return _sync_result(context, created, customer_id, found_existing=False)
+            except QboValidationError as exc:
+                if exc.code in ("6200", "6210"):
+                    # The books are closed for this date: the user reads the closing date and what to do.
+                    raise rejected_in_words(
+                        books_closed_message(settings.book_close_date, snapshot.issue_date)
+                    ) from exc
+                raise
+            return _sync_result(context, snapshot, created, customer_id, found_existing=False)
 
-    async def _ensure_customer(self, context: QuickBooksContext, name: str, email: str) -> str:
+    async def _company_plan(
+        self, context: QuickBooksContext, snapshot: InvoiceSnapshot, *, fresh: bool
+    ) -> tuple[CompanySettings, InvoiceTax]:
+        """The company's settings and the invoice's tax codes. A problem found with stored settings is confirmed
+        with a fresh read first (the user may have changed the company since its last check)."""
+        rates = [line.tax_rate if line.taxed else None for line in snapshot.lines]
+        while True:
+            settings, defaults = await company_for_sync(
+                self._sessions, self._single_flight, context, fresh=fresh
+            )
+            problem = currency_problem(settings, snapshot.currency)
+            tax: InvoiceTax | None = None
+            try:
+                tax = invoice_tax(settings, defaults, rates)
+            except TaxCodeProblem as exc:
+                problem = problem or str(exc)
+            if problem is None and tax is not None:
+                return settings, tax
+            if fresh:
+                raise rejected_in_words(problem or "")
+            fresh = True
+
+    async def _ensure_customer(
+        self,
+        context: QuickBooksContext,
+        name: str,
+        email: str,
+        *,
+        currency: str | None,
+        settings: CompanySettings,
+    ) -> str:
+        """The client's customer (in the invoice's currency, in a multicurrency company), found by email or made."""
+
         async def find_or_create() -> str:
-            found = await self._customer_by_email(context, email)
-            return found if found is not None else await self._create_customer(context, name, email)
+            found = await self._customer_by_email(context, email, currency, settings.home_currency)
+            if found is not None:
+                return found
+            return await self._create_customer(context, name, email, currency, settings.home_currency)
 
-        return await self._remembered(context.realm_id, "customer", email.strip().lower(), find_or_create)
+        kind, key = _customer_key(email, currency)
+        return await self._remembered(context.realm_id, kind, key, find_or_create)
 
-    async def _customer_by_email(self, context: QuickBooksContext, email: str) -> str | None:
+    async def _customer_by_email(
+        self, context: QuickBooksContext, email: str, currency: str | None, home_currency: str
+    ) -> str | None:
         key = email.strip().lower()
         candidates = {email.strip(), key}
         matches: dict[str, dict[str, Any]] = {}
@@ -120,25 +196,40 @@ class InvoiceSyncActivities:
                 f"SELECT * FROM Customer WHERE PrimaryEmailAddr = {quote(address)}"
             )
             # Checked here too: QuickBooks' matching rules are not documented, and a stranger must never match.
-            matches.update({str(row["Id"]): row for row in rows if customer_email(row) == key})
+            matches.update(
+                {
+                    str(row["Id"]): row
+                    for row in rows
+                    if customer_email(row) == key
+                    and (currency is None or customer_currency(row, home_currency) == currency)
+                }
+            )
         if not matches:
             return None
         return min(matches, key=int)
 
-    async def _create_customer(self, context: QuickBooksContext, name: str, email: str) -> str:
-        for display_name in customer_display_names(name, email):
-            body = customer_body(display_name, name, email)
+    async def _create_customer(
+        self, context: QuickBooksContext, name: str, email: str, currency: str | None, home_currency: str
+    ) -> str:
+        # A home-currency customer needs no CurrencyRef (QuickBooks gives it the home currency), nor a suffix.
+        foreign = currency if currency is not None and currency != home_currency else None
+        for display_name in customer_display_names(name, email, foreign):
+            body = customer_body(display_name, name, email, foreign)
             write_id = request_id(context.realm_id, "customer.create", email.strip().lower(), display_name)
             try:
                 created = await context.client.create("Customer", body, request_id=write_id)
                 return str(created["Id"])
             except QboDuplicateName:
                 # Maybe a concurrent sync just created our customer; otherwise the name belongs to someone else.
-                found = await self._customer_by_email(context, email)
+                found = await self._customer_by_email(context, email, currency, home_currency)
                 if found is not None:
                     return found
                 owner = await self._customer_by_display_name(context, display_name)
-                if owner is not None and customer_email(owner) == email.strip().lower():
+                if (
+                    owner is not None
+                    and customer_email(owner) == email.strip().lower()
+                    and (currency is None or customer_currency(owner, home_currency) == currency)
+                ):
                     return str(owner["Id"])
         # No name here: this text is the error's message, and the user knows whose invoice it is.
         raise ApplicationError(
@@ -200,10 +291,22 @@ class InvoiceSyncActivities:
             return str(reactivated["Id"])
 
     async def _find_our_invoice(
-        self, context: QuickBooksContext, number: str, workflow_id: str
+        self,
+        context: QuickBooksContext,
+        number: str,
+        workflow_id: str,
+        customer_id: str | None,
+        txn_date: str | None,
     ) -> dict[str, Any] | None:
+        """Our invoice (its PrivateNote marker) by its number; where QuickBooks numbered it itself (custom numbers
+        off, now or when it was written), by its customer and date."""
         rows = await context.client.query(f"SELECT * FROM Invoice WHERE DocNumber = {quote(number)}")
         ours = [row for row in rows if is_ours(row, workflow_id)]
+        if not ours and customer_id is not None and txn_date is not None:
+            rows = await context.client.query(
+                f"SELECT * FROM Invoice WHERE CustomerRef = {quote(customer_id)} AND TxnDate = {quote(txn_date)}"
+            )
+            ours = [row for row in rows if is_ours(row, workflow_id)]
         return min(ours, key=lambda row: int(row["Id"])) if ours else None
 
     # --- Void -------------------------------------------------------------------------------------------
@@ -217,13 +320,34 @@ class InvoiceSyncActivities:
                 qbo_invoice_id = request.qbo_invoice_id
                 if qbo_invoice_id is None:
                     # The create's outcome was unknown: the invoice exists in QuickBooks only if ours is there.
-                    found = await self._find_our_invoice(context, request.doc_number, request.workflow_id)
+                    found = await self._find_our_invoice(
+                        context,
+                        request.doc_number,
+                        request.workflow_id,
+                        await self._known_customer(context, request.client_email, request.currency),
+                        request.issue_date,
+                    )
                     if found is None:
                         return VoidInvoiceResult(outcome=VoidOutcome.NOT_IN_QUICKBOOKS)
                     qbo_invoice_id = str(found["Id"])
                 return await void_in_quickbooks(
                     context, qbo_invoice_id, doc_number=request.doc_number, workflow_id=request.workflow_id
                 )
+
+    async def _known_customer(
+        self, context: QuickBooksContext, email: str | None, currency: str | None
+    ) -> str | None:
+        """The client's remembered customer, if any (never created: a void must not add a customer)."""
+        if email is None:
+            return None
+        for kind, key in (
+            _customer_key(email, currency.upper() if currency else None),
+            _customer_key(email, None),
+        ):
+            cached = await self._cached(context.realm_id, kind, key)
+            if cached is not None:
+                return cached
+        return None
 
     # --- What this company's invoices need, remembered ----------------------------------------------------
 
@@ -329,8 +453,18 @@ def _digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _customer_key(email: str, currency: str | None) -> tuple[str, str]:
+    """The remembered customer's (kind, key): one per email, and per currency in a multicurrency company."""
+    return ("customer" if currency is None else f"customer:{currency}"), email.strip().lower()
+
+
 def _sync_result(
-    context: QuickBooksContext, invoice: dict[str, Any], customer_id: str, *, found_existing: bool
+    context: QuickBooksContext,
+    snapshot: InvoiceSnapshot,
+    invoice: dict[str, Any],
+    customer_id: str,
+    *,
+    found_existing: bool,
 ) -> SyncInvoiceResult:
     observation = observe_invoice(context.realm_id, invoice, source="read")
     return SyncInvoiceResult(
@@ -341,4 +475,5 @@ def _sync_result(
         total_cents=observation.total_cents,
         balance_cents=observation.balance_cents,
         found_existing=found_existing,
+        mismatch=totals_mismatch(snapshot, invoice),
     )

@@ -6,6 +6,7 @@ import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from qbo.company_settings import InvoiceTax
 from workflows.messages import InvoiceObservation, InvoiceSnapshot
 
 SERVICE_ITEM_NAME = "Professional Services"
@@ -39,31 +40,73 @@ def _quantity(quantity: str) -> float | int:
 
 
 def invoice_body(
-    snapshot: InvoiceSnapshot, *, customer_id: str, item_id: str, workflow_id: str
+    snapshot: InvoiceSnapshot,
+    *,
+    customer_id: str,
+    item_id: str,
+    workflow_id: str,
+    custom_numbers: bool = True,
+    tax: InvoiceTax | None = None,
 ) -> dict[str, Any]:
-    """The QuickBooks Invoice create body for a platform invoice."""
-    return {
-        "CustomerRef": {"value": customer_id},
-        "DocNumber": snapshot.number,
-        "TxnDate": snapshot.issue_date,
-        "DueDate": snapshot.due_date,
-        "CurrencyRef": {"value": snapshot.currency},
-        "BillEmail": {"Address": snapshot.client_email},
-        "PrivateNote": private_note(workflow_id, snapshot.number),
-        "Line": [
+    """The QuickBooks Invoice create body for a platform invoice.
+
+    With custom transaction numbers off, QuickBooks numbers the invoice itself and Intuit advises sending no
+    DocNumber ("it can lead to unwanted duplicates"): the platform's number goes in the message on the invoice
+    and in the memo. `tax` holds each line's TaxCodeRef and the transaction's tax fields (`qbo.company_settings`).
+    """
+    lines = []
+    for index, line in enumerate(snapshot.lines):
+        detail: dict[str, Any] = {
+            "ItemRef": {"value": item_id},
+            "Qty": _quantity(line.quantity),
+            "UnitPrice": _money(line.unit_price_cents),
+        }
+        if tax is not None and tax.line_codes[index] is not None:
+            detail["TaxCodeRef"] = {"value": tax.line_codes[index]}
+        lines.append(
             {
                 "DetailType": "SalesItemLineDetail",
                 "Amount": _money(line.amount_cents),
                 "Description": line.description,
-                "SalesItemLineDetail": {
-                    "ItemRef": {"value": item_id},
-                    "Qty": _quantity(line.quantity),
-                    "UnitPrice": _money(line.unit_price_cents),
-                },
+                "SalesItemLineDetail": detail,
             }
-            for line in snapshot.lines
-        ],
-    }
+        )
+    body: dict[str, Any] = {"CustomerRef": {"value": customer_id}}
+    if custom_numbers:
+        body["DocNumber"] = snapshot.number
+    else:
+        body["CustomerMemo"] = {"value": f"Invoice {snapshot.number}"}
+    body.update(
+        {
+            "TxnDate": snapshot.issue_date,
+            "DueDate": snapshot.due_date,
+            "CurrencyRef": {"value": snapshot.currency},
+            "BillEmail": {"Address": snapshot.client_email},
+            "PrivateNote": private_note(workflow_id, snapshot.number),
+            "Line": lines,
+        }
+    )
+    if tax is not None:
+        body.update(tax.transaction)
+    return body
+
+
+def totals_mismatch(snapshot: InvoiceSnapshot, invoice: dict[str, Any]) -> str | None:
+    """How QuickBooks' tax and total differ from the platform's, in words; None when they agree."""
+    qbo_tax = to_cents((invoice.get("TxnTaxDetail") or {}).get("TotalTax"))
+    qbo_total = to_cents(invoice.get("TotalAmt"))
+    if (qbo_tax, qbo_total) == (snapshot.tax_cents, snapshot.total_cents):
+        return None
+    currency = snapshot.currency
+    return (
+        f"QuickBooks computed a tax of {_text(qbo_tax)} {currency} and a total of {_text(qbo_total)} {currency}; "
+        f"the platform's invoice has a tax of {_text(snapshot.tax_cents)} {currency} and a total of "
+        f"{_text(snapshot.total_cents)} {currency}. Check the tax codes of the invoice's lines in QuickBooks."
+    )
+
+
+def _text(cents: int) -> str:
+    return f"{Decimal(cents) / 100:,.2f}"
 
 
 def to_cents(amount: Any) -> int:
@@ -112,20 +155,41 @@ def linked_invoice_ids(payment: dict[str, Any]) -> set[str]:
     }
 
 
-def customer_display_names(name: str, email: str) -> list[str]:
+def customer_display_names(name: str, email: str, currency: str | None = None) -> list[str]:
     """DisplayNames to try, in order, for a new customer; all deterministic, so retries pick the same one.
 
     QuickBooks' DisplayName is unique across customers, vendors and employees. A clash with the plain name
-    means someone else already uses it: the email makes ours distinct, and numbered forms follow.
+    means someone else already uses it: the email makes ours distinct, and numbered forms follow. A customer in
+    a foreign currency (its currency can never change) says so in its name: "Ada Lovelace (EUR)".
     """
     clean = " ".join(_DISPLAY_NAME_FORBIDDEN.sub(" ", name).split()) or email
+    suffix = f" ({currency})" if currency else ""
     with_email = f"{clean} ({email})"
-    candidates = [clean, with_email, *(f"{with_email} {n}" for n in range(2, 6))]
-    return [candidate[:DISPLAY_NAME_MAX_LENGTH] for candidate in candidates]
+    candidates = [
+        f"{clean}{suffix}",
+        f"{with_email}{suffix}",
+        *(f"{with_email}{suffix} {n}" for n in range(2, 6)),
+    ]
+    # The distinguishing end survives the length limit: cut the name, not the currency or the number.
+    return [_fit(candidate, len(candidate) - len(clean)) for candidate in candidates]
 
 
-def customer_body(display_name: str, name: str, email: str) -> dict[str, Any]:
+def _fit(candidate: str, tail: int) -> str:
+    if len(candidate) <= DISPLAY_NAME_MAX_LENGTH:
+        return candidate
+    keep = max(DISPLAY_NAME_MAX_LENGTH - tail, 1)
+    return (candidate[:keep] + candidate[len(candidate) - tail :])[:DISPLAY_NAME_MAX_LENGTH]
+
+
+def customer_currency(customer: dict[str, Any], home_currency: str) -> str:
+    """A customer's currency: its CurrencyRef, or the home currency when QuickBooks leaves it out."""
+    return str((customer.get("CurrencyRef") or {}).get("value") or home_currency).upper()
+
+
+def customer_body(display_name: str, name: str, email: str, currency: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"DisplayName": display_name, "PrimaryEmailAddr": {"Address": email}}
+    if currency:
+        body["CurrencyRef"] = {"value": currency}
     parts = _DISPLAY_NAME_FORBIDDEN.sub(" ", name).split()
     if len(parts) >= 2:
         # QuickBooks limits name parts to 100 characters each.

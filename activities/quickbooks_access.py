@@ -28,6 +28,7 @@ from models.domain import (
 from models.plans import quickbooks_entitled
 from models.tables import Account, QuickBooksConnection
 from qbo.client import QboClient
+from qbo.company_settings import explain_fault
 from qbo.errors import QboError, QboNotFound, QboStaleObject, QboValidationError
 from qbo.limits import RealmLimiter
 from workflows.ids import connection_workflow_id, stored_or
@@ -51,8 +52,22 @@ def rejected(what: str, exc: QboError) -> ApplicationError:
     """
     detail = exc.detail or exc.message
     reason = f"QuickBooks rejected {what}: {exc.message}" + (f" ({detail})" if detail != exc.message else "")
+    advice = explain_fault(exc.code, exc.detail)
+    if advice is not None:
+        reason = f"{reason}. {advice}"
     return ApplicationError(
         f"QuickBooks rejected {what}: {exc}",
+        FailureReason(reason),
+        type=QUICKBOOKS_REJECTED,
+        non_retryable=True,
+    )
+
+
+def rejected_in_words(reason: str) -> ApplicationError:
+    """A sync the company cannot take as it is (its settings, its tax codes): final until the user changes
+    something; the reason says what, and travels encrypted in the details."""
+    return ApplicationError(
+        "QuickBooks cannot take this invoice with the company's settings",
         FailureReason(reason),
         type=QUICKBOOKS_REJECTED,
         non_retryable=True,

@@ -96,7 +96,8 @@ class StoreActivities:
 
     @activity.defn
     async def pause_invoice(self, request: PauseInput) -> PauseResult:
-        """Mark an invoice paused unless its connection is usable again (checked under the connection's lock).
+        """Mark an invoice paused unless its connection is usable again (checked under the connection's lock):
+        connected, on the plan, and no blocking finding of the company check.
 
         The connection workflow sets the status to usable *before* it looks for paused invoices, and this
         check holds the same row lock, so an invoice can never pause unseen right after a reconnect.
@@ -111,7 +112,12 @@ class StoreActivities:
             connection = (await session.exec(statement)).first()
             account = await session.get(Account, request.account_id)
             entitled = account is not None and quickbooks_entitled(account.plan, account.quickbooks_addon)
-            if connection is not None and connection.status in USABLE_CONNECTION_STATUSES and entitled:
+            if (
+                connection is not None
+                and connection.status in USABLE_CONNECTION_STATUSES
+                and entitled
+                and connection.company_blocked_reason is None  # the company check found nothing blocking
+            ):
                 await session.rollback()
                 return PauseResult(resume_now=True)
             row = await session.get(InvoiceSync, (request.account_id, request.invoice_id))

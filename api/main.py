@@ -17,7 +17,7 @@ from api.body_limit import RequestBodyLimit
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.relay import Relay
-from api.routes import accounts, invoices, notifications, ops, quickbooks, webhooks
+from api.routes import accounts, company, invoices, notifications, ops, quickbooks, webhooks
 from logging_setup import configure_logging
 from models.bounds import MAX_JSON_BODY_BYTES
 from models.crypto import TokenCipher
@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         limits={"/webhooks/": None},
     )
     install_error_handlers(app)
-    for module in (accounts, quickbooks, invoices, notifications, webhooks, ops):
+    for module in (accounts, quickbooks, company, invoices, notifications, webhooks, ops):
         app.include_router(module.router)
     return app
 

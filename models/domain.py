@@ -92,3 +92,27 @@ class EventStatus(StrEnum):
 CONNECTION_UNAVAILABLE = "ConnectionUnavailable"
 QUICKBOOKS_REJECTED = "QuickBooksRejected"
 DIFFERENT_COMPANY = "DifferentCompany"
+
+
+class CheckSeverity(StrEnum):
+    """How much a finding of the company check matters (the connection status lists them)."""
+
+    BLOCKING = "blocking"  # syncing pauses with this reason until a later check passes
+    WARNING = "warning"  # syncing goes on, but does something the user may not expect
+    INFO = "info"  # how syncing adapts to the company
+
+
+class CheckCode(StrEnum):
+    """Stable codes of the company check's findings."""
+
+    EDITION = "edition"
+    CUSTOM_NUMBERS_OFF = "custom_numbers_off"
+    AUTO_APPLY_CREDIT = "auto_apply_credit"
+    BOOKS_CLOSED = "books_closed"
+    SALES_TAX_OFF = "sales_tax_off"
+    AUTOMATED_SALES_TAX = "automated_sales_tax"
+    UNTAXED_CODE = "untaxed_code"
+    NO_UNTAXED_CODE = "no_untaxed_code"
+    DEFAULT_TAX_CODE_UNUSABLE = "default_tax_code_unusable"
+    MULTICURRENCY_OFF = "multicurrency_off"
+    MULTICURRENCY_ON = "multicurrency_on"

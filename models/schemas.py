@@ -16,8 +16,9 @@ from models.bounds import (
     QUANTITY_DECIMAL_PLACES,
     SafeStr,
 )
-from models.domain import ConnectionStatus, DisconnectMode, InvoiceStatus
+from models.domain import CheckCode, CheckSeverity, ConnectionStatus, DisconnectMode, InvoiceStatus
 from models.plans import Plan
+from qbo.company_settings import RATE_PATTERN, canonical_rate
 from workflows.messages import InvoiceLine, InvoiceSnapshot
 
 # Deliberately simple: one @, no spaces, a dot in the domain. QuickBooks caps addresses at 100 characters.
@@ -107,7 +108,12 @@ class ConnectionPublic(BaseModel):
         default=None, description="When the authorization ends (expiring only)."
     )
     sync_paused_reason: str | None = Field(
-        default=None, description="Set while the plan does not include QuickBooks."
+        default=None,
+        description="Set while the plan does not include QuickBooks, or a blocking finding of the company check "
+        "stands.",
+    )
+    company: CompanyPublic | None = Field(
+        default=None, description="The company's settings and what they mean for syncing (the company check)."
     )
     disconnect: DisconnectProgress | None = None
     last_sweep_at: datetime | None = None
@@ -164,6 +170,27 @@ class InvoiceLineIn(BaseModel):
     unit_price_cents: Annotated[
         int, Field(ge=0, le=MAX_AMOUNT_CENTS, description=f"At most {MAX_AMOUNT_TEXT} (QuickBooks' limit)")
     ]
+    tax_rate_percent: Annotated[
+        str | None,
+        Field(
+            description='The line\'s sales tax rate in percent ("13", "14.975"; 0 to 100, at most 4 decimals), '
+            "before tax; absent or 0: no tax. The line gets the QuickBooks company's active tax code of that rate "
+            "(or the one chosen with PUT .../quickbooks/tax-codes).",
+            examples=["13"],
+        ),
+    ] = None
+
+    @field_validator("tax_rate_percent", mode="before")
+    @classmethod
+    def _tax_rate(cls, value: object) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+            raise ValueError("tax_rate_percent must be a decimal number of percent")
+        text = str(value).strip()
+        if not re.fullmatch(RATE_PATTERN, text):
+            raise ValueError("tax_rate_percent is a percent from 0 to 100 with at most 4 decimals")
+        return canonical_rate(text)
 
     @field_validator("quantity", mode="before")
     @classmethod
@@ -230,6 +257,15 @@ class InvoiceSend(BaseModel):
     issue_date: date
     due_date: date
     lines: Annotated[list[InvoiceLineIn], Field(min_length=1, max_length=750)]
+    total_tax_cents: Annotated[
+        int | None,
+        Field(
+            ge=0,
+            le=MAX_AMOUNT_CENTS,
+            description="The invoice's total tax as the platform computed it; compared with QuickBooks' after the "
+            "sync (absent: the tax of the lines' rates, rounded per rate).",
+        ),
+    ] = None
 
     @field_validator("number")
     @classmethod
@@ -253,7 +289,7 @@ class InvoiceSend(BaseModel):
     @model_validator(mode="after")
     def _total_fits_quickbooks(self) -> InvoiceSend:
         total = sum(line_amount_cents(line.quantity, line.unit_price_cents) for line in self.lines)
-        if total > MAX_AMOUNT_CENTS:
+        if total + (self.total_tax_cents or 0) > MAX_AMOUNT_CENTS:
             raise ValueError(f"the invoice's total is at most {MAX_AMOUNT_TEXT}")
         return self
 
@@ -270,9 +306,11 @@ class InvoiceSend(BaseModel):
                     description=line.description,
                     quantity=line.quantity,
                     unit_price_cents=line.unit_price_cents,
+                    tax_rate=line.tax_rate_percent,
                 )
                 for line in self.lines
             ],
+            total_tax_cents=self.total_tax_cents,
         )
 
 
@@ -362,3 +400,78 @@ class WebhookAccepted(BaseModel):
         default=0,
         description="Events that could not be read: kept verbatim with the delivery, for operators.",
     )
+
+
+class CompanyCheckPublic(BaseModel):
+    code: CheckCode
+    severity: CheckSeverity
+    message: str
+
+
+class CompanyPublic(BaseModel):
+    """What the last company check read and found (on connect, daily, and on request)."""
+
+    country: str = Field(
+        description='CompanyInfo.Country: "US", or a global edition ("CA", "GB", "AU", ...).'
+    )
+    home_currency: str
+    multicurrency: bool
+    custom_transaction_numbers: bool
+    books_closed_through: date | None = None
+    using_sales_tax: bool
+    checked_at: datetime | None = None
+    checks: list[CompanyCheckPublic] = Field(
+        default_factory=list,
+        description="Blocking findings first: while one stands, syncing is paused with its words "
+        "(`sync_paused_reason`); warnings are shown and syncing goes on.",
+    )
+
+
+class TaxCodePublic(BaseModel):
+    id: str
+    name: str
+    description: str | None = None
+    rate_percent: str | None = Field(
+        default=None, description="The combined sales rate; null for the US pseudo codes TAX and NON."
+    )
+    taxable: bool
+    zero_rated: bool
+
+
+TaxCodeId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+TaxRateKey = Annotated[str, Field(pattern=RATE_PATTERN)]
+
+
+class TaxCodeDefaultsIn(BaseModel):
+    """The account's choice of QuickBooks tax codes in its company: replaces the previous choice."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"no_tax": "4", "rates": {"13": "7"}}]},
+    )
+
+    no_tax: TaxCodeId | None = Field(
+        default=None,
+        description="The code for lines without tax (a code of rate 0); null: chosen automatically.",
+    )
+    rates: Annotated[dict[TaxRateKey, TaxCodeId], Field(max_length=50)] = Field(
+        default_factory=dict, description="Per tax rate in percent, the code of that rate to use."
+    )
+
+
+class TaxCodeDefaultsPublic(BaseModel):
+    no_tax: str | None = None
+    rates: dict[str, str] = Field(default_factory=dict)
+
+
+class TaxCodesPublic(BaseModel):
+    realm_id: str
+    checked_at: datetime | None = None
+    codes: list[TaxCodePublic] = Field(description="The company's active sales tax codes, as last read.")
+    defaults: TaxCodeDefaultsPublic
+    no_tax_code: TaxCodePublic | None = Field(
+        default=None, description="The code lines without tax get now (the choice, or the automatic one)."
+    )
+
+
+ConnectionPublic.model_rebuild()

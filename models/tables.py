@@ -145,6 +145,25 @@ class QuickBooksConnection(SQLModel, table=True):
     disconnect_finished_at: datetime | None = Field(
         default=None, sa_column=Column(UTCDateTime(), nullable=True)
     )
+    # The company check (on connect, daily, on request): the company's settings and the findings, as JSON
+    # (`qbo.company_settings`), and the blocking findings' words while syncing waits for them.
+    company_settings: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    company_checks: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    company_blocked_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    company_checked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class TaxCodeDefault(SQLModel, table=True):
+    """An account's choice of QuickBooks tax code in one company: for lines without tax (rate "none") or per rate
+    (a canonical percent, "13")."""
+
+    __tablename__ = "quickbooks_tax_default"
+
+    account_id: str = Field(primary_key=True, foreign_key="account.id", max_length=64)
+    realm_id: str = Field(primary_key=True, max_length=32)
+    rate: str = Field(primary_key=True, max_length=16)
+    tax_code_id: str = Field(max_length=64)
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 

@@ -248,6 +248,11 @@ class QboClient:
         payload = await self._call("GET", f"companyinfo/{self.realm_id}")
         return _entity_of(payload, "CompanyInfo")
 
+    async def preferences(self) -> dict[str, Any]:
+        """The company's Preferences: numbering, currencies, closed books, sales tax (one per company)."""
+        payload = await self._call("GET", "preferences")
+        return _entity_of(payload, "Preferences")
+
     # --- query and CDC ------------------------------------------------------------------------------------
 
     async def query(self, statement: str) -> list[dict[str, Any]]:

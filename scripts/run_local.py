@@ -100,7 +100,14 @@ async def connect_demo_account(settings: Settings) -> str:
         ):
             realm_id = connection.get("realm_id")
             if not realm_id:
-                created = await emulator.post("/__admin/companies", json={"name": "Demo Company"})
+                # A company set up as a user of the platform would (the platform's invoice numbers in QuickBooks).
+                created = await emulator.post(
+                    "/__admin/companies",
+                    json={
+                        "name": "Demo Company",
+                        "preferences": {"SalesFormsPrefs": {"CustomTxnNumbers": True}},
+                    },
+                )
                 created.raise_for_status()
                 realm_id = created.json()["realm_id"]
             started = await api.post(f"/v1/accounts/{DEMO_ACCOUNT}/quickbooks/connect")

@@ -271,8 +271,11 @@ def invoice_payload(
     issue_date: str = "2026-11-24",
     due_date: str = "2026-12-24",
     lines: list[dict[str, Any]] | None = None,
+    total_tax_cents: int | None = None,
 ) -> dict[str, Any]:
+    extra = {} if total_tax_cents is None else {"total_tax_cents": total_tax_cents}
     return {
+        **extra,
         "number": number,
         "client": {"name": client_name, "email": client_email},
         "currency": currency,

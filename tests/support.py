@@ -53,12 +53,38 @@ class Emulator:
     process: subprocess.Popen[bytes]
     admin: httpx.AsyncClient
 
-    async def create_company(self, name: str | None = None) -> str:
+    async def create_company(
+        self,
+        name: str | None = None,
+        *,
+        country: str = "US",
+        multicurrency: bool = False,
+        preferences: dict[str, Any] | None = None,
+        custom_numbers: bool = True,
+    ) -> str:
+        """A new company. Custom transaction numbers are on unless asked otherwise (Intuit's default is off), as
+        a user syncing an invoicing platform sets them, so the engine's numbers are QuickBooks' numbers."""
+        chosen: dict[str, Any] = {"SalesFormsPrefs": {"CustomTxnNumbers": custom_numbers}}
+        for section, values in (preferences or {}).items():
+            chosen[section] = {**chosen.get(section, {}), **values}
         response = await self.admin.post(
-            "/__admin/companies", json={"name": name or f"Test Co {uuid.uuid4().hex[:6]}"}
+            "/__admin/companies",
+            json={
+                "name": name or f"Test Co {uuid.uuid4().hex[:6]}",
+                "country": country,
+                "multicurrency": multicurrency,
+                "preferences": chosen,
+            },
         )
         response.raise_for_status()
         return str(response.json()["realm_id"])
+
+    async def set_preferences(self, realm_id: str, preferences: dict[str, Any]) -> dict[str, Any]:
+        """Change the company's settings, as its user would in QuickBooks."""
+        response = await self.admin.put(f"/__admin/companies/{realm_id}/preferences", json=preferences)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()["Preferences"]
+        return result
 
     async def company(self, realm_id: str) -> dict[str, Any]:
         response = await self.admin.get(f"/__admin/companies/{realm_id}")

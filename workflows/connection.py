@@ -11,6 +11,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.change_sweep import ChangeSweepActivities
+    from activities.company_check import CompanyCheckActivities
     from activities.connection import ConnectionActivities
     from activities.disconnect import DisconnectActivities
     from activities.health import HealthActivities
@@ -25,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import (
         AdoptGrantInput,
         BeginDisconnectInput,
+        CompanyCheckRequest,
         ConnectionChange,
         ConnectionInfo,
         ConnectionProgress,
@@ -70,6 +72,8 @@ MAX_REMEMBERED_GRANTS = 20
 # Disconnect & Void works through the invoices in batches; each batch is one activity (progress in history).
 DISCONNECT_BATCH = 100
 DISCONNECT_VOID_TIMEOUT = timedelta(hours=2)
+# Connections started before the company check run it from their next adoption or daily check on.
+COMPANY_CHECK_PATCH = "company-check"
 # Everything but what already ended: these invoice workflows are told when QuickBooks is disconnected.
 
 
@@ -89,6 +93,8 @@ class ConnectionWorkflow:
     Signals:
       - `grant_authorized` (GrantSignal): a new authorization was stored encrypted; adopt it (connect/reconnect).
       - `plan_changed` (PlanChange): the account's plan gained or lost QuickBooks.
+      - `check_company_settings` (CompanyCheckRequest): check the company's settings now (the user changed them,
+        or chose tax codes); it also runs on connect and with the daily check.
     Updates:
       - `wait_for_grant` (GrantSignal) -> GrantOutcome: adopt the authorization and answer once it is adopted.
       - `refresh_access_token` (RefreshRequest) -> RefreshResult: an activity got a 401; one refresh serves all.
@@ -116,6 +122,7 @@ class ConnectionWorkflow:
             if grant_id not in self._grants:
                 self._grants.append(grant_id)
         self._plan_change: PlanChange | None = None
+        self._check_requested = False
         self._disconnect: DisconnectRequest | None = None
         self._disconnect_started = False
         # Set when a refresh outside the main loop (an update) moved the deadlines the loop is waiting for.
@@ -139,6 +146,10 @@ class ConnectionWorkflow:
             elif self._plan_change is not None:
                 change, self._plan_change = self._plan_change, None
                 await self._apply_plan(change)
+            elif self._check_requested:
+                self._check_requested = False
+                if self._usable():
+                    await self._check_company()
             elif should_continue_as_new():
                 self._ending = True
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -187,6 +198,7 @@ class ConnectionWorkflow:
                     bool(self._grants)
                     or self._disconnect is not None
                     or self._plan_change is not None
+                    or self._check_requested
                     or self._rescheduled
                     or should_continue_as_new()
                 ),
@@ -207,6 +219,8 @@ class ConnectionWorkflow:
         if self._usable() and deadlines.health_at is not None and deadlines.health_at <= now:
             deadlines.health_at = now + timedelta(seconds=self._policy.health_check_interval_seconds)
             await self._check_health()
+            if self._usable() and workflow.patched(COMPANY_CHECK_PATCH):
+                await self._check_company()
         if (
             self._usable()
             and self._plan_entitled
@@ -259,6 +273,9 @@ class ConnectionWorkflow:
             )
         )
         await self._warn_if_expiring()
+        if workflow.patched(COMPANY_CHECK_PATCH):
+            # Before paused invoices go on: they read what it found (blocking findings keep them paused).
+            await self._check_company(resume=False)
         await self._resume_paused_invoices()
         self._emit("connection.connected", str(self._require_info().token_version))
 
@@ -353,6 +370,27 @@ class ConnectionWorkflow:
             return
         if not result.ok:
             workflow.logger.warning("QuickBooks connection unhealthy: %s", result.reason)
+
+    async def _check_company(self, *, resume: bool = True) -> None:
+        """Read the company's settings and store what they mean; paused invoices go on once a block is lifted."""
+        try:
+            result = await workflow.execute_activity_method(
+                CompanyCheckActivities.check_company,
+                self._account_id,
+                start_to_close_timeout=QUICKBOOKS_CHECK_TIMEOUT,
+                heartbeat_timeout=QUICKBOOKS_HEARTBEAT_TIMEOUT,
+                retry_policy=QUICKBOOKS_CHECK_RETRY_POLICY,
+            )
+        except ActivityError as err:
+            # The stored findings stand; syncs read the company themselves when none is stored.
+            workflow.logger.warning(
+                "company check failed; the next one runs with the daily check: %s", err.cause
+            )
+            return
+        if result.blocked_reason is not None:
+            workflow.logger.info("syncing blocked by the company's settings")
+        if resume and result.unblocked:
+            await self._resume_paused_invoices()
 
     async def _sweep(self) -> None:
         try:
@@ -461,6 +499,10 @@ class ConnectionWorkflow:
         self._emit("connection.disconnected", f"{mode.value}/{self._occurrence()}", mode=mode.value)
 
     # --- Messages ----------------------------------------------------------------------------------------
+
+    @workflow.signal
+    def check_company_settings(self, request: CompanyCheckRequest) -> None:
+        self._check_requested = True
 
     @workflow.signal
     def grant_authorized(self, signal: GrantSignal) -> None:

@@ -195,6 +195,18 @@ class InvoiceWorkflow:
             clear_last_error=True,
             resolve=["sync_failed"],
         )
+        if result.mismatch is not None:
+            # In QuickBooks, but not as the platform sent it: said, never silently kept.
+            progress.last_error = result.mismatch
+            await self._record(
+                progress.status,
+                timeline=self._timeline("sync_mismatch", result.mismatch, key=result.qbo_invoice_id),
+                notification=NotificationItem(
+                    kind="sync_mismatch",
+                    message=f"Invoice {snapshot.number} differs in QuickBooks: {result.mismatch}",
+                    dedupe_key=f"{workflow.info().workflow_id}/sync_mismatch/{result.qbo_invoice_id}",
+                ),
+            )
 
     async def _sync_failed(self, reason: str) -> None:
         snapshot = self._snapshot
@@ -344,6 +356,9 @@ class InvoiceWorkflow:
                     workflow_id=workflow.info().workflow_id,
                     doc_number=snapshot.number,
                     qbo_invoice_id=progress.qbo_invoice_id,
+                    client_email=snapshot.client_email,
+                    currency=snapshot.currency,
+                    issue_date=snapshot.issue_date,
                 ),
                 start_to_close_timeout=SYNC_START_TO_CLOSE,
                 heartbeat_timeout=QBO_HEARTBEAT_TIMEOUT,

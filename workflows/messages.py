@@ -31,11 +31,17 @@ class InvoiceLine:
     description: str
     quantity: str  # a decimal string, e.g. "1.5"
     unit_price_cents: int
+    # The line's sales tax rate, a canonical percent ("13", "14.975"); None or "0": no tax on the line.
+    tax_rate: str | None = None
 
     @property
     def amount_cents(self) -> int:
         amount = Decimal(self.quantity) * self.unit_price_cents
         return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+    @property
+    def taxed(self) -> bool:
+        return self.tax_rate is not None and Decimal(self.tax_rate) != 0
 
 
 @dataclass
@@ -49,10 +55,32 @@ class InvoiceSnapshot:
     issue_date: str  # ISO date
     due_date: str  # ISO date
     lines: list[InvoiceLine]
+    # The invoice's total tax as the platform computed it; None: the lines' rates say it (see `tax_cents`).
+    total_tax_cents: int | None = None
+
+    @property
+    def subtotal_cents(self) -> int:
+        return sum(line.amount_cents for line in self.lines)
+
+    @property
+    def tax_cents(self) -> int:
+        """The platform's tax, or the tax of the lines' rates as QuickBooks computes it: per rate, the net amounts
+        of its lines times the rate, rounded half up to the cent."""
+        if self.total_tax_cents is not None:
+            return self.total_tax_cents
+        net_by_rate: dict[Decimal, int] = {}
+        for line in self.lines:
+            if line.taxed:
+                rate = Decimal(str(line.tax_rate))
+                net_by_rate[rate] = net_by_rate.get(rate, 0) + line.amount_cents
+        return sum(
+            int((net * rate / 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+            for rate, net in net_by_rate.items()
+        )
 
     @property
     def total_cents(self) -> int:
-        return sum(line.amount_cents for line in self.lines)
+        return self.subtotal_cents + self.tax_cents
 
 
 @dataclass
@@ -178,6 +206,8 @@ class SyncInvoiceResult:
     total_cents: int
     balance_cents: int
     found_existing: bool = False
+    # QuickBooks' tax or total differs from the platform's: the words for the user (amounts: payloads only).
+    mismatch: str | None = None
 
 
 @dataclass
@@ -187,6 +217,10 @@ class VoidInvoiceInput:
     workflow_id: str
     doc_number: str
     qbo_invoice_id: str | None = None
+    # To find the invoice by its customer and date where QuickBooks numbered it itself (custom numbers off).
+    client_email: str | None = None
+    currency: str | None = None
+    issue_date: str | None = None
     generation: int = 0  # no longer read: a void's requestid is its SyncToken's (kept for older histories)
 
 
@@ -369,6 +403,21 @@ class VoidForDisconnectResult:
 class HealthResult:
     ok: bool
     reason: str | None = None
+
+
+@dataclass
+class CompanyCheckRequest:
+    requested_by: str = "api"
+
+
+@dataclass
+class CompanyCheckResult:
+    """What the company check found (no personal data: settings and findings only)."""
+
+    checked: bool  # False: QuickBooks could not be asked (the connection is not usable); nothing changed
+    blocked_reason: str | None = None
+    unblocked: bool = False  # it was blocked before this check and is not now: paused invoices may resume
+    reason: str | None = None  # why it could not check
 
 
 @dataclass

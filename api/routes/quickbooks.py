@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import json
 import logging
 import re
 import secrets
@@ -26,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import AccountDep, ServicesDep, SessionDep
 from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
 from models.bounds import SafeStr
-from models.connections import company_held
+from models.connections import company_held, stored_company_settings
 from models.crypto import encrypted_token_columns
 from models.db import release_connection
 from models.domain import (
@@ -41,6 +42,8 @@ from models.domain import (
 from models.plans import entitlement_problem, quickbooks_entitled
 from models.queries import for_update
 from models.schemas import (
+    CompanyCheckPublic,
+    CompanyPublic,
     ConnectionPublic,
     ConnectStart,
     DisconnectFailure,
@@ -294,12 +297,29 @@ async def connection_public(session: SessionDep, account: Account) -> Connection
         reason=row.status_reason,
         action=action,
         expires_at=_authorization_end(row) if status == ConnectionStatus.EXPIRING else None,
-        sync_paused_reason=plan_problem
+        sync_paused_reason=(plan_problem or row.company_blocked_reason)
         if status in (ConnectionStatus.CONNECTED, ConnectionStatus.EXPIRING)
         else None,
+        company=company_public(row) if status in COMPANY_BOUND_STATUSES else None,
         disconnect=await _disconnect_progress(session, row),
         last_sweep_at=row.cdc_last_sweep_at,
         missed_changes_caught=row.cdc_caught_total,
+    )
+
+
+def company_public(row: QuickBooksConnection) -> CompanyPublic | None:
+    settings = stored_company_settings(row)
+    if settings is None:
+        return None
+    return CompanyPublic(
+        country=settings.country,
+        home_currency=settings.home_currency,
+        multicurrency=settings.multicurrency,
+        custom_transaction_numbers=settings.custom_txn_numbers,
+        books_closed_through=settings.book_close_date,
+        using_sales_tax=settings.using_sales_tax,
+        checked_at=row.company_checked_at,
+        checks=[CompanyCheckPublic.model_validate(check) for check in json.loads(row.company_checks or "[]")],
     )
 
 

@@ -22,6 +22,7 @@ from models.domain import InvoiceStatus, VoidOutcome
 from workflows.connection import TOKEN_TASK_QUEUE_SUFFIX, ConnectionWorkflow
 from workflows.invoice import InvoiceWorkflow
 from workflows.messages import (
+    CompanyCheckResult,
     ConnectionInfo,
     ConnectionRecord,
     HealthResult,
@@ -139,6 +140,7 @@ class FakeConnectionActivities:
     info: ConnectionInfo
     refreshes: list[RefreshTokensInput] = field(default_factory=list)
     records: list[ConnectionRecord] = field(default_factory=list)
+    company_checks: int = 0
 
     @activity.defn(name="refresh_tokens")
     async def refresh_tokens(self, request: RefreshTokensInput) -> RefreshTokensResult:
@@ -158,6 +160,11 @@ class FakeConnectionActivities:
     async def check_connection(self, account_id: str) -> HealthResult:
         return HealthResult(ok=True)
 
+    @activity.defn(name="check_company")
+    async def check_company(self, account_id: str) -> CompanyCheckResult:
+        self.company_checks += 1
+        return CompanyCheckResult(checked=True)
+
     @activity.defn(name="sweep_changes")
     async def sweep_changes(self, request: SweepInput) -> SweepResult:
         return SweepResult(caught=0, changed=0)
@@ -176,7 +183,12 @@ async def connection_worker(client: Client, fakes: FakeConnectionActivities) -> 
             client,
             task_queue=task_queue,
             workflows=[ConnectionWorkflow],
-            activities=[fakes.check_connection, fakes.sweep_changes, fakes.deliver_platform_event],
+            activities=[
+                fakes.check_connection,
+                fakes.check_company,
+                fakes.sweep_changes,
+                fakes.deliver_platform_event,
+            ],
         ),
         Worker(
             client,

@@ -1,0 +1,101 @@
+"""The company check: on connect, daily and on request, read the company's settings (CompanyInfo, Preferences,
+and the tax codes where sales tax is used), store them with the connection, and say what they mean for syncing.
+
+Blocking findings pause syncing with their reason until a later check passes; the sync reads the stored
+settings, so a steady-state sync costs no extra call, and a company never checked is checked before its first
+push.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.heartbeat import heartbeating
+from activities.quickbooks_access import (
+    QuickBooksAccess,
+    QuickBooksContext,
+    connection_unavailable,
+    translate_errors,
+)
+from models.connections import record_company_check, stored_company_settings, tax_defaults
+from models.coordination import SingleFlight
+from models.db import SessionFactory
+from models.domain import CONNECTION_UNAVAILABLE
+from models.tables import QuickBooksConnection, utcnow
+from qbo.company_settings import CompanySettings, TaxDefaults, read_company_settings
+from workflows.messages import CompanyCheckResult
+
+
+class CompanyCheckActivities:
+    """Built with the QuickBooks access and the database."""
+
+    def __init__(self, *, access: QuickBooksAccess, sessions: SessionFactory) -> None:
+        self._access = access
+        self._sessions = sessions
+
+    @activity.defn
+    async def check_company(self, account_id: str) -> CompanyCheckResult:
+        """Read and store the company's settings and findings; `unblocked` when a block was lifted."""
+        async with heartbeating():
+            try:
+                context = await self._access.context(account_id)
+            except ApplicationError as exc:
+                if exc.type == CONNECTION_UNAVAILABLE:
+                    return CompanyCheckResult(checked=False, reason=exc.message)
+                raise
+            with translate_errors("the company check"):
+                settings = await read_company_settings(context.client)
+            async with self._sessions() as session:
+                recorded = await record_company_check(session, account_id, settings, at=utcnow())
+                await session.commit()
+        if recorded is None:
+            return CompanyCheckResult(checked=False, reason="The connection is on another company now.")
+        return CompanyCheckResult(
+            checked=True,
+            blocked_reason=recorded.blocked_reason,
+            unblocked=recorded.was_blocked and recorded.blocked_reason is None,
+        )
+
+
+async def company_for_sync(
+    sessions: SessionFactory, flights: SingleFlight, context: QuickBooksContext, *, fresh: bool
+) -> tuple[CompanySettings, TaxDefaults]:
+    """The company's settings and the account's tax code choices for a sync; ConnectionUnavailable (the invoice
+    pauses) while a blocking finding stands.
+
+    Stored ones unless `fresh` (a manual retry: the user may have just fixed the cause in QuickBooks) or none is
+    stored yet (an invoice sent right after connecting, before the connection's own check): then QuickBooks is
+    read, once for every sync of the company that needs it at that moment.
+    """
+    settings, defaults, blocked = await _stored(sessions, context)
+    if settings is None or fresh:
+        async with flights.hold("company-settings", context.realm_id):
+            if not fresh:
+                settings, defaults, blocked = await _stored(sessions, context)
+            if settings is None or fresh:
+                with translate_errors("the company check"):
+                    settings = await read_company_settings(context.client)
+                async with sessions() as session:
+                    recorded = await record_company_check(session, context.account_id, settings, at=utcnow())
+                    await session.commit()
+                if recorded is None:
+                    raise connection_unavailable("The QuickBooks connection moved to another company.")
+                blocked = recorded.blocked_reason
+                async with sessions() as session:
+                    defaults = await tax_defaults(session, context.account_id, context.realm_id)
+    if blocked is not None:
+        raise connection_unavailable(blocked)
+    assert settings is not None
+    return settings, defaults
+
+
+async def _stored(
+    sessions: SessionFactory, context: QuickBooksContext
+) -> tuple[CompanySettings | None, TaxDefaults, str | None]:
+    async with sessions() as session:
+        row = await session.get(QuickBooksConnection, context.account_id)
+        if row is None or row.realm_id != context.realm_id:
+            raise connection_unavailable("The QuickBooks connection moved to another company.")
+        defaults = await tax_defaults(session, context.account_id, context.realm_id)
+        return stored_company_settings(row), defaults, row.company_blocked_reason
