@@ -98,4 +98,4 @@ async def _stored(
         if row is None or row.realm_id != context.realm_id:
             raise connection_unavailable("The QuickBooks connection moved to another company.")
         defaults = await tax_defaults(session, context.account_id, context.realm_id)
-        return stored_company_settings(row), defaults, row.company_blocked_reason
+        return stored_company_settings(row, current=True), defaults, row.company_blocked_reason

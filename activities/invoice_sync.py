@@ -35,6 +35,7 @@ from activities.quickbooks_access import (
     rejected_in_words,
     translate_errors,
 )
+from models.connections import mark_company_stale
 from models.coordination import SingleFlight
 from models.db import SessionFactory
 from models.domain import QUICKBOOKS_REJECTED, VoidOutcome
@@ -130,9 +131,13 @@ class InvoiceSyncActivities:
                     non_retryable=True,
                 ) from exc
             except QboNotFound:
-                # A remembered customer or item was deleted or made inactive in QuickBooks: look them up again.
+                # A remembered customer or item, or a tax code of the stored settings, was deleted or made inactive
+                # in QuickBooks: the retry looks them up again.
                 await self._forget(context.realm_id, _customer_key(snapshot.client_email, currency))
                 await self._forget(context.realm_id, ("item", SERVICE_ITEM_NAME))
+                async with self._sessions() as session:
+                    await mark_company_stale(session, context.account_id)
+                    await session.commit()
                 raise
             except QboValidationError as exc:
                 if exc.code in ("6200", "6210"):

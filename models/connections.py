@@ -129,9 +129,19 @@ async def record_company_check(
     return CompanyCheckRecorded(blocked_reason=reason, was_blocked=was_blocked, checks=checks)
 
 
-def stored_company_settings(row: QuickBooksConnection) -> CompanySettings | None:
-    """The settings the last check stored, if they are this connection's company's."""
-    if row.company_settings is None:
+async def mark_company_stale(session: AsyncSession, account_id: str) -> None:
+    """QuickBooks no longer has something the stored settings name (a tax code made inactive): the next sync
+    reads the company again instead of trusting them."""
+    row = await session.get(QuickBooksConnection, account_id)
+    if row is not None and row.company_checked_at is not None:
+        row.company_checked_at = None
+        session.add(row)
+
+
+def stored_company_settings(row: QuickBooksConnection, *, current: bool = False) -> CompanySettings | None:
+    """The settings the last check stored, if they are this connection's company's (and, with `current`, not
+    marked stale since)."""
+    if row.company_settings is None or (current and row.company_checked_at is None):
         return None
     settings = CompanySettings.from_json(json.loads(row.company_settings))
     return settings if settings.realm_id == row.realm_id else None

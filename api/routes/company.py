@@ -68,24 +68,20 @@ async def choose_tax_codes(
             )
     for rate, code_id in choice.rates.items():
         code = _active_code(settings, code_id, f"rates.{rate}")
-        if code.rate != rate_key(rate):
+        if code.rate != canonical_rate(rate):
             raise ApiError(
                 422,
                 "tax_code_rate_mismatch",
-                f'"{code.name}" has a rate of {code.rate}%, not {rate_key(rate)}%.',
+                f'"{code.name}" has a rate of {code.rate}%, not {canonical_rate(rate)}%.',
             )
     defaults = TaxDefaults(
-        no_tax=choice.no_tax, rates={rate_key(rate): code_id for rate, code_id in choice.rates.items()}
+        no_tax=choice.no_tax, rates={canonical_rate(rate): code_id for rate, code_id in choice.rates.items()}
     )
     await replace_tax_defaults(session, account.id, settings.realm_id, defaults, at=utcnow())
     await session.commit()
     public = _tax_codes_public(settings, defaults, row)
     await _ask_for_check(session, services, row)
     return public
-
-
-def rate_key(rate: str) -> str:
-    return canonical_rate(rate)
 
 
 async def _connected(session: SessionDep, account: Account) -> QuickBooksConnection:
