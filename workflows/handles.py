@@ -21,6 +21,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from workflows import search_attributes
 from workflows.ids import realm_events_workflow_id
 from workflows.messages import (
+    CompanyCheckRequest,
     ConnectionPolicy,
     ConnectionWorkflowInput,
     GrantSignal,
@@ -88,4 +89,13 @@ async def start_realm_events(
         task_queue=task_queue,
         start_signal="events_arrived",
         rpc_timeout=rpc_timeout,
+    )
+
+
+async def ask_for_company_check(
+    temporal: Client, *, workflow_id: str, rpc_timeout: timedelta | None = None
+) -> None:
+    """Ask the connection workflow to check its company's settings now (RPCError when it cannot be asked)."""
+    await temporal.get_workflow_handle(workflow_id).signal(
+        "check_company_settings", CompanyCheckRequest(), rpc_timeout=rpc_timeout
     )

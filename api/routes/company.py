@@ -24,9 +24,8 @@ from models.schemas import (
 )
 from models.tables import Account, QuickBooksConnection, utcnow
 from qbo.company_settings import CompanySettings, TaxCodeInfo, TaxDefaults, canonical_rate, untaxed_code
-from workflows.connection import ConnectionWorkflow
+from workflows.handles import ask_for_company_check
 from workflows.ids import connection_workflow_id, stored_or
-from workflows.messages import CompanyCheckRequest
 
 logger = logging.getLogger(__name__)
 
@@ -140,14 +139,12 @@ def _tax_codes_public(
 
 
 async def _ask_for_check(session: SessionDep, services: ServicesDep, row: QuickBooksConnection) -> None:
-    handle = services.temporal.get_workflow_handle(
-        stored_or(row.workflow_id, connection_workflow_id(row.account_id))
-    )
+    workflow_id = stored_or(row.workflow_id, connection_workflow_id(row.account_id))
     await release_connection(session)
     try:
-        await handle.signal(
-            ConnectionWorkflow.check_company_settings,
-            CompanyCheckRequest(),
+        await ask_for_company_check(
+            services.temporal,
+            workflow_id=workflow_id,
             rpc_timeout=timedelta(seconds=services.settings.temporal_rpc_timeout_seconds),
         )
     except RPCError as exc:

@@ -32,8 +32,8 @@ from models.schemas import (
     snapshot_json,
 )
 from models.tables import Account, InvoiceSync, Notification, QuickBooksConnection, TimelineEntry, utcnow
-from workflows.handles import start_invoice_sync
-from workflows.ids import invoice_workflow_id, stored_or
+from workflows.handles import ask_for_company_check, start_invoice_sync
+from workflows.ids import connection_workflow_id, invoice_workflow_id, stored_or
 from workflows.invoice import InvoiceWorkflow
 from workflows.messages import InvoiceSnapshot, InvoiceWorkflowInput, RetrySyncRequest, VoidRequest
 
@@ -259,6 +259,8 @@ async def retry_sync(
             f"Only failed (or paused) syncs can be retried; this invoice is {row.status}.",
         )
     handle = services.temporal.get_workflow_handle(_workflow_id(row))
+    connection = await session.get(QuickBooksConnection, account.id)
+    blocked = connection is not None and connection.company_blocked_reason is not None
     await release_connection(session)
     try:
         await handle.signal(
@@ -270,6 +272,18 @@ async def retry_sync(
         raise ApiError(
             503, "temporarily_unavailable", "The retry could not be requested; try again shortly."
         ) from exc
+    if blocked and connection is not None:
+        # Paused by the company's settings: the user has likely just fixed them, so look again now.
+        try:
+            await ask_for_company_check(
+                services.temporal,
+                workflow_id=stored_or(connection.workflow_id, connection_workflow_id(account.id)),
+                rpc_timeout=_rpc_timeout(services),
+            )
+        except RPCError as exc:
+            logger.warning(
+                "connection workflow of %s not asked for a company check: %s", account.id, exc.message
+            )
     return await _public(session, row)
 
 

@@ -283,10 +283,10 @@ async def test_a_company_without_an_untaxed_code_pauses_syncing_and_resumes_once
     assert "zero-rated or exempt" in paused["reason"]
     assert await creates(engine, realm) == 0
 
-    # The user turns a code back on in QuickBooks and asks for a check: syncing resumes.
+    # The user turns a code back on in QuickBooks and presses Retry: the company is checked again, syncing resumes.
     await set_tax_code_active(engine, realm, zero_rate[0], True)
-    checked = await engine.api.post(f"/v1/accounts/{account}/quickbooks/company-check")
-    assert checked.status_code == 202
+    retried = await engine.api.post(f"/v1/accounts/{account}/invoices/inv/quickbooks/retry")
+    assert retried.status_code == 202
     synced = await engine.wait_for_invoice(account, "inv", "synced", timeout=60)
     assert synced["last_error"] is None
     status = await engine.connection_status(account)
