@@ -10,12 +10,13 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from emulator import errors
+from emulator import currency, errors
 from emulator.clock import COMPANY_TZ, meta_time, parse_time, precise_time
 from emulator.errors import QBOError
 from emulator.money import NotANumber, cents, number, to_decimal, two_places
-from emulator.seed import CLASSIFICATIONS, DEFAULT_SUBTYPES, USD
-from emulator.store import NAME_LISTS, TRANSACTIONS, Company
+from emulator.seed import CLASSIFICATIONS, DEFAULT_SUBTYPES
+from emulator.store import NAME_LISTS, READ_ONLY_LISTS, TRANSACTIONS, Company
+from emulator.tax import MAX_TAXABLE_LINES, InvoiceTax, invoice_tax, total_tax
 
 # Keys QuickBooks adds or ignores on every entity; a request may echo them back.
 SYSTEM_KEYS = {"Id", "SyncToken", "sparse", "domain", "MetaData", "status"}
@@ -100,15 +101,15 @@ ORDER = {
     "Invoice": [
         "AllowIPNPayment", "AllowOnlinePayment", "AllowOnlineCreditCardPayment", "AllowOnlineACHPayment",
         "InvoiceLink", "domain", "sparse", "Id", "SyncToken", "MetaData", "CustomField", "DocNumber", "TxnDate",
-        "CurrencyRef", "PrivateNote", "LinkedTxn", "Line", "TxnTaxDetail", "CustomerRef", "CustomerMemo",
-        "BillAddr", "ShipAddr", "FreeFormAddress", "ShipFromAddr", "SalesTermRef", "DueDate", "TotalAmt",
-        "ApplyTaxAfterDiscount", "PrintStatus", "EmailStatus", "BillEmail", "BillEmailCc", "BillEmailBcc",
-        "Balance", "DeliveryInfo",
+        "CurrencyRef", "ExchangeRate", "PrivateNote", "LinkedTxn", "Line", "TxnTaxDetail", "CustomerRef",
+        "CustomerMemo", "BillAddr", "ShipAddr", "FreeFormAddress", "ShipFromAddr", "SalesTermRef", "DueDate",
+        "GlobalTaxCalculation", "TotalAmt", "HomeTotalAmt", "ApplyTaxAfterDiscount", "PrintStatus", "EmailStatus",
+        "BillEmail", "BillEmailCc", "BillEmailBcc", "Balance", "DeliveryInfo",
     ],
     "Payment": [
         "CustomerRef", "DepositToAccountRef", "PaymentMethodRef", "PaymentRefNum", "TotalAmt", "UnappliedAmt",
         "ProcessPayment", "domain", "sparse", "Id", "SyncToken", "MetaData", "TxnDate", "CurrencyRef",
-        "PrivateNote", "LinkedTxn", "Line",
+        "ExchangeRate", "PrivateNote", "LinkedTxn", "Line",
     ],
 }  # fmt: skip
 
@@ -127,7 +128,7 @@ MAX_EMAIL = 100
 EMAIL_STATUSES = {"NotSet", "NeedToSend", "EmailSent"}
 PRINT_STATUSES = {"NotSet", "NeedToPrint", "PrintComplete"}
 
-ENTITY_NAMES = {name.lower(): name for name in (*NAME_LISTS, *TRANSACTIONS, "CompanyInfo")}
+ENTITY_NAMES = {name.lower(): name for name in (*NAME_LISTS, *TRANSACTIONS, *READ_ONLY_LISTS, "CompanyInfo")}
 
 
 @dataclass
@@ -243,14 +244,75 @@ class Books:
             if isinstance(address, str) and len(address) > MAX_EMAIL:
                 raise errors.string_length(element, MAX_EMAIL, len(address))
 
-    def _check_currency(self, value: Any) -> None:
-        """A USD-home company without multicurrency accepts only USD."""
+    def _currency(self, value: Any) -> str:
+        """The ISO code a CurrencyRef names (the home currency when absent), if the company may use it."""
+        home = self.company.home_currency
         code = _ref_value(value)
-        if code is not None and code.upper() != "USD":
+        if code is None or code.upper() == home:
+            return home
+        code = code.upper()
+        if not self.company.multicurrency:
             raise errors.business_error(
                 f"Multicurrency is not enabled for this company; the currency {code} cannot be used. "
-                "Only the home currency USD is accepted."
+                f"Only the home currency {home} is accepted."
             )
+        if not currency.is_known(code):
+            raise errors.business_error(f"The currency {code} is not a currency QuickBooks supports.")
+        return code
+
+    def _transaction_currency(self, value: Any, customer: dict[str, Any]) -> str:
+        """A transaction is in its customer's currency; naming another one is refused."""
+        customer_currency = _ref_value(customer.get("CurrencyRef")) or self.company.home_currency
+        if _ref_value(value) is None:
+            return customer_currency
+        code = self._currency(value)
+        if code != customer_currency:
+            raise errors.business_error(
+                f"The transaction currency {code} is not the currency of the customer ({customer_currency}). "
+                "A transaction must be in its customer's currency."
+            )
+        return code
+
+    def _exchange_rate(
+        self, code: str, fields: dict[str, Any], existing: dict[str, Any] | None, incoming: dict[str, Any]
+    ) -> Decimal | None:
+        """Home-currency units per unit of a foreign currency: the one given, else the emulator's table."""
+        if code == self.company.home_currency:
+            return None
+        kept = existing is not None and _ref_value(existing.get("CurrencyRef")) == code
+        if fields.get("ExchangeRate") not in (None, "") and ("ExchangeRate" in incoming or kept):
+            rate = _decimal(fields["ExchangeRate"], "ExchangeRate")
+            if rate <= 0:
+                raise errors.invalid_property("ExchangeRate", "must be greater than zero")
+            return rate
+        return currency.exchange_rate(code, self.company.home_currency)
+
+    def _add_company_currency(self, code: str) -> None:
+        """ "If specified currency is not currently in the company's currency list, it is added." (Customer)"""
+        table = self.company.table("CompanyCurrency")
+        if code == self.company.home_currency or any(row["Code"] == code for row in table.values()):
+            return
+        row: dict[str, Any] = {
+            "Code": code,
+            "Name": currency.NAMES[code],
+            "Active": True,
+            "domain": "QBO",
+            "sparse": False,
+            "Id": self.company.next_id("CompanyCurrency"),
+            "SyncToken": "0",
+            "MetaData": self._new_metadata(),
+        }
+        table[row["Id"]] = row
+
+    def _check_period_open(self, *txn_dates: Any) -> None:
+        """Transactions dated on or before the BookCloseDate "are protected from changes" (6200)."""
+        close = self.company.preferences.get("AccountingInfoPrefs", {}).get("BookCloseDate")
+        if not close:
+            return
+        closed = date.fromisoformat(str(close)[:10])
+        for txn_date in txn_dates:
+            if txn_date and date.fromisoformat(str(txn_date)[:10]) <= closed:
+                raise errors.period_closed(closed.isoformat())
 
     def _checked_for_update(self, entity: str, body: dict[str, Any]) -> dict[str, Any]:
         if body.get("Id") in (None, ""):
@@ -395,7 +457,15 @@ class Books:
         if any(char in display for char in ":\t\n"):
             raise errors.invalid_property("DisplayName", "cannot contain a colon, a tab or a new line")
         self._check_email(fields.get("PrimaryEmailAddr"), "PrimaryEmailAddr.Address")
-        self._check_currency(fields.get("CurrencyRef"))
+        currency_code = self._currency(fields.get("CurrencyRef"))
+        if existing is not None:
+            # "Once set, it cannot be changed." (Customer reference)
+            fixed = _ref_value(existing.get("CurrencyRef")) or self.company.home_currency
+            if _ref_value(fields.get("CurrencyRef")) is not None and currency_code != fixed:
+                raise errors.business_error(
+                    f"The currency of a customer cannot be changed once it is set (it is {fixed})."
+                )
+            currency_code = fixed
         own_id = existing["Id"] if existing is not None else None
         folded = display.casefold()
         for other in self.company.table("Customer").values():
@@ -426,7 +496,7 @@ class Books:
             customer.pop("Level", None)
         customer["Balance"] = existing.get("Balance", 0) if existing else 0
         customer["BalanceWithJobs"] = existing.get("BalanceWithJobs", 0) if existing else 0
-        customer["CurrencyRef"] = dict(USD)
+        customer["CurrencyRef"] = currency.ref(currency_code)
         customer["PreferredDeliveryMethod"] = fields.get("PreferredDeliveryMethod") or "Print"
         customer["IsProject"] = False
         customer["domain"] = "QBO"
@@ -436,7 +506,7 @@ class Books:
             given = " ".join(_text(fields.get(k)) for k in ("GivenName", "FamilyName") if fields.get(k))
             customer["PrintOnCheckName"] = _text(fields.get("CompanyName")) or given or display
         customer["Active"] = fields.get("Active", True) is not False
-        if taxable and "DefaultTaxCodeRef" not in fields:
+        if taxable and "DefaultTaxCodeRef" not in fields and self.company.country == "US":
             customer["DefaultTaxCodeRef"] = {"value": "2"}
         if existing is None:
             customer["Id"] = self.company.next_id("Customer")
@@ -454,6 +524,7 @@ class Books:
             operation = "Update"
         stored = ordered(customer, ORDER["Customer"])
         self.company.table("Customer")[stored["Id"]] = stored
+        self._add_company_currency(currency_code)
         if existing is not None and existing.get("FullyQualifiedName") != stored["FullyQualifiedName"]:
             self._rename_sub_customers(stored)
         self._record("Customer", stored, operation)
@@ -559,7 +630,7 @@ class Books:
         self._check_lengths("Account", fields)
         if ":" in name:
             raise errors.invalid_property("Name", "cannot contain a colon")
-        self._check_currency(fields.get("CurrencyRef"))
+        currency_code = self._currency(fields.get("CurrencyRef"))
         account_type = fields.get("AccountType")
         subtype = fields.get("AccountSubType")
         if not account_type and subtype:
@@ -599,7 +670,7 @@ class Books:
         account["CurrentBalanceWithSubAccounts"] = (
             existing.get("CurrentBalanceWithSubAccounts", 0) if existing else 0
         )
-        account["CurrencyRef"] = dict(USD)
+        account["CurrencyRef"] = currency.ref(currency_code)
         account["domain"] = "QBO"
         account["sparse"] = False
         if existing is None:
@@ -615,6 +686,7 @@ class Books:
             operation = "Update"
         stored = ordered(account, ORDER["Account"])
         self.company.table("Account")[stored["Id"]] = stored
+        self._add_company_currency(currency_code)
         self._record("Account", stored, operation)
         return stored
 
@@ -635,10 +707,14 @@ class Books:
                     total += to_decimal(line.get("Amount", 0))
         return total
 
+    def _custom_numbers(self) -> bool:
+        return bool(self.company.preferences.get("SalesFormsPrefs", {}).get("CustomTxnNumbers", False))
+
     def _check_doc_number(self, doc_number: str, own_id: str | None, include: set[str]) -> None:
         if len(doc_number) > MAX_LENGTHS["Invoice"]["DocNumber"]:
             raise errors.string_length("DocNumber", MAX_LENGTHS["Invoice"]["DocNumber"], len(doc_number))
-        if "allowduplicatedocnum" in include:
+        # Without custom numbers a supplied number "is stored even if it is a duplicate" (Invoice reference).
+        if "allowduplicatedocnum" in include or not self._custom_numbers():
             return
         for other in self.company.table("Invoice").values():
             if other["Id"] != own_id and other.get("DocNumber") == doc_number:
@@ -663,7 +739,7 @@ class Books:
         raise errors.required_param("Line.SalesItemLineDetail.ItemRef")
 
     def _invoice_lines(
-        self, raw_lines: Any, previous: list[dict[str, Any]]
+        self, raw_lines: Any, previous: list[dict[str, Any]], taxes: InvoiceTax
     ) -> tuple[list[dict[str, Any]], Decimal, Decimal]:
         """Normalised lines plus (subtotal, discount). Lines keep their Id; new ones get the next Id."""
         if not isinstance(raw_lines, list) or not raw_lines:
@@ -689,7 +765,7 @@ class Books:
             if isinstance(description, str) and len(description) > 4000:
                 raise errors.string_length("Line.Description", 4000, len(description))
             if detail_type == "SalesItemLineDetail":
-                line = self._sales_line(raw, line_id)
+                line = self._sales_line(raw, line_id, taxes)
                 subtotal += to_decimal(line["Amount"])
                 lines.append(line)
             elif detail_type == "DescriptionOnly":
@@ -749,7 +825,7 @@ class Books:
         numbered.extend(discount_lines)
         return numbered, cents(subtotal), discount_total
 
-    def _sales_line(self, raw: dict[str, Any], line_id: str) -> dict[str, Any]:
+    def _sales_line(self, raw: dict[str, Any], line_id: str, taxes: InvoiceTax) -> dict[str, Any]:
         if raw.get("Amount") is None:
             raise errors.required_param("Line.Amount")
         amount = cents(_decimal(raw["Amount"], "Line.Amount"))
@@ -774,6 +850,18 @@ class Books:
             unit = amount / qty
         elif unit is not None and unit != 0:
             qty = amount / unit
+        tax_code = taxes.line_code(detail)
+        gross = amount
+        divisor = taxes.gross_divisor(tax_code)
+        if divisor != 1:
+            # Tax-inclusive: the amount given includes the tax (or, re-sent as printed, TaxInclusiveAmt does).
+            if detail.get("TaxInclusiveAmt") is not None:
+                gross = cents(_decimal(detail["TaxInclusiveAmt"], "TaxInclusiveAmt"))
+            net = cents(gross / divisor)
+            if unit is not None and amount != 0:
+                unit = unit * net / amount
+            amount = net
+        taxes.note_line(tax_code, amount, gross)
         out_detail: dict[str, Any] = {"ItemRef": {"value": item["Id"]}}
         if unit is not None:
             out_detail["UnitPrice"] = number(unit.quantize(Decimal("0.0000001")))
@@ -782,14 +870,10 @@ class Books:
         account = _ref_value(item.get("IncomeAccountRef"))
         if account is not None:
             out_detail["ItemAccountRef"] = {"value": account}
-        tax_code = _ref_value(detail.get("TaxCodeRef")) or "NON"
-        if tax_code not in ("TAX", "NON"):
-            raise QBOError(
-                "6100",
-                "Invalid Line TaxCode in the request",
-                f"Valid Line TaxCodes for US should be TAX or NON. Supplied value:{tax_code}",
-            )
-        out_detail["TaxCodeRef"] = {"value": tax_code}
+        if tax_code is not None:
+            out_detail["TaxCodeRef"] = {"value": tax_code}
+        if taxes.inclusive:
+            out_detail["TaxInclusiveAmt"] = number(gross)
         if detail.get("ServiceDate"):
             out_detail["ServiceDate"] = _date(detail["ServiceDate"], "ServiceDate").isoformat()
         line: dict[str, Any] = {"Id": line_id}
@@ -825,7 +909,8 @@ class Books:
             customer = self._active("Customer", fields["CustomerRef"], "CustomerRef")
         else:
             customer = self.get("Customer", _ref_value(fields["CustomerRef"]))
-        self._check_currency(fields.get("CurrencyRef"))
+        currency_code = self._transaction_currency(fields.get("CurrencyRef"), customer)
+        exchange_rate = self._exchange_rate(currency_code, fields, existing, incoming)
         for key in ("BillEmail", "BillEmailCc", "BillEmailBcc"):
             self._check_email(fields.get(key), f"{key}.Address")
         if fields.get("CustomerMemo") is not None:
@@ -862,6 +947,7 @@ class Books:
             due_date = txn_date + timedelta(days=int(term["DueDays"]) if term else 30)
         if due_date < txn_date:
             raise errors.business_error("The due date cannot be earlier than the transaction date.")
+        self._check_period_open(txn_date, existing.get("TxnDate") if existing else None)
 
         own_id = existing["Id"] if existing is not None else None
         doc_number = fields.get("DocNumber")
@@ -871,18 +957,39 @@ class Books:
                 self._check_doc_number(doc_number, own_id, include)
         elif existing is not None and existing.get("DocNumber"):
             doc_number = existing["DocNumber"]  # a full update that omits DocNumber keeps it
-        elif not self.company.preferences.get("SalesFormsPrefs", {}).get("CustomTxnNumbers", False):
+        elif not self._custom_numbers():
             doc_number = self._next_doc_number()
         else:
             doc_number = None
 
         previous_lines = existing.get("Line", []) if existing else []
-        if "Line" in checks or existing is None:
-            lines, subtotal, discount = self._invoice_lines(fields.get("Line"), previous_lines)
-            total = cents(subtotal - discount)
+        supplied_tax = body.get("TxnTaxDetail")
+        if "TxnTaxDetail" in body:
+            txn_code_ref = supplied_tax.get("TxnTaxCodeRef") if isinstance(supplied_tax, dict) else None
         else:
+            # A sparse update keeps the sales tax rate; a full update without TxnTaxDetail drops it.
+            txn_code_ref = (
+                (existing.get("TxnTaxDetail") or {}).get("TxnTaxCodeRef") if existing and sparse else None
+            )
+        taxes = invoice_tax(self.company, fields.get("GlobalTaxCalculation"), supplied_tax, txn_code_ref)
+        lines_given = "Line" in checks or existing is None
+        retax = lines_given or "TxnTaxDetail" in body or "GlobalTaxCalculation" in incoming
+        if existing is not None and is_voided(existing):
+            retax = lines_given  # refused below: a voided invoice keeps its zeroes
+        if retax:
+            raw_lines = fields.get("Line") if lines_given else copy.deepcopy(previous_lines)
+            lines, subtotal, discount = self._invoice_lines(raw_lines, previous_lines, taxes)
+            tax_detail = taxes.detail(
+                subtotal, discount, discount_first=bool(fields.get("ApplyTaxAfterDiscount", False))
+            )
+            total = cents(subtotal - discount + total_tax(tax_detail))
+            if taxes.taxable() and sum(1 for line in lines if "LineNum" in line) > MAX_TAXABLE_LINES:
+                raise errors.business_error(f"A taxable invoice can have at most {MAX_TAXABLE_LINES} lines.")
+        else:
+            # Lines untouched: so is the tax QuickBooks computed for them.
             lines = copy.deepcopy(previous_lines)
             total = cents(to_decimal(existing["TotalAmt"])) if existing else Decimal(0)
+            tax_detail = copy.deepcopy(existing.get("TxnTaxDetail", {"TotalTax": 0})) if existing else {}
         if total < 0:
             raise errors.business_error("The transaction total cannot be negative.")
         applied = self._applied_by_payments(existing) if existing else Decimal(0)
@@ -912,14 +1019,17 @@ class Books:
         else:
             invoice.pop("DocNumber", None)
         invoice["TxnDate"] = txn_date.isoformat()
-        invoice["CurrencyRef"] = dict(USD)
+        invoice["CurrencyRef"] = currency.ref(currency_code)
+        invoice.pop("ExchangeRate", None)
+        if exchange_rate is not None:
+            invoice["ExchangeRate"] = number(exchange_rate)
         invoice["LinkedTxn"] = copy.deepcopy(existing.get("LinkedTxn", [])) if existing else []
         invoice["Line"] = lines
-        if existing is not None and "Line" not in checks:
-            # Lines untouched: so is the tax QuickBooks computed for them.
-            invoice["TxnTaxDetail"] = copy.deepcopy(existing.get("TxnTaxDetail", {"TotalTax": 0}))
+        invoice["TxnTaxDetail"] = tax_detail
+        if taxes.calculation is None:
+            invoice.pop("GlobalTaxCalculation", None)
         else:
-            invoice["TxnTaxDetail"] = {"TotalTax": 0}
+            invoice["GlobalTaxCalculation"] = taxes.calculation
         invoice["CustomerRef"] = {"value": customer["Id"]}
         for key in ("BillAddr", "ShipAddr"):
             if fields.get(key):
@@ -942,6 +1052,8 @@ class Books:
             invoice.pop("SalesTermRef", None)
         invoice["DueDate"] = due_date.isoformat()
         invoice["TotalAmt"] = number(total)
+        if exchange_rate is not None:
+            invoice["HomeTotalAmt"] = number(cents(total * exchange_rate))
         invoice["ApplyTaxAfterDiscount"] = bool(fields.get("ApplyTaxAfterDiscount", False))
         invoice["PrintStatus"] = print_status
         invoice["EmailStatus"] = email_status
@@ -976,10 +1088,12 @@ class Books:
 
     def _ship_from_address(self) -> dict[str, Any]:
         company_address = self.company.company_info.get("CompanyAddr") or {}
-        city_line = (
-            f"{company_address.get('City', '')}, {company_address.get('CountrySubDivisionCode', '')}  "
-            f"{company_address.get('PostalCode', '')}"
-        ).strip(", ")
+        region = "  ".join(
+            part
+            for part in (company_address.get("CountrySubDivisionCode"), company_address.get("PostalCode"))
+            if part
+        )
+        city_line = ", ".join(part for part in (company_address.get("City"), region) if part)
         address: dict[str, Any] = {"Id": self.company.next_id("address")}
         if company_address.get("Line1"):
             address["Line1"] = company_address["Line1"]
@@ -992,6 +1106,7 @@ class Books:
         invoice = self._checked_for_update("Invoice", body)
         if is_voided(invoice):
             return invoice  # voiding twice changes nothing
+        self._check_period_open(invoice.get("TxnDate"))
         if self._applied_by_payments(invoice) > 0:
             raise errors.business_error(
                 "This invoice has payments applied to it and cannot be voided. "
@@ -1003,7 +1118,10 @@ class Books:
             detail = line.get("SalesItemLineDetail")
             if isinstance(detail, dict):
                 detail["Qty"] = 0
+                detail.pop("TaxInclusiveAmt", None)
         invoice["TotalAmt"] = 0
+        if "HomeTotalAmt" in invoice:
+            invoice["HomeTotalAmt"] = 0
         invoice["Balance"] = 0
         invoice["TxnTaxDetail"] = {"TotalTax": 0}
         invoice["PrivateNote"] = voided_note(invoice.get("PrivateNote"))
@@ -1017,6 +1135,7 @@ class Books:
 
     def delete_invoice(self, body: dict[str, Any]) -> dict[str, Any]:
         invoice = self._checked_for_update("Invoice", body)
+        self._check_period_open(invoice.get("TxnDate"))
         if self._applied_by_payments(invoice) > 0:
             raise errors.business_error(
                 "This transaction is linked to payments. Unlink, void or delete the payments before deleting it."
@@ -1192,7 +1311,8 @@ class Books:
         total = cents(_decimal(fields["TotalAmt"], "TotalAmt"))
         if total < 0:
             raise errors.business_error("The payment amount cannot be negative.")
-        self._check_currency(fields.get("CurrencyRef"))
+        currency_code = self._transaction_currency(fields.get("CurrencyRef"), customer)
+        exchange_rate = self._exchange_rate(currency_code, fields, existing, incoming)
         if (
             existing is not None
             and _ref_value(existing.get("CustomerRef")) != customer["Id"]
@@ -1211,6 +1331,7 @@ class Books:
             if fields.get("TxnDate")
             else self.now.astimezone(COMPANY_TZ).date()
         )
+        self._check_period_open(txn_date, existing.get("TxnDate") if existing else None)
 
         previous = self._payment_applications(existing) if existing else {}
         if "Line" in checks or existing is None:
@@ -1237,7 +1358,10 @@ class Books:
         payment["domain"] = "QBO"
         payment["sparse"] = False
         payment["TxnDate"] = txn_date.isoformat()
-        payment["CurrencyRef"] = dict(USD)
+        payment["CurrencyRef"] = currency.ref(currency_code)
+        payment.pop("ExchangeRate", None)
+        if exchange_rate is not None:
+            payment["ExchangeRate"] = number(exchange_rate)
         payment["Line"] = lines
         if existing is not None and is_voided(existing):
             payment["_voided"] = True
@@ -1275,6 +1399,7 @@ class Books:
         payment = self._checked_for_update("Payment", body)
         if is_voided(payment):
             return payment
+        self._check_period_open(payment.get("TxnDate"))
         touched = self._unapply(payment)
         self._adjust_customer_balance(
             str(_ref_value(payment.get("CustomerRef"))), to_decimal(payment.get("UnappliedAmt", 0))
@@ -1294,6 +1419,7 @@ class Books:
 
     def delete_payment(self, body: dict[str, Any]) -> dict[str, Any]:
         payment = self._checked_for_update("Payment", body)
+        self._check_period_open(payment.get("TxnDate"))
         touched = self._unapply(payment)
         self._adjust_customer_balance(
             str(_ref_value(payment.get("CustomerRef"))), to_decimal(payment.get("UnappliedAmt", 0))
@@ -1324,6 +1450,7 @@ class Books:
                 ):
                     info.pop(key, None)
         info.update(incoming)
+        info["Country"] = self.company.country  # the edition cannot change
         if isinstance(info.get("CompanyName"), str) and info["CompanyName"]:
             self.company.name = info["CompanyName"]
         self._bump(info)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from emulator import currency
 from emulator.accounting import Books
 from emulator.errors import QBOError
 from emulator.importer import import_entities
+from emulator.preferences import PreferencesPatch, PreferencesRefused, changed_by_user
 from emulator.store import ENTITY_TYPES, Company
+from emulator.tax import TaxListError, add_tax_code, set_tax_code_active
 from emulator.views import plain, view
 
 if TYPE_CHECKING:
@@ -37,7 +41,33 @@ class ConfigUpdate(BaseModel):
 class CompanyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "Sandbox Company US"
+    name: str | None = None
+    country: Literal["US", "CA", "GB", "AU"] = "US"
+    multicurrency: StrictBool = False
+    home_currency: str | None = None
+    preferences: PreferencesPatch | None = None
+
+    @field_validator("home_currency")
+    @classmethod
+    def _known_currency(cls, value: str | None) -> str | None:
+        if value is not None and not currency.is_known(value):
+            raise ValueError(f"unknown currency {value!r}")
+        return value
+
+
+class TaxCodeCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    rate_percent: Decimal = Field(ge=0, le=100)
+    taxable: StrictBool = True
+    description: str | None = None
+
+
+class TaxCodeUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    active: StrictBool
 
 
 class AuthorizeRequest(BaseModel):
@@ -95,6 +125,21 @@ def _validation_error(error: QBOError, emulator: Emulator) -> JSONResponse:
     return JSONResponse({"error": "validation", "fault": error.body(emulator.clock.now())}, status_code=400)
 
 
+def _refused(message: str) -> JSONResponse:
+    return JSONResponse({"error": "validation", "message": message}, status_code=400)
+
+
+def _summary(company: Company) -> dict[str, Any]:
+    return {
+        "realm_id": company.realm_id,
+        "name": company.name,
+        "created_at": company.created_at.isoformat(),
+        "country": company.country,
+        "home_currency": company.home_currency,
+        "multicurrency": company.multicurrency,
+    }
+
+
 def router(emulator: Emulator) -> APIRouter:
     routes = APIRouter(prefix="/__admin")
 
@@ -123,35 +168,89 @@ def router(emulator: Emulator) -> APIRouter:
 
     @routes.get("/companies")
     async def list_companies() -> dict[str, Any]:
-        return {
-            "companies": [
-                {"realm_id": c.realm_id, "name": c.name, "created_at": c.created_at.isoformat()}
-                for c in emulator.store.companies.values()
-            ]
-        }
+        return {"companies": [_summary(c) for c in emulator.store.companies.values()]}
 
     @routes.post("/companies", status_code=201)
     async def create_company(request: CompanyCreate) -> dict[str, str]:
-        return {"realm_id": emulator.create_company(request.name).realm_id}
+        company = emulator.create_company(
+            request.name or f"Sandbox Company {request.country}",
+            country=request.country,
+            multicurrency=request.multicurrency,
+            home_currency=request.home_currency,
+            preference_changes=request.preferences.changes() if request.preferences else None,
+        )
+        return {"realm_id": company.realm_id}
 
     @routes.get("/companies/{realm_id}")
     async def dump_company(realm_id: str) -> dict[str, Any]:
         company = company_or_404(realm_id)
-        dump: dict[str, Any] = {
-            "realm_id": company.realm_id,
-            "name": company.name,
-            "created_at": company.created_at.isoformat(),
-        }
+        dump: dict[str, Any] = _summary(company)
         for entity in ENTITY_TYPES:
             dump[entity.lower() + "s"] = [
                 view(company, entity, body, "read") for body in company.table(entity).values()
             ]
+        for entity, key in (
+            ("TaxCode", "tax_codes"),
+            ("TaxRate", "tax_rates"),
+            ("CompanyCurrency", "currencies"),
+        ):
+            dump[key] = [view(company, entity, body, "read") for body in company.table(entity).values()]
         dump["deleted"] = [
             {"entity": d["entity"], "Id": d["Id"], "deleted_at": d["at"]} for d in company.deleted
         ]
         dump["company_info"] = plain(company.company_info)
+        dump["preferences"] = plain(company.preferences)
         dump["authorizations"] = emulator.oauth.describe(realm_id)
         return dump
+
+    @routes.put("/companies/{realm_id}/preferences")
+    async def change_preferences(realm_id: str, request: PreferencesPatch) -> JSONResponse:
+        """The user changes the company's settings in QuickBooks."""
+        company = company_or_404(realm_id)
+        try:
+            company.preferences = changed_by_user(
+                company.preferences, request.changes(), emulator.clock.now()
+            )
+        except PreferencesRefused as refusal:
+            return _refused(str(refusal))
+        emulator.saver.mark_dirty()
+        return JSONResponse({"Preferences": plain(company.preferences)})
+
+    @routes.post("/companies/{realm_id}/tax-codes", status_code=201)
+    async def create_tax_code(realm_id: str, request: TaxCodeCreate) -> JSONResponse:
+        """The user adds a sales tax rate in QuickBooks (one rate, and the code that applies it)."""
+        company = company_or_404(realm_id)
+        try:
+            code, rate = add_tax_code(
+                company,
+                request.name,
+                request.rate_percent,
+                request.taxable,
+                request.description,
+                emulator.clock.now(),
+            )
+        except TaxListError as refusal:
+            return _refused(str(refusal))
+        emulator.saver.mark_dirty()
+        return JSONResponse(
+            {
+                "TaxCode": view(company, "TaxCode", code, "read"),
+                "TaxRate": view(company, "TaxRate", rate, "read"),
+            },
+            status_code=201,
+        )
+
+    @routes.put("/companies/{realm_id}/tax-codes/{code_id}")
+    async def change_tax_code(realm_id: str, code_id: str, request: TaxCodeUpdate) -> JSONResponse:
+        company = company_or_404(realm_id)
+        if code_id not in company.table("TaxCode"):
+            raise HTTPException(status_code=404, detail="no such tax code")
+        try:
+            code = set_tax_code_active(company, code_id, request.active, emulator.clock.now())
+        except TaxListError as refusal:
+            return _refused(str(refusal))
+        emulator.saver.mark_dirty()
+        return JSONResponse({"TaxCode": view(company, "TaxCode", code, "read")})
 
     @routes.post("/companies/{realm_id}/authorize")
     async def authorize(realm_id: str, request: AuthorizeRequest) -> JSONResponse:

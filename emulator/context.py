@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from emulator.accounting import Books
 from emulator.clock import Clock
@@ -11,7 +12,7 @@ from emulator.config import EmulatorConfig
 from emulator.faults import FaultInjector
 from emulator.oauth import OAuthService
 from emulator.requestlog import RequestLog
-from emulator.seed import new_company
+from emulator.seed import new_company, upgrade
 from emulator.store import Company, StateSaver, Store, load_store
 from emulator.throttle import Throttle
 from emulator.webhooks import WebhookDispatcher
@@ -22,6 +23,8 @@ class Emulator:
         self.config = config
         path = Path(config.state_file) if config.state_file else None
         self.store: Store = load_store(path) if path is not None else Store()
+        for company in self.store.companies.values():
+            upgrade(company)
         self.clock = Clock(self.store.clock_offset_seconds)
         self.saver = StateSaver(self.store, path, config.save_debounce_seconds)
         self.faults = FaultInjector(config.fault_seed)
@@ -38,10 +41,11 @@ class Emulator:
         await self.webhooks.stop()
         await self.saver.close()
 
-    def create_company(self, name: str) -> Company:
-        company = new_company(name, self.clock.now())
+    def create_company(self, name: str, **options: Any) -> Company:
+        """A new company; `options` are seed.new_company's (country, multicurrency, ...)."""
+        company = new_company(name, self.clock.now(), **options)
         while company.realm_id in self.store.companies:
-            company = new_company(name, self.clock.now())
+            company = new_company(name, self.clock.now(), **options)
         self.store.companies[company.realm_id] = company
         self.saver.mark_dirty()
         return company

@@ -115,6 +115,14 @@ def business_error(detail: str, code: str = "6000") -> QBOError:
     return QBOError(code, BUSINESS_MESSAGE, f"Business Validation Error: {detail}")
 
 
+def period_closed(close_date: str) -> QBOError:
+    return QBOError(
+        "6200",
+        "Account Period Closed Error",
+        f"Account Period Closed Error: The transaction date is on or before the closing date ({close_date}).",
+    )
+
+
 def unsupported_operation(operation: str, entity: str) -> QBOError:
     return QBOError(
         "500",

@@ -14,7 +14,7 @@ from emulator import errors
 from emulator.accounting import canonical_entity, stored_time
 from emulator.clock import parse_time, response_time
 from emulator.money import NotANumber, to_decimal
-from emulator.store import NAME_LISTS, Company
+from emulator.store import ENTITY_TYPES, NAME_LISTS, READ_ONLY_LISTS, Company
 from emulator.views import deleted_stub, plain, view
 
 DEFAULT_MAX_RESULTS = 100
@@ -40,6 +40,13 @@ def _props(*specs: Prop) -> dict[str, Prop]:
 _META = (
     Prop("MetaData.CreateTime", "datetime", ("MetaData", "CreateTime")),
     Prop("MetaData.LastUpdatedTime", "datetime", ("MetaData", "LastUpdatedTime")),
+)
+
+# What the read-only lists (TaxCode, TaxRate, CompanyCurrency) are filtered by, besides their own properties.
+_LIST_BASICS = (
+    Prop("Id", "id", ("Id",)),
+    Prop("Name", "string", ("Name",)),
+    Prop("Active", "bool", ("Active",)),
 )
 
 # Filterable properties per entity, from Intuit's entity reference pages (see the README for the sources).
@@ -110,11 +117,21 @@ PROPERTIES: dict[str, dict[str, Prop]] = {
         Prop("PaymentRefNum", "string", ("PaymentRefNum",)),
         *_META,
     ),
+    "TaxCode": _props(
+        *_LIST_BASICS,
+        Prop("Taxable", "bool", ("Taxable",), sortable=False),
+        Prop("TaxGroup", "bool", ("TaxGroup",), sortable=False),
+        *_META,
+    ),
+    "TaxRate": _props(*_LIST_BASICS, Prop("RateValue", "number", ("RateValue",)), *_META),
+    "CompanyCurrency": _props(*_LIST_BASICS, Prop("Code", "string", ("Code",)), *_META),
     "CompanyInfo": _props(Prop("Id", "id", ("Id",)), *_META),
     "Preferences": _props(Prop("Id", "id", ("Id",)), *_META),
 }
 
 QUERYABLE = {name.lower(): name for name in PROPERTIES}
+# Lists that hide inactive records unless the query mentions Active.
+ACTIVE_ONLY = (*NAME_LISTS, *READ_ONLY_LISTS)
 
 
 # --- tokens -----------------------------------------------------------------------------------------------
@@ -490,7 +507,7 @@ def _rows(company: Company, entity: str) -> list[dict[str, Any]]:
 def execute(company: Company, statement: str, now: datetime) -> dict[str, Any]:
     query = parse(statement)
     matchers = [_matcher(condition) for condition in query.conditions]
-    if query.entity in NAME_LISTS and not query.filters_active:
+    if query.entity in ACTIVE_ONLY and not query.filters_active:
         # Name lists hide inactive records unless the query mentions Active.
         matchers.append(lambda body: body.get("Active", True) is not False)
     rows = [row for row in _rows(company, query.entity) if all(match(row) for match in matchers)]
@@ -528,7 +545,7 @@ def change_data_capture(
     names = []
     for raw in entities_param.split(","):
         name = canonical_entity(raw.strip())
-        if name is None or name == "CompanyInfo":
+        if name not in ENTITY_TYPES:
             raise errors.invalid_property("entities", f"value {raw.strip()} is not a supported CDC entity")
         if name not in names:
             names.append(name)

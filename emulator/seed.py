@@ -1,4 +1,5 @@
-"""What a brand-new US QuickBooks Online company contains: chart of accounts, two service items, terms."""
+"""What a brand-new QuickBooks Online company contains: chart of accounts, two service items, terms, tax codes,
+settings, in its country's edition."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import secrets
 from datetime import datetime
 from typing import Any
 
+from emulator import currency, preferences
 from emulator.clock import COMPANY_TZ, precise_time
+from emulator.editions import edition_of
 from emulator.store import Company, new_realm_id
-
-USD = {"value": "USD", "name": "United States Dollar"}
+from emulator.tax import seed_tax_codes
 
 # AccountType -> Classification, as QuickBooks derives it.
 CLASSIFICATIONS = {
@@ -74,13 +76,6 @@ DEFAULT_TERMS = {
     "4": {"Name": "Net 60", "DueDays": 60},
 }
 
-COMPANY_ADDRESS = {
-    "Line1": "123 Sierra Way",
-    "City": "San Pablo",
-    "CountrySubDivisionCode": "CA",
-    "PostalCode": "87999",
-}
-
 
 def metadata(at: datetime) -> dict[str, str]:
     stamp = precise_time(at)
@@ -88,7 +83,7 @@ def metadata(at: datetime) -> dict[str, str]:
 
 
 def account_body(
-    company: Company, name: str, account_type: str, subtype: str, at: datetime
+    company: Company, name: str, account_type: str, subtype: str, at: datetime, currency_code: str
 ) -> dict[str, Any]:
     return {
         "Name": name,
@@ -100,7 +95,7 @@ def account_body(
         "AccountSubType": subtype,
         "CurrentBalance": 0,
         "CurrentBalanceWithSubAccounts": 0,
-        "CurrencyRef": dict(USD),
+        "CurrencyRef": currency.ref(currency_code),
         "domain": "QBO",
         "sparse": False,
         "Id": company.next_id("Account"),
@@ -129,17 +124,34 @@ def service_item(company: Company, name: str, income_account_id: str, at: dateti
     }
 
 
-def new_company(name: str, at: datetime, realm_id: str | None = None) -> Company:
-    """A company as QuickBooks creates it for a new US subscriber: USD, no multicurrency, Net 30."""
+def new_company(
+    name: str,
+    at: datetime,
+    realm_id: str | None = None,
+    *,
+    country: str = "US",
+    multicurrency: bool = False,
+    home_currency: str | None = None,
+    preference_changes: dict[str, Any] | None = None,
+) -> Company:
+    """A company as QuickBooks creates it for a new subscriber of the country's edition (Net 30, no
+    multicurrency unless asked), with `preference_changes` deep-merged over the edition's settings."""
+    edition = edition_of(country)
     company = Company(
         realm_id=realm_id or new_realm_id(),
         name=name,
         created_at=at,
         user_id=str(secrets.randbelow(9 * 10**15) + 10**15),
+        country=country,
     )
+    company.preferences = preferences.merged(
+        preferences.defaults(edition, home_currency or edition.currency, multicurrency, at),
+        preference_changes or {},
+    )
+    home = company.home_currency
     accounts = company.table("Account")
     for account_name, account_type, subtype in DEFAULT_ACCOUNTS:
-        body = account_body(company, account_name, account_type, subtype, at)
+        body = account_body(company, account_name, account_type, subtype, at, home)
         accounts[body["Id"]] = body
     services_account = next(a["Id"] for a in accounts.values() if a["Name"] == "Services")
     items = company.table("Item")
@@ -147,7 +159,8 @@ def new_company(name: str, at: datetime, realm_id: str | None = None) -> Company
         body = service_item(company, item_name, services_account, at)
         items[body["Id"]] = body
     company.terms = {key: dict(value) for key, value in DEFAULT_TERMS.items()}
-    address = {"Id": company.next_id("address"), **COMPANY_ADDRESS}
+    seed_tax_codes(company, edition, at)
+    address = {"Id": company.next_id("address"), **edition.address}
     start = at.astimezone(COMPANY_TZ).date().isoformat()
     company.company_info = {
         "CompanyName": name,
@@ -159,7 +172,7 @@ def new_company(name: str, at: datetime, realm_id: str | None = None) -> Company
         "PrimaryPhone": {},
         "CompanyStartDate": start,
         "FiscalYearStartMonth": "January",
-        "Country": "US",
+        "Country": country,
         "Email": {"Address": "noreply@example.com"},
         "WebAddr": {},
         "SupportedLanguages": "en",
@@ -181,30 +194,10 @@ def new_company(name: str, at: datetime, realm_id: str | None = None) -> Company
         "SyncToken": "0",
         "MetaData": metadata(at),
     }
-    company.preferences = {
-        "AccountingInfoPrefs": {
-            "TrackDepartments": False,
-            "ClassTrackingPerTxn": False,
-            "ClassTrackingPerTxnLine": False,
-            "CustomerTerminology": "Customers",
-            "FirstMonthOfFiscalYear": "January",
-        },
-        "SalesFormsPrefs": {
-            "CustomTxnNumbers": False,
-            "AllowDeposit": False,
-            "AllowDiscount": True,
-            "AllowEstimates": True,
-            "AllowShipping": False,
-            "DefaultTerms": {"value": "3"},
-            "AutoApplyCredit": True,
-            "ETransactionEnabledStatus": "NotApplicable",
-        },
-        "CurrencyPrefs": {"MultiCurrencyEnabled": False, "HomeCurrency": {"value": "USD"}},
-        "TaxPrefs": {"UsingSalesTax": False, "PartnerTaxEnabled": False},
-        "domain": "QBO",
-        "sparse": False,
-        "Id": "1",
-        "SyncToken": "0",
-        "MetaData": metadata(at),
-    }
     return company
+
+
+def upgrade(company: Company) -> None:
+    """A company from a state file written before tax codes existed gets its edition's codes."""
+    if not company.table("TaxCode"):
+        seed_tax_codes(company, edition_of(company.country), company.created_at)

@@ -20,6 +20,9 @@ logger = logging.getLogger("emulator.store")
 ENTITY_TYPES = ("Customer", "Item", "Account", "Invoice", "Payment")
 NAME_LISTS = ("Customer", "Item", "Account")
 TRANSACTIONS = ("Invoice", "Payment")
+# Lists QuickBooks keeps that the API only reads (the admin API changes them, as a user would).
+READ_ONLY_LISTS = ("TaxCode", "TaxRate", "CompanyCurrency")
+TABLES = (*ENTITY_TYPES, *READ_ONLY_LISTS)
 STATE_VERSION = 1
 
 
@@ -36,8 +39,10 @@ class Company:
     name: str
     created_at: datetime
     user_id: str
+    # "US", "CA", "GB" or "AU": which edition of QuickBooks the company uses (CompanyInfo.Country).
+    country: str = "US"
     entities: dict[str, dict[str, dict[str, Any]]] = field(
-        default_factory=lambda: {entity: {} for entity in ENTITY_TYPES}
+        default_factory=lambda: {entity: {} for entity in TABLES}
     )
     # Stubs of deleted transactions, for CDC: {"entity", "Id", "at"}.
     deleted: list[dict[str, Any]] = field(default_factory=list)
@@ -58,12 +63,21 @@ class Company:
     def table(self, entity: str) -> dict[str, dict[str, Any]]:
         return self.entities[entity]
 
+    @property
+    def home_currency(self) -> str:
+        return str(self.preferences["CurrencyPrefs"]["HomeCurrency"]["value"])
+
+    @property
+    def multicurrency(self) -> bool:
+        return bool(self.preferences["CurrencyPrefs"]["MultiCurrencyEnabled"])
+
     def to_json(self) -> dict[str, Any]:
         return {
             "realm_id": self.realm_id,
             "name": self.name,
             "created_at": self.created_at.isoformat(),
             "user_id": self.user_id,
+            "country": self.country,
             "entities": self.entities,
             "deleted": self.deleted,
             "company_info": self.company_info,
@@ -75,12 +89,14 @@ class Company:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Company:
-        entities = {entity: dict(data["entities"].get(entity, {})) for entity in ENTITY_TYPES}
+        # State files written before tax codes and countries existed load as US companies without tax codes.
+        entities = {entity: dict(data["entities"].get(entity, {})) for entity in TABLES}
         return cls(
             realm_id=data["realm_id"],
             name=data["name"],
             created_at=datetime.fromisoformat(data["created_at"]),
             user_id=data["user_id"],
+            country=data.get("country", "US"),
             entities=entities,
             deleted=list(data["deleted"]),
             company_info=data["company_info"],

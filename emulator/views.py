@@ -88,6 +88,10 @@ def view(
             )
     elif entity == "Payment":
         _name_of(company, "Customer", body.get("CustomerRef"), "DisplayName")
+    elif entity == "TaxCode":
+        for rate_list in ("SalesTaxRateList", "PurchaseTaxRateList"):
+            for detail in body.get(rate_list, {}).get("TaxRateDetail", []):
+                _name_of(company, "TaxRate", detail.get("TaxRateRef"), "Name")
     return body
 
 

@@ -189,9 +189,18 @@ class Connection:
         return await self.ok("payment", body)
 
 
-async def connect(emulator: EmulatorHandle, name: str | None = None) -> Connection:
+async def new_company(emulator: EmulatorHandle, name: str | None = None, **options: Any) -> str:
+    """A company made through the admin API with the emulator's own defaults (a US company, QuickBooks'
+    settings) unless `options` (country, multicurrency, home_currency, preferences) say otherwise."""
+    body = {"name": name or f"Test Co {uuid.uuid4().hex[:6]}", **options}
+    response = await emulator.admin.post("/__admin/companies", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["realm_id"])
+
+
+async def connect(emulator: EmulatorHandle, name: str | None = None, **options: Any) -> Connection:
     """Creates a company, authorizes it as a user would, and exchanges the code for tokens."""
-    realm_id = await emulator.create_company(name)
+    realm_id = await new_company(emulator, name, **options)
     code = await authorization_code(emulator, realm_id)
     response = await exchange(emulator, code)
     assert response.status_code == 200, response.text
@@ -211,6 +220,22 @@ def fault_of(response: httpx.Response) -> dict[str, Any]:
     """The first error of a JSON Fault envelope."""
     error: dict[str, Any] = response.json()["Fault"]["Error"][0]
     return error
+
+
+def coded_line(amount: float, tax_code: str | None = None, **detail: Any) -> dict[str, Any]:
+    """A sales line on the Services item, with the tax code given (by Id) if any."""
+    sales: dict[str, Any] = {"ItemRef": {"value": "1"}, **detail}
+    if tax_code is not None:
+        sales["TaxCodeRef"] = {"value": tax_code}
+    return {"DetailType": "SalesItemLineDetail", "Amount": amount, "SalesItemLineDetail": sales}
+
+
+async def tax_code_id(conn: Connection, name: str) -> str:
+    """Tax code ids differ per company: look them up by name, as a client of Intuit must."""
+    escaped = name.replace("'", "\\'")
+    response = await conn.query(f"select * from TaxCode where Name = '{escaped}'")  # noqa: S608 - not SQL
+    assert response.status_code == 200, response.text
+    return str(response.json()["QueryResponse"]["TaxCode"][0]["Id"])
 
 
 # --- a webhook receiver -------------------------------------------------------------------------------------

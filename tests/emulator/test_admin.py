@@ -17,9 +17,11 @@ from tests.emulator.helpers import (
     EmulatorHandle,
     StartEmulator,
     admin_ok,
+    coded_line,
     connect,
     eventually,
     refresh,
+    tax_code_id,
 )
 
 
@@ -199,11 +201,25 @@ async def stop(emulator: EmulatorHandle, sig: signal.Signals = signal.SIGTERM) -
     await asyncio.to_thread(emulator.process.wait, 10)
 
 
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    """Where the emulator under test keeps its state file."""
+    return tmp_path / "state.json"
+
+
+async def with_state_file(emulator_factory: StartEmulator, state: Path, *options: str) -> EmulatorHandle:
+    return await emulator_factory("--redirect-uri", REDIRECT_URI, "--state-file", str(state), *options)
+
+
+def reconnected(conn: Connection, emulator: EmulatorHandle) -> Connection:
+    """The same company and tokens, on another emulator process."""
+    return Connection(emulator, conn.realm_id, conn.access_token, conn.refresh_token)
+
+
 async def test_restart_keeps_data_tokens_requestids_and_the_clock(
-    emulator_factory: StartEmulator, tmp_path: Path
+    emulator_factory: StartEmulator, state: Path
 ) -> None:
-    state = tmp_path / "state.json"
-    first = await emulator_factory("--redirect-uri", REDIRECT_URI, "--state-file", str(state))
+    first = await with_state_file(emulator_factory, state)
     conn = await connect(first)
     customer = await conn.customer("Survivor")
     requestid = str(uuid.uuid4())
@@ -213,8 +229,8 @@ async def test_restart_keeps_data_tokens_requestids_and_the_clock(
     await admin_ok(first, "POST", "/__admin/clock", {"advance_seconds": 120})
     await stop(first)
 
-    second = await emulator_factory("--redirect-uri", REDIRECT_URI, "--state-file", str(state))
-    again = Connection(second, conn.realm_id, conn.access_token, conn.refresh_token)
+    second = await with_state_file(emulator_factory, state)
+    again = reconnected(conn, second)
 
     assert (await again.read("Customer", customer["Id"]))["DisplayName"] == "Survivor"
     replay = await again.post("invoice", {"CustomerRef": {"value": customer["Id"]}}, {"requestid": requestid})
@@ -225,11 +241,9 @@ async def test_restart_keeps_data_tokens_requestids_and_the_clock(
 
 
 async def test_changes_reach_the_state_file_soon_even_if_the_process_is_killed(
-    emulator_factory: StartEmulator, tmp_path: Path
+    emulator_factory: StartEmulator, state: Path
 ) -> None:
-    state = tmp_path / "state.json"
-    first = await emulator_factory("--redirect-uri", REDIRECT_URI, "--state-file", str(state),
-                                   "--save-debounce-seconds", "0.1")  # fmt: skip
+    first = await with_state_file(emulator_factory, state, "--save-debounce-seconds", "0.1")
     conn = await connect(first)
     await conn.customer("Saved Before The Crash")
 
@@ -241,10 +255,63 @@ async def test_changes_reach_the_state_file_soon_even_if_the_process_is_killed(
 
     await eventually(saved)
     await stop(first, signal.SIGKILL)
-    second = await emulator_factory("--redirect-uri", REDIRECT_URI, "--state-file", str(state))
-    again = Connection(second, conn.realm_id, conn.access_token, conn.refresh_token)
+    second = await with_state_file(emulator_factory, state)
+    again = reconnected(conn, second)
 
     assert (await again.read("Customer", "1"))["DisplayName"] == "Saved Before The Crash"
-    assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == [
+    assert await asyncio.to_thread(lambda: list(state.parent.iterdir())) == [
         state
     ]  # no temporary files left behind
+
+
+async def test_a_canadian_company_survives_a_restart(emulator_factory: StartEmulator, state: Path) -> None:
+    first = await with_state_file(emulator_factory, state)
+    conn = await connect(first, country="CA", multicurrency=True,
+                         preferences={"AccountingInfoPrefs": {"BookCloseDate": "2026-01-31"}})  # fmt: skip
+    hst = await tax_code_id(conn, "HST ON")
+    customer = await conn.customer(CurrencyRef={"value": "USD"})
+    invoice = await conn.ok(
+        "invoice", {"CustomerRef": {"value": customer["Id"]}, "Line": [coded_line(6698.22, hst)]}
+    )
+    await stop(first)
+
+    second = await with_state_file(emulator_factory, state)
+    again = reconnected(conn, second)
+
+    assert (await again.read("Invoice", invoice["Id"]))["TxnTaxDetail"]["TotalTax"] == 870.77
+    assert await tax_code_id(again, "HST ON") == hst
+    dump = await second.company(conn.realm_id)
+    assert (dump["country"], dump["home_currency"], dump["multicurrency"]) == ("CA", "CAD", True)
+    assert dump["preferences"]["AccountingInfoPrefs"]["BookCloseDate"] == "2026-01-31"
+    assert [row["Code"] for row in dump["currencies"]] == ["USD"]
+    fresh = await again.ok(
+        "invoice", {"CustomerRef": {"value": customer["Id"]}, "Line": [coded_line(1, hst)]}
+    )
+    assert int(fresh["Id"]) > int(invoice["Id"])
+    assert (await again.customer("Missing Code")).get("DefaultTaxCodeRef") is None
+
+
+async def test_a_state_file_from_before_editions_loads_as_a_us_company(
+    emulator_factory: StartEmulator, state: Path
+) -> None:
+    first = await with_state_file(emulator_factory, state)
+    conn = await connect(first)
+    await stop(first)
+    data = json.loads(state.read_text())
+    for company in data["companies"]:
+        del company["country"]
+        for table in ("TaxCode", "TaxRate", "CompanyCurrency"):
+            del company["entities"][table]
+    state.write_text(json.dumps(data))
+
+    second = await with_state_file(emulator_factory, state)
+    again = reconnected(conn, second)
+
+    assert (await second.company(conn.realm_id))["country"] == "US"
+    assert sorted(row["Id"] for row in (await again.query("select * from TaxCode")).json()["QueryResponse"]["TaxCode"]) == [
+        "NON", "TAX",
+    ]  # fmt: skip
+    customer = await again.customer()
+    assert (await again.invoice(customer["Id"], 10))["Line"][0]["SalesItemLineDetail"]["TaxCodeRef"] == {
+        "value": "NON"
+    }

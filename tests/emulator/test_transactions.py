@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.emulator.helpers import Connection, fault_of
+from tests.emulator.helpers import Connection, EmulatorHandle, connect, fault_of
 
 
 def sales_line(amount: float, qty: float = 1, unit: float | None = None, item: str = "1") -> dict[str, Any]:
@@ -99,19 +99,39 @@ async def test_invoice_txn_date_defaults_to_today_in_the_company_time_zone(conn:
     assert invoice["MetaData"]["CreateTime"].startswith(invoice["TxnDate"])
 
 
-async def test_duplicate_doc_number_is_refused_unless_allowed(conn: Connection) -> None:
+async def test_with_custom_numbers_a_duplicate_doc_number_is_refused_unless_allowed(
+    emulator: EmulatorHandle,
+) -> None:
+    conn = await connect(emulator, preferences={"SalesFormsPrefs": {"CustomTxnNumbers": True}})
     customer = await conn.customer()
     original = await conn.invoice(customer["Id"], 10, DocNumber="A-100")
     body = {"CustomerRef": {"value": customer["Id"]}, "DocNumber": "A-100", "Line": [sales_line(10)]}
 
     refused = await conn.post("invoice", body)
     allowed = await conn.post("invoice", body, {"include": "allowduplicatedocnum"})
+    unnumbered = await conn.invoice(customer["Id"], 10)
 
     assert refused.status_code == 400
     assert fault_of(refused)["code"] == "6140"
     assert fault_of(refused)["Message"] == "Duplicate Document Number Error"
     assert f"TxnId={original['Id']}" in fault_of(refused)["Detail"]
     assert allowed.status_code == 200
+    assert "DocNumber" not in unnumbered  # custom numbers: QuickBooks numbers nothing itself
+
+
+async def test_without_custom_numbers_a_supplied_doc_number_is_stored_even_if_it_is_a_duplicate(
+    conn: Connection,
+) -> None:
+    """Invoice reference (older wording): with CustomTxnNumbers false a supplied value "is stored even if it
+    is a duplicate"; the current one only warns "it can lead to unwanted duplicates"."""
+    customer = await conn.customer()
+    await conn.invoice(customer["Id"], 10, DocNumber="A-100")
+
+    duplicate = await conn.invoice(customer["Id"], 10, DocNumber="A-100")
+    generated = await conn.invoice(customer["Id"], 10)
+
+    assert duplicate["DocNumber"] == "A-100"
+    assert generated["DocNumber"] == "1001"
 
 
 async def test_line_amount_must_equal_quantity_times_unit_price_to_the_cent(conn: Connection) -> None:
