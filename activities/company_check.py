@@ -8,6 +8,9 @@ push.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -18,7 +21,12 @@ from activities.quickbooks_access import (
     connection_unavailable,
     translate_errors,
 )
-from models.connections import record_company_check, stored_company_settings, tax_defaults
+from models.connections import (
+    has_paused_invoices,
+    record_company_check,
+    stored_company_settings,
+    tax_defaults,
+)
 from models.coordination import SingleFlight
 from models.db import SessionFactory
 from models.domain import CONNECTION_UNAVAILABLE
@@ -36,7 +44,8 @@ class CompanyCheckActivities:
 
     @activity.defn
     async def check_company(self, account_id: str) -> CompanyCheckResult:
-        """Read and store the company's settings and findings; `unblocked` when a block was lifted."""
+        """Read and store the company's settings and findings; `unblocked` when nothing blocks and invoices of the
+        account are paused (they may go on: each checks again why it paused)."""
         async with heartbeating():
             try:
                 context = await self._access.context(account_id)
@@ -51,29 +60,36 @@ class CompanyCheckActivities:
                 await session.commit()
         if recorded is None:
             return CompanyCheckResult(checked=False, reason="The connection is on another company now.")
-        return CompanyCheckResult(
-            checked=True,
-            blocked_reason=recorded.blocked_reason,
-            unblocked=recorded.was_blocked and recorded.blocked_reason is None,
-        )
+        paused = False
+        if recorded.blocked_reason is None:
+            # Whatever lifted the block (this check, or a sync's own read just before), paused invoices go on.
+            async with self._sessions() as session:
+                paused = await has_paused_invoices(session, account_id)
+        return CompanyCheckResult(checked=True, blocked_reason=recorded.blocked_reason, unblocked=paused)
 
 
 async def company_for_sync(
-    sessions: SessionFactory, flights: SingleFlight, context: QuickBooksContext, *, fresh: bool
+    sessions: SessionFactory,
+    flights: SingleFlight,
+    access: QuickBooksAccess,
+    context: QuickBooksContext,
+    *,
+    fresh_since: datetime | None,
 ) -> tuple[CompanySettings, TaxDefaults]:
     """The company's settings and the account's tax code choices for a sync; ConnectionUnavailable (the invoice
     pauses) while a blocking finding stands.
 
-    Stored ones unless `fresh` (a manual retry: the user may have just fixed the cause in QuickBooks) or none is
-    stored yet (an invoice sent right after connecting, before the connection's own check): then QuickBooks is
-    read, once for every sync of the company that needs it at that moment.
+    Stored ones unless they were read before `fresh_since` (a manual retry: the user may have just fixed the
+    cause in QuickBooks; a burst of them shares one read), none is stored yet (an invoice sent right after connecting, before the
+    connection's own check) or they are marked stale: then QuickBooks is read, once for every sync of the company
+    that needs it at that moment. A read here that lifts a block asks the connection workflow to check again,
+    which lets the invoices that paused for it go on.
     """
-    settings, defaults, blocked = await _stored(sessions, context)
-    if settings is None or fresh:
+    stored = await _stored(sessions, context)
+    if stored.outdated(fresh_since):
         async with flights.hold("company-settings", context.realm_id):
-            if not fresh:
-                settings, defaults, blocked = await _stored(sessions, context)
-            if settings is None or fresh:
+            stored = await _stored(sessions, context)
+            if stored.outdated(fresh_since):
                 with translate_errors("the company check"):
                     settings = await read_company_settings(context.client)
                 async with sessions() as session:
@@ -81,21 +97,38 @@ async def company_for_sync(
                     await session.commit()
                 if recorded is None:
                     raise connection_unavailable("The QuickBooks connection moved to another company.")
-                blocked = recorded.blocked_reason
-                async with sessions() as session:
-                    defaults = await tax_defaults(session, context.account_id, context.realm_id)
-    if blocked is not None:
-        raise connection_unavailable(blocked)
-    assert settings is not None
-    return settings, defaults
+                if recorded.was_blocked and recorded.blocked_reason is None:
+                    await access.ask_for_company_check(context.account_id)
+                stored = await _stored(sessions, context)
+    if stored.blocked is not None:
+        raise connection_unavailable(stored.blocked)
+    assert stored.settings is not None
+    return stored.settings, stored.defaults
 
 
-async def _stored(
-    sessions: SessionFactory, context: QuickBooksContext
-) -> tuple[CompanySettings | None, TaxDefaults, str | None]:
+@dataclass(frozen=True)
+class _Stored:
+    settings: CompanySettings | None
+    defaults: TaxDefaults
+    blocked: str | None
+    checked_at: datetime | None
+
+    def outdated(self, fresh_since: datetime | None) -> bool:
+        if self.settings is None:
+            return True
+        return fresh_since is not None and (self.checked_at is None or self.checked_at < fresh_since)
+
+
+async def _stored(sessions: SessionFactory, context: QuickBooksContext) -> _Stored:
     async with sessions() as session:
         row = await session.get(QuickBooksConnection, context.account_id)
         if row is None or row.realm_id != context.realm_id:
             raise connection_unavailable("The QuickBooks connection moved to another company.")
         defaults = await tax_defaults(session, context.account_id, context.realm_id)
-        return stored_company_settings(row, current=True), defaults, row.company_blocked_reason
+        settings = stored_company_settings(row, current=True)
+        return _Stored(
+            settings=settings,
+            defaults=defaults,
+            blocked=row.company_blocked_reason,
+            checked_at=row.company_checked_at,
+        )

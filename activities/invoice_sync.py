@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from temporalio import activity
@@ -48,6 +49,7 @@ from qbo.company_settings import (
     TaxCodeProblem,
     books_closed_message,
     currency_problem,
+    expected_tax_cents,
     invoice_tax,
 )
 from qbo.errors import (
@@ -90,21 +92,31 @@ class InvoiceSyncActivities:
     async def _sync_invoice(self, request: SyncInvoiceInput) -> SyncInvoiceResult:
         context = await self._access.context(request.account_id)
         snapshot = request.snapshot
+        info = activity.info()
+        if request.may_exist or info.attempt > 1:
+            # First of all: an invoice an earlier attempt made is synced, whatever the company's settings say now.
+            with translate_errors("the invoice"):
+                existing = await self._find_our_invoice(
+                    context,
+                    snapshot.number,
+                    request.workflow_id,
+                    await self._known_customers(context, snapshot.client_email, snapshot.currency),
+                    snapshot.issue_date,
+                )
+            if existing is not None:
+                return _sync_result(context, snapshot, existing, "", found_existing=True)
         # A manual retry reads the company again: the user may just have fixed its settings in QuickBooks.
-        fresh = request.generation > 0 and activity.info().attempt == 1
-        settings, tax = await self._company_plan(context, snapshot, fresh=fresh)
+        retried = request.generation > 0 and info.attempt == 1
+        settings, tax = await self._company_plan(
+            context, snapshot, fresh_since=info.current_attempt_scheduled_time if retried else None
+        )
+        expected_tax = self._expected_tax(settings, tax, snapshot)
         currency = snapshot.currency.upper() if settings.multicurrency else None
         with translate_errors("the invoice"):
             customer_id = await self._ensure_customer(
                 context, snapshot.client_name, snapshot.client_email, currency=currency, settings=settings
             )
             item_id = await self._ensure_service_item(context)
-            if request.may_exist or activity.info().attempt > 1:
-                existing = await self._find_our_invoice(
-                    context, snapshot.number, request.workflow_id, customer_id, snapshot.issue_date
-                )
-                if existing is not None:
-                    return _sync_result(context, snapshot, existing, customer_id, found_existing=True)
             body = invoice_body(
                 snapshot,
                 customer_id=customer_id,
@@ -120,10 +132,17 @@ class InvoiceSyncActivities:
                 created = await context.client.create("Invoice", body, request_id=write_id)
             except QboDuplicateDocNumber as exc:
                 existing = await self._find_our_invoice(
-                    context, snapshot.number, request.workflow_id, customer_id, snapshot.issue_date
+                    context, snapshot.number, request.workflow_id, [customer_id], snapshot.issue_date
                 )
                 if existing is not None:
-                    return _sync_result(context, snapshot, existing, customer_id, found_existing=True)
+                    return _sync_result(
+                        context,
+                        snapshot,
+                        existing,
+                        customer_id,
+                        found_existing=True,
+                        expected_tax=expected_tax,
+                    )
                 raise ApplicationError(
                     f"Invoice number {snapshot.number} is already used by another invoice in QuickBooks.",
                     exc.code or "",
@@ -146,17 +165,27 @@ class InvoiceSyncActivities:
                         books_closed_message(settings.book_close_date, snapshot.issue_date)
                     ) from exc
                 raise
-            return _sync_result(context, snapshot, created, customer_id, found_existing=False)
+            return _sync_result(
+                context, snapshot, created, customer_id, found_existing=False, expected_tax=expected_tax
+            )
+
+    @staticmethod
+    def _expected_tax(settings: CompanySettings, tax: InvoiceTax, snapshot: InvoiceSnapshot) -> int:
+        """The tax QuickBooks should compute: the platform's total tax, else that of the codes the lines got."""
+        if snapshot.total_tax_cents is not None:
+            return snapshot.total_tax_cents
+        computed = expected_tax_cents(settings, tax, [line.amount_cents for line in snapshot.lines])
+        return snapshot.tax_cents if computed is None else computed
 
     async def _company_plan(
-        self, context: QuickBooksContext, snapshot: InvoiceSnapshot, *, fresh: bool
+        self, context: QuickBooksContext, snapshot: InvoiceSnapshot, *, fresh_since: datetime | None
     ) -> tuple[CompanySettings, InvoiceTax]:
         """The company's settings and the invoice's tax codes. A problem found with stored settings is confirmed
         with a fresh read first (the user may have changed the company since its last check)."""
         rates = [line.tax_rate if line.taxed else None for line in snapshot.lines]
         while True:
             settings, defaults = await company_for_sync(
-                self._sessions, self._single_flight, context, fresh=fresh
+                self._sessions, self._single_flight, self._access, context, fresh_since=fresh_since
             )
             problem = currency_problem(settings, snapshot.currency)
             tax: InvoiceTax | None = None
@@ -166,9 +195,9 @@ class InvoiceSyncActivities:
                 problem = problem or str(exc)
             if problem is None and tax is not None:
                 return settings, tax
-            if fresh:
+            if fresh_since is not None:
                 raise rejected_in_words(problem or "")
-            fresh = True
+            fresh_since = activity.info().current_attempt_scheduled_time
 
     async def _ensure_customer(
         self,
@@ -300,18 +329,19 @@ class InvoiceSyncActivities:
         context: QuickBooksContext,
         number: str,
         workflow_id: str,
-        customer_id: str | None,
+        customer_ids: list[str],
         txn_date: str | None,
     ) -> dict[str, Any] | None:
         """Our invoice (its PrivateNote marker) by its number; where QuickBooks numbered it itself (custom numbers
         off, now or when it was written), by its customer and date."""
         rows = await context.client.query(f"SELECT * FROM Invoice WHERE DocNumber = {quote(number)}")
         ours = [row for row in rows if is_ours(row, workflow_id)]
-        if not ours and customer_id is not None and txn_date is not None:
-            rows = await context.client.query(
-                f"SELECT * FROM Invoice WHERE CustomerRef = {quote(customer_id)} AND TxnDate = {quote(txn_date)}"
-            )
-            ours = [row for row in rows if is_ours(row, workflow_id)]
+        if txn_date is not None:
+            for customer_id in customer_ids if not ours else []:
+                rows = await context.client.query(
+                    f"SELECT * FROM Invoice WHERE CustomerRef = {quote(customer_id)} AND TxnDate = {quote(txn_date)}"
+                )
+                ours.extend(row for row in rows if is_ours(row, workflow_id))
         return min(ours, key=lambda row: int(row["Id"])) if ours else None
 
     # --- Void -------------------------------------------------------------------------------------------
@@ -329,7 +359,7 @@ class InvoiceSyncActivities:
                         context,
                         request.doc_number,
                         request.workflow_id,
-                        await self._known_customer(context, request.client_email, request.currency),
+                        await self._known_customers(context, request.client_email, request.currency),
                         request.issue_date,
                     )
                     if found is None:
@@ -339,20 +369,23 @@ class InvoiceSyncActivities:
                     context, qbo_invoice_id, doc_number=request.doc_number, workflow_id=request.workflow_id
                 )
 
-    async def _known_customer(
+    async def _known_customers(
         self, context: QuickBooksContext, email: str | None, currency: str | None
-    ) -> str | None:
-        """The client's remembered customer, if any (never created: a void must not add a customer)."""
+    ) -> list[str]:
+        """The client's customers, remembered or found by email (never created: looking must not add one)."""
         if email is None:
-            return None
-        for kind, key in (
-            _customer_key(email, currency.upper() if currency else None),
-            _customer_key(email, None),
-        ):
-            cached = await self._cached(context.realm_id, kind, key)
-            if cached is not None:
-                return cached
-        return None
+            return []
+        keys = [_customer_key(email, None)] + ([_customer_key(email, currency.upper())] if currency else [])
+        remembered = [
+            found for kind, key in keys if (found := await self._cached(context.realm_id, kind, key))
+        ]
+        if remembered:
+            return remembered
+        key = email.strip().lower()
+        rows = await context.client.query(
+            f"SELECT * FROM Customer WHERE PrimaryEmailAddr = {quote(email.strip())}"
+        )
+        return sorted({str(row["Id"]) for row in rows if customer_email(row) == key}, key=int)
 
     # --- What this company's invoices need, remembered ----------------------------------------------------
 
@@ -470,7 +503,9 @@ def _sync_result(
     customer_id: str,
     *,
     found_existing: bool,
+    expected_tax: int | None = None,
 ) -> SyncInvoiceResult:
+    """The result; QuickBooks' tax and total against the platform's (`expected_tax`, else the snapshot's)."""
     observation = observe_invoice(context.realm_id, invoice, source="read")
     return SyncInvoiceResult(
         realm_id=context.realm_id,
@@ -480,5 +515,7 @@ def _sync_result(
         total_cents=observation.total_cents,
         balance_cents=observation.balance_cents,
         found_existing=found_existing,
-        mismatch=totals_mismatch(snapshot, invoice),
+        mismatch=totals_mismatch(
+            snapshot, invoice, snapshot.tax_cents if expected_tax is None else expected_tax
+        ),
     )

@@ -91,17 +91,18 @@ def invoice_body(
     return body
 
 
-def totals_mismatch(snapshot: InvoiceSnapshot, invoice: dict[str, Any]) -> str | None:
+def totals_mismatch(snapshot: InvoiceSnapshot, invoice: dict[str, Any], expected_tax: int) -> str | None:
     """How QuickBooks' tax and total differ from the platform's, in words; None when they agree."""
     qbo_tax = to_cents((invoice.get("TxnTaxDetail") or {}).get("TotalTax"))
     qbo_total = to_cents(invoice.get("TotalAmt"))
-    if (qbo_tax, qbo_total) == (snapshot.tax_cents, snapshot.total_cents):
+    expected_total = snapshot.subtotal_cents + expected_tax
+    if (qbo_tax, qbo_total) == (expected_tax, expected_total):
         return None
     currency = snapshot.currency
     return (
         f"QuickBooks computed a tax of {_text(qbo_tax)} {currency} and a total of {_text(qbo_total)} {currency}; "
-        f"the platform's invoice has a tax of {_text(snapshot.tax_cents)} {currency} and a total of "
-        f"{_text(snapshot.total_cents)} {currency}. Check the tax codes of the invoice's lines in QuickBooks."
+        f"the platform's invoice has a tax of {_text(expected_tax)} {currency} and a total of "
+        f"{_text(expected_total)} {currency}. Check the tax codes of the invoice's lines in QuickBooks."
     )
 
 

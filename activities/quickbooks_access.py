@@ -31,6 +31,7 @@ from qbo.client import QboClient
 from qbo.company_settings import explain_fault
 from qbo.errors import QboError, QboNotFound, QboStaleObject, QboValidationError
 from qbo.limits import RealmLimiter
+from workflows.handles import ask_for_company_check
 from workflows.ids import connection_workflow_id, stored_or
 from workflows.messages import FailureReason, RefreshRequest, RefreshResult
 
@@ -230,6 +231,16 @@ class QuickBooksAccess:
         return QuickBooksContext(
             account_id=account_id, realm_id=tokens.realm_id, client=self._client(tokens.realm_id, tokens)
         )
+
+    async def ask_for_company_check(self, account_id: str) -> None:
+        """Ask the account's connection workflow to check its company now (best effort: the daily check follows)."""
+        async with self._sessions() as session:
+            row = await session.get(QuickBooksConnection, account_id)
+        workflow_id = stored_or(row.workflow_id if row else None, connection_workflow_id(account_id))
+        try:
+            await ask_for_company_check(self._temporal, workflow_id=workflow_id, rpc_timeout=REFRESH_WAIT)
+        except RPCError as exc:
+            activity.logger.warning("connection workflow not asked for a company check: %s", exc.message)
 
     async def realm_context(self, realm_id: str) -> QuickBooksContext | None:
         """A client for the company through any account whose connection to it is usable."""

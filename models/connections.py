@@ -18,9 +18,9 @@ from sqlmodel import col, delete, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.crud import add_notification, resolve_notifications
-from models.domain import AUTHORIZATION_HOLDING_STATUSES
+from models.domain import AUTHORIZATION_HOLDING_STATUSES, InvoiceStatus
 from models.queries import for_update
-from models.tables import QuickBooksConnection, TaxCodeDefault
+from models.tables import InvoiceSync, QuickBooksConnection, TaxCodeDefault
 from qbo.company_settings import (
     NO_TAX,
     CompanyCheck,
@@ -106,6 +106,7 @@ async def record_company_check(
     row.company_checks = json.dumps([check.to_json() for check in checks])
     row.company_blocked_reason = reason
     row.company_checked_at = at
+    row.company_stale = False
     session.add(row)
     if reason is not None and reason != previous_reason:
         # Once per episode (a new block, or a block for another reason), not once per daily check.
@@ -133,15 +134,24 @@ async def mark_company_stale(session: AsyncSession, account_id: str) -> None:
     """QuickBooks no longer has something the stored settings name (a tax code made inactive): the next sync
     reads the company again instead of trusting them."""
     row = await session.get(QuickBooksConnection, account_id)
-    if row is not None and row.company_checked_at is not None:
-        row.company_checked_at = None
+    if row is not None and not row.company_stale:
+        row.company_stale = True
         session.add(row)
 
 
 def stored_company_settings(row: QuickBooksConnection, *, current: bool = False) -> CompanySettings | None:
     """The settings the last check stored, if they are this connection's company's (and, with `current`, not
     marked stale since)."""
-    if row.company_settings is None or (current and row.company_checked_at is None):
+    if row.company_settings is None or (current and row.company_stale):
         return None
     settings = CompanySettings.from_json(json.loads(row.company_settings))
     return settings if settings.realm_id == row.realm_id else None
+
+
+async def has_paused_invoices(session: AsyncSession, account_id: str) -> bool:
+    statement = (
+        select(InvoiceSync.invoice_id)
+        .where(InvoiceSync.account_id == account_id, InvoiceSync.status == InvoiceStatus.PAUSED.value)
+        .limit(1)
+    )
+    return (await session.exec(statement)).first() is not None

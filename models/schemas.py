@@ -288,8 +288,10 @@ class InvoiceSend(BaseModel):
 
     @model_validator(mode="after")
     def _total_fits_quickbooks(self) -> InvoiceSend:
-        total = sum(line_amount_cents(line.quantity, line.unit_price_cents) for line in self.lines)
-        if total + (self.total_tax_cents or 0) > MAX_AMOUNT_CENTS:
+        with localcontext() as context:
+            context.prec = 60
+            total = self.snapshot().total_cents  # with the tax, given or of the lines' rates
+        if total > MAX_AMOUNT_CENTS:
             raise ValueError(f"the invoice's total is at most {MAX_AMOUNT_TEXT}")
         return self
 

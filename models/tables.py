@@ -151,6 +151,8 @@ class QuickBooksConnection(SQLModel, table=True):
     company_checks: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     company_blocked_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     company_checked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    # QuickBooks lacked something the stored settings name (a 610 on a create): the next sync reads the company.
+    company_stale: bool = False
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 

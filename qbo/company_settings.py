@@ -13,8 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from models.domain import CheckCode, CheckSeverity
@@ -61,6 +60,8 @@ class TaxCodeInfo:
     group: bool
     zero_rated: bool = False
     description: str | None = None
+    # Its sales rates (TaxRate id, percent): QuickBooks computes and rounds the tax of each separately.
+    components: tuple[tuple[str, str], ...] = ()
 
     @property
     def untaxed(self) -> bool:
@@ -93,7 +94,10 @@ class CompanySettings:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CompanySettings:
         values = dict(data)
-        values["tax_codes"] = tuple(TaxCodeInfo(**code) for code in values.get("tax_codes") or ())
+        values["tax_codes"] = tuple(
+            TaxCodeInfo(**{**code, "components": tuple(tuple(c) for c in code.get("components") or ())})
+            for code in values.get("tax_codes") or ()
+        )
         return cls(**values)
 
     def code(self, code_id: str) -> TaxCodeInfo | None:
@@ -151,15 +155,21 @@ def settings_from(
             continue
         details = ((code.get("SalesTaxRateList") or {}).get("TaxRateDetail")) or []
         group = _flag(code.get("TaxGroup", False))
+        components: tuple[tuple[str, str], ...] = ()
         if not group:
             rate: str | None = None  # TAX and NON: the US rate is the transaction's, not the line's
             zero_rated = False
         elif not details:
             continue  # a purchase-only code: never on a sale
         else:
-            used = [rates.get(str(_ref(detail.get("TaxRateRef")))) or {} for detail in details]
-            rate = canonical_rate(sum((Decimal(str(r.get("RateValue") or 0)) for r in used), Decimal(0)))
-            zero_rated = any(str(r.get("SpecialTaxType", "")).upper() == "ZERO_RATE" for r in used)
+            used = [rates.get(str(_ref(detail.get("TaxRateRef")))) for detail in details]
+            if any(r is None for r in used):
+                continue  # a rate QuickBooks did not list: its code's rate is unknown, so it is never chosen
+            components = tuple(
+                (str(r.get("Id")), canonical_rate(r.get("RateValue") or 0)) for r in used if r is not None
+            )
+            rate = canonical_rate(sum((Decimal(pct) for _, pct in components), Decimal(0)))
+            zero_rated = any(str(r.get("SpecialTaxType", "")).upper() == "ZERO_RATE" for r in used if r)
         name = str(code.get("Name") or code.get("Id"))
         codes.append(
             TaxCodeInfo(
@@ -171,6 +181,7 @@ def settings_from(
                 zero_rated=zero_rated
                 or (rate is not None and Decimal(rate) == 0 and bool(_ZERO_RATED_NAME.search(name))),
                 description=str(code["Description"]) if code.get("Description") else None,
+                components=components,
             )
         )
     close = accounting.get("BookCloseDate")
@@ -301,6 +312,32 @@ def _us_invoice_tax(
     return InvoiceTax(line_codes=codes, transaction={"TxnTaxDetail": {"TxnTaxCodeRef": {"value": code.id}}})
 
 
+def expected_tax_cents(settings: CompanySettings, tax: InvoiceTax, line_amounts: list[int]) -> int | None:
+    """The tax QuickBooks computes for lines with these codes: per sales rate, the net amounts of the lines using
+    it times the rate, rounded half up to the cent (one TaxLine per rate). None where QuickBooks decides the rate
+    itself (US automated sales tax)."""
+    net_by_rate: dict[tuple[str, str], int] = {}
+
+    def add(code: TaxCodeInfo | None, amount: int) -> None:
+        for component in code.components if code is not None else ():
+            net_by_rate[component] = net_by_rate.get(component, 0) + amount
+
+    if settings.global_edition:
+        for amount, code_id in zip(line_amounts, tax.line_codes, strict=True):
+            add(settings.code(code_id) if code_id is not None else None, amount)
+    else:
+        txn_code = _ref((tax.transaction.get("TxnTaxDetail") or {}).get("TxnTaxCodeRef"))
+        if txn_code is None:
+            return None if settings.automated_sales_tax and US_TAXABLE in tax.line_codes else 0
+        for amount, code_id in zip(line_amounts, tax.line_codes, strict=True):
+            if code_id == US_TAXABLE:
+                add(settings.code(txn_code), amount)
+    return sum(
+        int((Decimal(net) * Decimal(percent) / 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        for (_, percent), net in net_by_rate.items()
+    )
+
+
 # --- the check -----------------------------------------------------------------------------------------------
 
 
@@ -424,14 +461,6 @@ def currency_problem(settings: CompanySettings, currency: str) -> str | None:
         "be turned off again), then retry, or send the invoice in "
         f"{settings.home_currency}."
     )
-
-
-def books_closed_problem(settings: CompanySettings, txn_date: str) -> str | None:
-    if settings.book_close_date is None or date.fromisoformat(txn_date) > date.fromisoformat(
-        settings.book_close_date
-    ):
-        return None
-    return books_closed_message(settings.book_close_date, txn_date)
 
 
 def books_closed_message(close_date: str | None, txn_date: str) -> str:

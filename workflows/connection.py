@@ -72,8 +72,12 @@ MAX_REMEMBERED_GRANTS = 20
 # Disconnect & Void works through the invoices in batches; each batch is one activity (progress in history).
 DISCONNECT_BATCH = 100
 DISCONNECT_VOID_TIMEOUT = timedelta(hours=2)
-# Connections started before the company check run it from their next adoption or daily check on.
+# Connections started before the company check run it from their next adoption or daily check on. The SDK
+# remembers a patch's answer for the whole run, and a replayed adoption or daily check of the old code answers
+# "not patched": so each occurrence has its own patch id (`_company_check_patched`).
 COMPANY_CHECK_PATCH = "company-check"
+# Checks asked for within this long of the last one are served by it (a user pressing the button twice).
+COMPANY_CHECK_MIN_INTERVAL = timedelta(seconds=10)
 # Everything but what already ended: these invoice workflows are told when QuickBooks is disconnected.
 
 
@@ -122,7 +126,8 @@ class ConnectionWorkflow:
             if grant_id not in self._grants:
                 self._grants.append(grant_id)
         self._plan_change: PlanChange | None = None
-        self._check_requested = False
+        self._check_requested = progress.check_requested
+        self._last_company_check: datetime | None = None
         self._disconnect: DisconnectRequest | None = None
         self._disconnect_started = False
         # Set when a refresh outside the main loop (an update) moved the deadlines the loop is waiting for.
@@ -148,7 +153,8 @@ class ConnectionWorkflow:
                 await self._apply_plan(change)
             elif self._check_requested:
                 self._check_requested = False
-                if self._usable():
+                last = self._last_company_check
+                if self._usable() and (last is None or workflow.now() - last >= COMPANY_CHECK_MIN_INTERVAL):
                     await self._check_company()
             elif should_continue_as_new():
                 self._ending = True
@@ -167,6 +173,7 @@ class ConnectionWorkflow:
                             caught_by_sweeps=self._caught,
                             grant_outcomes=self._grant_outcomes,
                             occurrences=self._occurrences,
+                            check_requested=self._check_requested,
                         ),
                     )
                 )
@@ -217,9 +224,10 @@ class ConnectionWorkflow:
         if self._usable():
             await self._warn_if_expiring()
         if self._usable() and deadlines.health_at is not None and deadlines.health_at <= now:
+            due = deadlines.health_at
             deadlines.health_at = now + timedelta(seconds=self._policy.health_check_interval_seconds)
             await self._check_health()
-            if self._usable() and workflow.patched(COMPANY_CHECK_PATCH):
+            if self._usable() and self._company_check_patched(f"daily/{due.isoformat()}"):
                 await self._check_company()
         if (
             self._usable()
@@ -273,7 +281,7 @@ class ConnectionWorkflow:
             )
         )
         await self._warn_if_expiring()
-        if workflow.patched(COMPANY_CHECK_PATCH):
+        if self._company_check_patched(f"adopt/{grant_id}"):
             # Before paused invoices go on: they read what it found (blocking findings keep them paused).
             await self._check_company(resume=False)
         await self._resume_paused_invoices()
@@ -371,8 +379,13 @@ class ConnectionWorkflow:
         if not result.ok:
             workflow.logger.warning("QuickBooks connection unhealthy: %s", result.reason)
 
+    @staticmethod
+    def _company_check_patched(occurrence: str) -> bool:
+        return workflow.patched(f"{COMPANY_CHECK_PATCH}/{occurrence}")
+
     async def _check_company(self, *, resume: bool = True) -> None:
-        """Read the company's settings and store what they mean; paused invoices go on once a block is lifted."""
+        """Read the company's settings and store what they mean; paused invoices go on once nothing blocks."""
+        self._last_company_check = workflow.now()
         try:
             result = await workflow.execute_activity_method(
                 CompanyCheckActivities.check_company,

@@ -272,7 +272,7 @@ class InvoiceWorkflow:
                 resume_status,
                 timeline=self._timeline(
                     "resumed",
-                    "QuickBooks is connected again: syncing resumed.",
+                    "QuickBooks can be used again: syncing resumed.",
                     key=self._occurrence(),
                 ),
                 clear_last_error=True,

@@ -348,6 +348,7 @@ class ConnectionProgress:
     # The latest authorizations dealt with: grant id -> None if adopted, else why it was refused.
     grant_outcomes: dict[str, str | None] = field(default_factory=dict)
     occurrences: int = 0
+    check_requested: bool = False  # a company check asked for and not yet run
 
 
 @dataclass
@@ -416,7 +417,7 @@ class CompanyCheckResult:
 
     checked: bool  # False: QuickBooks could not be asked (the connection is not usable); nothing changed
     blocked_reason: str | None = None
-    unblocked: bool = False  # it was blocked before this check and is not now: paused invoices may resume
+    unblocked: bool = False  # nothing blocks, and invoices of the account are paused: they may go on now
     reason: str | None = None  # why it could not check
 
 

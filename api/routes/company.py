@@ -7,6 +7,7 @@ import logging
 from datetime import timedelta
 
 from fastapi import APIRouter
+from sqlmodel import select
 from temporalio.service import RPCError
 
 from api.deps import AccountDep, ServicesDep, SessionDep
@@ -15,6 +16,7 @@ from api.routes.quickbooks import connection_public
 from models.connections import replace_tax_defaults, stored_company_settings, tax_defaults
 from models.db import release_connection
 from models.domain import USABLE_CONNECTION_STATUSES
+from models.queries import for_update
 from models.schemas import (
     ConnectionPublic,
     TaxCodeDefaultsIn,
@@ -55,7 +57,7 @@ async def choose_tax_codes(
 ) -> TaxCodesPublic:
     """Choose the codes: `no_tax` for lines without tax (a code of rate 0), `rates` per rate in percent (a code of
     that rate). Replaces the previous choice; the company is checked again, so a block it lifts lifts at once."""
-    row = await _connected(session, account)
+    row = await _connected(session, account, lock=True)  # one choice at a time per account
     settings = _settings(row)
     if choice.no_tax is not None:
         code = _active_code(settings, choice.no_tax, "no_tax")
@@ -83,8 +85,15 @@ async def choose_tax_codes(
     return public
 
 
-async def _connected(session: SessionDep, account: Account) -> QuickBooksConnection:
-    row = await session.get(QuickBooksConnection, account.id, populate_existing=True)
+async def _connected(session: SessionDep, account: Account, *, lock: bool = False) -> QuickBooksConnection:
+    statement = (
+        select(QuickBooksConnection)
+        .where(QuickBooksConnection.account_id == account.id)
+        .execution_options(populate_existing=True)
+    )
+    if lock and for_update(session):
+        statement = statement.with_for_update()
+    row = (await session.exec(statement)).first()
     if row is None or row.status not in USABLE_CONNECTION_STATUSES:
         raise ApiError(409, "not_connected", "QuickBooks is not connected.")
     return row

@@ -23,6 +23,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("company_checks", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("company_blocked_reason", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("company_checked_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column("company_stale", sa.Boolean(), nullable=False, server_default=sa.text("false"))
+        )
     op.create_table(
         "quickbooks_tax_default",
         sa.Column("account_id", sa.String(length=64), sa.ForeignKey("account.id"), nullable=False),
@@ -37,6 +40,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("quickbooks_tax_default")
     with op.batch_alter_table("quickbooks_connection", schema=None) as batch_op:
+        batch_op.drop_column("company_stale")
         batch_op.drop_column("company_checked_at")
         batch_op.drop_column("company_blocked_reason")
         batch_op.drop_column("company_checks")

@@ -16,6 +16,7 @@ from qbo.company_settings import (
     canonical_rate,
     company_checks,
     currency_problem,
+    expected_tax_cents,
     invoice_tax,
     settings_from,
     untaxed_code,
@@ -198,10 +199,32 @@ def test_the_platforms_tax_is_rounded_per_rate_as_quickbooks_does() -> None:
     # The reference's live Canadian invoice: 6698.22 at 13% HST gives TotalTax 870.77 and TotalAmt 7568.99.
     snapshot = _snapshot([InvoiceLine("Review", "1", 669822, tax_rate="13")])
     assert (snapshot.tax_cents, snapshot.total_cents) == (87077, 756899)
-    assert totals_mismatch(snapshot, {"TotalAmt": 7568.99, "TxnTaxDetail": {"TotalTax": 870.77}}) is None
-    mismatch = totals_mismatch(snapshot, {"TotalAmt": 6698.22, "TxnTaxDetail": {"TotalTax": 0}})
+    assert (
+        totals_mismatch(snapshot, {"TotalAmt": 7568.99, "TxnTaxDetail": {"TotalTax": 870.77}}, 87077) is None
+    )
+    mismatch = totals_mismatch(snapshot, {"TotalAmt": 6698.22, "TxnTaxDetail": {"TotalTax": 0}}, 87077)
     assert mismatch is not None and "870.77" in mismatch and "0.00" in mismatch
     assert _snapshot([InvoiceLine("Review", "1", 1000)], total_tax_cents=130).total_cents == 1130
+    settings = canadian()
+    tax = invoice_tax(settings, TaxDefaults(), ["13", None])
+    assert expected_tax_cents(settings, tax, [669822, 4550]) == 87077
+
+
+def test_the_expected_tax_rounds_each_rate_of_a_combined_code_as_quickbooks_does() -> None:
+    # Quebec: GST 5% + QST 9.975% on 1.10 is 0.06 + 0.11 = 0.17 in QuickBooks (one TaxLine per rate), where one
+    # rounding of 14.975% would say 0.16.
+    quebec = _code("17", "GST/QST QC", "2", "6")
+    settings = settings_from(
+        "1", {"Country": "CA"}, _preferences(), [quebec], [_rate("2", 5), _rate("6", 9.975)]
+    )
+    assert settings.code("17").rate == "14.975"  # type: ignore[union-attr]
+    tax = invoice_tax(settings, TaxDefaults(), ["14.975"])
+    assert expected_tax_cents(settings, tax, [110]) == 17
+
+
+def test_a_code_whose_rate_quickbooks_did_not_list_is_never_chosen() -> None:
+    settings = settings_from("1", {"Country": "CA"}, _preferences(), [_code("18", "Mystery", "404")], [])
+    assert settings.tax_codes == ()
 
 
 def test_with_custom_numbers_off_the_number_goes_in_the_message_not_docnumber() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,7 @@ from models.domain import ConnectionStatus
 from tests.workflows.fakes import FakeConnectionActivities, connection_worker
 from workflows.connection import ConnectionWorkflow
 from workflows.messages import (
+    CompanyCheckRequest,
     ConnectionDeadlines,
     ConnectionInfo,
     ConnectionProgress,
@@ -54,3 +56,48 @@ async def test_an_update_in_the_first_task_of_a_continued_run_is_served(dev_env:
         assert result.usable and result.token_version == 4
         assert [request.expected_version for request in fakes.refreshes] == [3]
         await (await start.workflow_handle()).terminate()
+
+
+async def test_a_company_check_asked_for_runs_once_for_a_burst_and_is_carried_across_continue_as_new(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    client = dev_env.client
+    account_id = f"acct-{uuid.uuid4().hex[:8]}"
+    fakes = FakeConnectionActivities(info=connected(account_id))
+    far = datetime.now(UTC) + timedelta(days=1)
+    deadlines = ConnectionDeadlines(refresh_at=far, cdc_at=far, health_at=far)
+    async with connection_worker(client, fakes) as task_queue:
+        handle = await client.start_workflow(
+            ConnectionWorkflow.run,
+            ConnectionWorkflowInput(
+                account_id=account_id, progress=ConnectionProgress(info=fakes.info, deadlines=deadlines)
+            ),
+            id=f"connection:{account_id}",
+            task_queue=task_queue,
+        )
+        for _ in range(3):  # a user pressing the button three times
+            await handle.signal(ConnectionWorkflow.check_company_settings, CompanyCheckRequest())
+        for _ in range(50):
+            if fakes.company_checks:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        assert fakes.company_checks == 1
+        await handle.terminate()
+
+        # A check asked for just before a continue-as-new runs in the next run.
+        carried = await client.start_workflow(
+            ConnectionWorkflow.run,
+            ConnectionWorkflowInput(
+                account_id=account_id,
+                progress=ConnectionProgress(info=fakes.info, deadlines=deadlines, check_requested=True),
+            ),
+            id=f"connection:{account_id}:carried",
+            task_queue=task_queue,
+        )
+        for _ in range(50):
+            if fakes.company_checks == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert fakes.company_checks == 2
+        await carried.terminate()
