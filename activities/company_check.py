@@ -54,18 +54,24 @@ class CompanyCheckActivities:
                     return CompanyCheckResult(checked=False, reason=exc.message)
                 raise
             with translate_errors("the company check"):
-                settings = await read_company_settings(context.client)
-            async with self._sessions() as session:
-                recorded = await record_company_check(session, account_id, settings, at=utcnow())
-                await session.commit()
-        if recorded is None:
-            return CompanyCheckResult(checked=False, reason="The connection is on another company now.")
-        paused = False
-        if recorded.blocked_reason is None:
-            # Whatever lifted the block (this check, or a sync's own read just before), paused invoices go on.
-            async with self._sessions() as session:
-                paused = await has_paused_invoices(session, account_id)
-        return CompanyCheckResult(checked=True, blocked_reason=recorded.blocked_reason, unblocked=paused)
+                return await check_and_record(self._sessions, context)
+
+
+async def check_and_record(sessions: SessionFactory, context: QuickBooksContext) -> CompanyCheckResult:
+    """The company check itself, for the connection's check on connect and on request, and the daily one
+    (QuickBooks' faults are the caller's to translate)."""
+    settings = await read_company_settings(context.client)
+    async with sessions() as session:
+        recorded = await record_company_check(session, context.account_id, settings, at=utcnow())
+        await session.commit()
+    if recorded is None:
+        return CompanyCheckResult(checked=False, reason="The connection is on another company now.")
+    paused = False
+    if recorded.blocked_reason is None:
+        # Whatever lifted the block (this check, or a sync's own read just before), paused invoices go on.
+        async with sessions() as session:
+            paused = await has_paused_invoices(session, context.account_id)
+    return CompanyCheckResult(checked=True, blocked_reason=recorded.blocked_reason, unblocked=paused)
 
 
 async def company_for_sync(

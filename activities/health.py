@@ -1,10 +1,12 @@
-"""The connection's daily health check: one cheap call that notices a revocation even when nothing syncs."""
+"""The connection's daily check: the company's settings, read with calls that also notice a revocation even when
+nothing syncs."""
 
 from __future__ import annotations
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.company_check import check_and_record
 from activities.heartbeat import heartbeating
 from activities.quickbooks_access import QuickBooksAccess
 from models.db import SessionFactory
@@ -23,7 +25,8 @@ class HealthActivities:
 
     @activity.defn
     async def check_connection(self, account_id: str) -> HealthResult:
-        """The daily cheap call (CompanyInfo): notices a connection revoked at Intuit even when nothing syncs.
+        """The daily check: notices a connection revoked at Intuit even when nothing syncs, and checks the
+        company's settings (CompanyInfo, Preferences, tax codes: `activities.company_check`) with the same calls.
 
         A revoked authorization answers 401; the refresh that follows gets invalid_grant and the connection
         workflow marks the connection expired.
@@ -31,7 +34,7 @@ class HealthActivities:
         async with heartbeating():
             try:
                 context = await self._access.context(account_id)
-                await context.client.company_info()
+                checked = await check_and_record(self._sessions, context)
             except ApplicationError as exc:
                 if exc.type == CONNECTION_UNAVAILABLE:
                     return HealthResult(ok=False, reason=exc.message)
@@ -40,7 +43,7 @@ class HealthActivities:
                 return HealthResult(ok=False, reason=str(exc))
             finally:
                 await self._touch_health_check(account_id)
-        return HealthResult(ok=True)
+        return HealthResult(ok=True, unblocked=checked.unblocked)
 
     async def _touch_health_check(self, account_id: str) -> None:
         async with self._sessions() as session:

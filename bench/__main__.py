@@ -147,9 +147,12 @@ async def run(args: argparse.Namespace, command: str) -> None:
         figures["setup"] = setup
         if "calls" in args.only:
             log("QuickBooks calls per invoice")
-            calls = await qbo_calls.run(stack, samples=args.samples)
-            sections.append(report.calls_section(calls))
-            figures["qbo_calls"] = qbo_calls.describe(calls)
+            by_edition = [
+                await qbo_calls.run(stack, samples=args.samples, country=country)
+                for country in qbo_calls.EDITIONS
+            ]
+            sections.append(report.calls_section(by_edition))
+            figures["qbo_calls"] = [qbo_calls.describe(calls) for calls in by_edition]
         if "first-sync" in args.only:
             log(
                 f"first sync in a fresh company, {first_sync.INVOICES} invoices over {first_sync.CLIENTS} clients"

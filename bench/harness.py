@@ -381,11 +381,15 @@ class Stack:
         )
         response.raise_for_status()
 
-    async def create_company(self, name: str) -> str:
+    async def create_company(self, name: str, *, country: str = "US") -> str:
         # Custom numbers on, as a user syncing an invoicing platform sets them: the checks count by DocNumber.
         response = await self.admin.post(
             "/__admin/companies",
-            json={"name": name, "preferences": {"SalesFormsPrefs": {"CustomTxnNumbers": True}}},
+            json={
+                "name": name,
+                "country": country,
+                "preferences": {"SalesFormsPrefs": {"CustomTxnNumbers": True}},
+            },
         )
         response.raise_for_status()
         return str(response.json()["realm_id"])
@@ -475,15 +479,18 @@ class Stack:
 
         await self.wait_for(status, lambda value: value == "connected", what="the connection")
 
-    async def connected_account(self, prefix: str) -> tuple[str, str]:
+    async def connected_account(self, prefix: str, *, country: str = "US") -> tuple[str, str]:
         """A Premium account connected to a new emulator company through the real OAuth flow."""
         account_id = await self.create_account(prefix)
-        realm_id = await self.create_company(f"Bench {account_id}")
+        realm_id = await self.create_company(f"Bench {account_id}", country=country)
         await self.connect(account_id, realm_id)
-        # A new connection catches up at once with a change sweep (CDC); let it pass before anything is counted.
+        # A new connection checks its company and catches up at once with a change sweep (CDC); let both pass
+        # before anything is counted.
         deadline = time.monotonic() + CONNECT_SWEEP_WAIT
         while time.monotonic() < deadline:
-            if any(call_kind(entry) == "GET cdc" for entry in await self.qbo_requests(realm_id)):
+            swept = any(call_kind(entry) == "GET cdc" for entry in await self.qbo_requests(realm_id))
+            status = await self.api.get(f"/v1/accounts/{account_id}/quickbooks/connection")
+            if swept and status.status_code == 200 and status.json().get("company") is not None:
                 break
             await asyncio.sleep(0.1)
         return account_id, realm_id

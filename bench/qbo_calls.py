@@ -37,9 +37,16 @@ class Lifecycle:
         return self.sync.total + self.payment.total
 
 
+# The editions counted: a US company without tax, and a Canadian one (a global edition) whose invoices carry
+# 13% HST on one line and a zero-rated code on the other.
+EDITIONS = {"US": ("USD", None), "CA": ("CAD", "13")}
+
+
 @dataclass
 class QboCallsResult:
     samples: int
+    country: str = "US"
+    connect: Counted | None = None
     first_in_company: Counted | None = None
     new_client: Counted | None = None
     steady: list[Counted] = field(default_factory=list)
@@ -69,17 +76,26 @@ async def counted(stack: Stack, realm_id: str, action: Callable[[], Awaitable[No
     return Counted(calls)
 
 
-async def run(stack: Stack, *, samples: int) -> QboCallsResult:
-    result = QboCallsResult(samples)
+async def run(stack: Stack, *, samples: int, country: str = "US") -> QboCallsResult:
+    result = QboCallsResult(samples, country)
+    currency, tax_rate = EDITIONS[country]
     async with stack.running_worker():
-        account_id, realm_id = await stack.connected_account("calls")
+        account_id, realm_id = await stack.connected_account(f"calls-{country.lower()}", country=country)
+        # Connecting: the callback's CompanyInfo, the company check, the first change sweep.
+        result.connect = Counted(summarize_calls(await stack.qbo_requests(realm_id, 0)))
         sequence = 0
 
         def send_and_sync(client: str) -> Callable[[], Awaitable[None]]:
             nonlocal sequence
             sequence += 1
             invoice_id = f"calls-{sequence}"
-            payload = send_payload(f"C-{sequence:05d}", f"Calls {client}", f"{client}@example.com")
+            payload = send_payload(
+                f"C-{sequence:05d}",
+                f"Calls {client}",
+                f"{client}@example.com",
+                currency=currency,
+                tax_rate=tax_rate,
+            )
 
             async def act() -> None:
                 await stack.send_invoice(account_id, invoice_id, payload)
@@ -102,7 +118,7 @@ async def run(stack: Stack, *, samples: int) -> QboCallsResult:
 
             result.lifecycles.append(Lifecycle(sync, await counted(stack, realm_id, pay)))
         log(
-            f"QuickBooks calls: first in company {result.first_in_company.total}, new client "
+            f"QuickBooks calls ({country}): connect {result.connect.total}, first in company {result.first_in_company.total}, new client "
             f"{result.new_client.total}, steady {[item.total for item in result.steady]}, lifecycle "
             f"{[item.total for item in result.lifecycles]}"
         )
@@ -111,6 +127,8 @@ async def run(stack: Stack, *, samples: int) -> QboCallsResult:
 
 def describe(result: QboCallsResult) -> dict[str, Any]:
     return {
+        "country": result.country,
+        "connect": result.connect.calls if result.connect else None,
         "first_in_company": result.first_in_company.calls if result.first_in_company else None,
         "new_client": result.new_client.calls if result.new_client else None,
         "steady": [item.calls for item in result.steady],

@@ -109,30 +109,53 @@ def sync_section(result: SyncThroughputResult, repeat: int) -> str:
     )
 
 
-def calls_section(result: QboCallsResult) -> str:
-    assert result.first_in_company is not None
-    assert result.new_client is not None
-    steady = result.steady[len(result.steady) // 2]
-    lifecycle = result.lifecycles[len(result.lifecycles) // 2]
-    sync, payment, total = result.lifecycle_median
+def calls_section(results: Sequence[QboCallsResult]) -> str:
+    """One column of calls per edition (US, and a global edition with tax codes on every line), side by side."""
+    labels = [
+        "connect (callback's CompanyInfo, company check, first sweep)",
+        "first invoice in a new company (new client, no item)",
+        "first invoice for a new client (item remembered)",
+        "steady state (customer and item remembered)",
+        "lifecycle: send -> synced",
+        "lifecycle: payment in QuickBooks -> webhook -> paid",
+        "lifecycle: send -> synced -> paid, in all",
+    ]
+    columns: list[list[str]] = []
+    kinds: list[list[str]] = []
+    for result in results:
+        assert result.connect is not None
+        assert result.first_in_company is not None
+        assert result.new_client is not None
+        steady = result.steady[len(result.steady) // 2]
+        lifecycle = result.lifecycles[len(result.lifecycles) // 2]
+        sync, payment, total = result.lifecycle_median
+        columns.append(
+            [str(result.connect.total), str(result.first_in_company.total), str(result.new_client.total),
+             f"{result.steady_median:g}", f"{sync:g}", f"{payment:g}", f"{total:g}"]
+        )  # fmt: skip
+        kinds.append(
+            [describe_calls(result.connect.calls), describe_calls(result.first_in_company.calls),
+             describe_calls(result.new_client.calls), describe_calls(steady.calls),
+             describe_calls(lifecycle.sync.calls), describe_calls(lifecycle.payment.calls), ""]
+        )  # fmt: skip
     rows = [
-        ["first invoice in a new company (new client, no item)", str(result.first_in_company.total),
-         describe_calls(result.first_in_company.calls)],
-        ["first invoice for a new client (item remembered)", str(result.new_client.total),
-         describe_calls(result.new_client.calls)],
-        ["steady state (customer and item remembered)", f"{result.steady_median:g}", describe_calls(steady.calls)],
-        ["lifecycle: send -> synced", f"{sync:g}", describe_calls(lifecycle.sync.calls)],
-        ["lifecycle: payment in QuickBooks -> webhook -> paid", f"{payment:g}", describe_calls(lifecycle.payment.calls)],
-        ["lifecycle: send -> synced -> paid, in all", f"{total:g}", ""],
-    ]  # fmt: skip
+        [label, *(column[index] for column in columns), *(kind[index] for kind in kinds)]
+        for index, label in enumerate(labels)
+    ]
+    countries = [result.country for result in results]
+    samples = results[0].samples
     return "\n".join(
         [
             "## QuickBooks calls per invoice",
             "",
             "Accounting API calls in the emulator's request log, invoices sent one at a time, each counted until "
-            f"the engine is idle again; steady state and lifecycle are medians of {runs(result.samples, 'invoice')}.",
+            f"the engine is idle again; steady state and lifecycle are medians of {runs(samples, 'invoice')}. "
+            "US: a company without sales tax; CA: a Canadian company (global edition), 13% HST on one line and "
+            "the zero-rated code on the other.",
             "",
-            table(["invoice", "calls", "by kind"], rows),
+            table(
+                ["invoice", *(f"calls {c}" for c in countries), *(f"by kind {c}" for c in countries)], rows
+            ),
         ]
     )
 

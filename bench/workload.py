@@ -22,18 +22,23 @@ def invoice_number(prefix: str, index: int) -> str:
     return f"{prefix}-{index:05d}"
 
 
-def send_payload(number: str, client_name: str, client_email: str) -> dict[str, Any]:
-    """The body of `POST /v1/accounts/{account}/invoices/{invoice}/send`."""
+def send_payload(
+    number: str, client_name: str, client_email: str, *, currency: str = "USD", tax_rate: str | None = None
+) -> dict[str, Any]:
+    """The body of `POST /v1/accounts/{account}/invoices/{invoice}/send`; with `tax_rate`, on the first line."""
+    lines: list[dict[str, Any]] = [
+        {"description": description, "quantity": quantity, "unit_price_cents": cents}
+        for description, quantity, cents in LINES
+    ]
+    if tax_rate is not None:
+        lines[0]["tax_rate_percent"] = tax_rate
     return {
         "number": number,
         "client": {"name": client_name, "email": client_email},
-        "currency": "USD",
+        "currency": currency,
         "issue_date": ISSUE_DATE,
         "due_date": DUE_DATE,
-        "lines": [
-            {"description": description, "quantity": quantity, "unit_price_cents": cents}
-            for description, quantity, cents in LINES
-        ],
+        "lines": lines,
     }
 
 

@@ -72,12 +72,12 @@ MAX_REMEMBERED_GRANTS = 20
 # Disconnect & Void works through the invoices in batches; each batch is one activity (progress in history).
 DISCONNECT_BATCH = 100
 DISCONNECT_VOID_TIMEOUT = timedelta(hours=2)
-# Connections started before the company check run it from their next adoption or daily check on. The SDK
-# remembers a patch's answer for the whole run, and a replayed adoption or daily check of the old code answers
-# "not patched": so each occurrence has its own patch id (`_company_check_patched`).
+# Connections started before the company check run it from their next adoption on (daily, it is part of the
+# health check's activity). The SDK remembers a patch's answer for the whole run, and a replayed adoption of the
+# old code answers "not patched": so each adoption has its own patch id (`_company_check_patched`).
 COMPANY_CHECK_PATCH = "company-check"
-# Checks asked for within this long of the last one are served by it (a user pressing the button twice).
-COMPANY_CHECK_MIN_INTERVAL = timedelta(seconds=10)
+# A grant is adopted once even when the callback's update for it arrives while it is being adopted.
+ADOPT_ONCE_PATCH = "adopt-once"
 # Everything but what already ended: these invoice workflows are told when QuickBooks is disconnected.
 
 
@@ -98,7 +98,7 @@ class ConnectionWorkflow:
       - `grant_authorized` (GrantSignal): a new authorization was stored encrypted; adopt it (connect/reconnect).
       - `plan_changed` (PlanChange): the account's plan gained or lost QuickBooks.
       - `check_company_settings` (CompanyCheckRequest): check the company's settings now (the user changed them,
-        or chose tax codes); it also runs on connect and with the daily check.
+        or chose tax codes); it also runs on connect and in the daily check.
     Updates:
       - `wait_for_grant` (GrantSignal) -> GrantOutcome: adopt the authorization and answer once it is adopted.
       - `refresh_access_token` (RefreshRequest) -> RefreshResult: an activity got a 401; one refresh serves all.
@@ -127,7 +127,7 @@ class ConnectionWorkflow:
                 self._grants.append(grant_id)
         self._plan_change: PlanChange | None = None
         self._check_requested = progress.check_requested
-        self._last_company_check: datetime | None = None
+        self._adopting: str | None = None
         self._disconnect: DisconnectRequest | None = None
         self._disconnect_started = False
         # Set when a refresh outside the main loop (an update) moved the deadlines the loop is waiting for.
@@ -152,9 +152,9 @@ class ConnectionWorkflow:
                 change, self._plan_change = self._plan_change, None
                 await self._apply_plan(change)
             elif self._check_requested:
+                # Requests coalesce: however many arrive while a check runs, one more check follows it.
                 self._check_requested = False
-                last = self._last_company_check
-                if self._usable() and (last is None or workflow.now() - last >= COMPANY_CHECK_MIN_INTERVAL):
+                if self._usable():
                     await self._check_company()
             elif should_continue_as_new():
                 self._ending = True
@@ -224,11 +224,8 @@ class ConnectionWorkflow:
         if self._usable():
             await self._warn_if_expiring()
         if self._usable() and deadlines.health_at is not None and deadlines.health_at <= now:
-            due = deadlines.health_at
             deadlines.health_at = now + timedelta(seconds=self._policy.health_check_interval_seconds)
             await self._check_health()
-            if self._usable() and self._company_check_patched(f"daily/{due.isoformat()}"):
-                await self._check_company()
         if (
             self._usable()
             and self._plan_entitled
@@ -241,6 +238,13 @@ class ConnectionWorkflow:
     # --- Tokens ------------------------------------------------------------------------------------------
 
     async def _adopt(self, grant_id: str) -> None:
+        self._adopting = grant_id
+        try:
+            await self._adopt_grant(grant_id)
+        finally:
+            self._adopting = None
+
+    async def _adopt_grant(self, grant_id: str) -> None:
         async with self._token_lock:
             try:
                 result = await workflow.execute_activity_method(
@@ -378,6 +382,9 @@ class ConnectionWorkflow:
             return
         if not result.ok:
             workflow.logger.warning("QuickBooks connection unhealthy: %s", result.reason)
+        elif result.unblocked and self._usable():
+            # The daily check is also the company check: a block it lifted lets paused invoices go on.
+            await self._resume_paused_invoices()
 
     @staticmethod
     def _company_check_patched(occurrence: str) -> bool:
@@ -385,7 +392,6 @@ class ConnectionWorkflow:
 
     async def _check_company(self, *, resume: bool = True) -> None:
         """Read the company's settings and store what they mean; paused invoices go on once nothing blocks."""
-        self._last_company_check = workflow.now()
         try:
             result = await workflow.execute_activity_method(
                 CompanyCheckActivities.check_company,
@@ -543,8 +549,13 @@ class ConnectionWorkflow:
         return f"v{version}.n{self._occurrences}"
 
     def _take(self, grant_id: str) -> None:
-        if grant_id not in self._grants and grant_id not in self._grant_outcomes:
-            self._grants.append(grant_id)
+        if grant_id in self._grants or grant_id in self._grant_outcomes:
+            return
+        # The callback's update (or the relay's signal) for the grant being adopted right now: adopting it a second
+        # time would record it connected again, over what its adoption found meanwhile (a revocation: expired).
+        if grant_id == self._adopting and workflow.patched(ADOPT_ONCE_PATCH):
+            return
+        self._grants.append(grant_id)
 
     def _settle(self, grant_id: str, refused: str | None) -> None:
         self._grant_outcomes[grant_id] = refused

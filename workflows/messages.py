@@ -404,6 +404,7 @@ class VoidForDisconnectResult:
 class HealthResult:
     ok: bool
     reason: str | None = None
+    unblocked: bool = False  # the company check found nothing blocking and invoices are paused: resume them
 
 
 @dataclass

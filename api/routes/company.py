@@ -51,7 +51,7 @@ async def list_tax_codes(account: AccountDep, session: SessionDep) -> TaxCodesPu
     return _tax_codes_public(settings, await tax_defaults(session, account.id, settings.realm_id), row)
 
 
-@router.put("/tax-codes", responses=error_responses(*ACCOUNT_ROUTE_ERRORS, 409))
+@router.put("/tax-codes", responses=error_responses(*ACCOUNT_ROUTE_ERRORS, 409, 413))
 async def choose_tax_codes(
     choice: TaxCodeDefaultsIn, account: AccountDep, session: SessionDep, services: ServicesDep
 ) -> TaxCodesPublic:

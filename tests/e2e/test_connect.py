@@ -326,6 +326,10 @@ async def test_quickbooks_answering_verification_otherwise_than_refusing_the_tok
     # other account of ours on it: here, the colleague's.
     colleague = await engine.create_account()
     shared = await engine.connect(colleague)
+    # The colleague's connection has read its company (the check on connect) before the fault is armed for ours.
+    await engine.wait_for(
+        lambda: engine.connection_status(colleague), lambda body: body.get("company") is not None
+    )
     account = await engine.create_account()
     faulted = await engine.emulator.admin.post(
         "/__admin/faults",

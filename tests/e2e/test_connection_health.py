@@ -82,6 +82,10 @@ async def test_refresh_over_days_happens_once_per_token_lifetime_and_the_workflo
     engine = skipping_engine
     account = await engine.create_account()
     realm = await engine.connect(account)
+    # Counted from once the check on connect has read the company.
+    await engine.wait_for(
+        lambda: engine.connection_status(account), lambda body: body.get("company") is not None
+    )
     handle = connection(engine, account)
     first_run = (await handle.describe()).run_id
     seen = await last_seq(engine)
@@ -93,7 +97,7 @@ async def test_refresh_over_days_happens_once_per_token_lifetime_and_the_workflo
     # and Intuit saw exactly one refresh for each.
     assert refreshes == 130
     assert len(await token_refreshes(engine, seen)) == 130
-    # The cheap daily call, and the sweep for missed webhooks every 15 minutes.
+    # The daily check (its CompanyInfo also proves the connection works), and the sweep every 15 minutes.
     assert await calls_to(engine, realm, "/companyinfo/", seen) == 5
     assert await calls_to(engine, realm, "/cdc", seen) == 5 * 24 * 4
     assert (await engine.connection_status(account))["status"] == "connected"

@@ -18,7 +18,7 @@ from workflows.ids import invoice_workflow_id
 CLIENTS = 3
 INVOICES = 30
 # The connection's own housekeeping (the change sweep, the daily check) runs on its clock, not the sync's.
-HOUSEKEEPING = ("GET cdc", "GET companyinfo")
+HOUSEKEEPING = ("GET cdc", "GET companyinfo", "GET preferences")
 # What the work needs, whoever does it: the item (look it up, find the income account, create it), each new
 # client (look it up, create it) and each invoice.
 NEEDED = {

@@ -153,7 +153,7 @@ async def test_a_us_company_takes_tax_and_non_and_the_rate_of_its_sales_tax_code
         "NON",
     ]
     assert invoice["TxnTaxDetail"]["TxnTaxCodeRef"]["value"] == california
-    assert (invoice["TxnTaxDetail"]["TotalTax"], invoice["TotalAmt"]) == (14.5, 259.5)
+    assert (invoice["TxnTaxDetail"]["TotalTax"], invoice["TotalAmt"]) == (14.5, 260)
     plain_invoice = await qbo_invoice(engine, realm, plain)
     assert {line["SalesItemLineDetail"]["TaxCodeRef"]["value"] for line in sales_lines(plain_invoice)} == {
         "NON"

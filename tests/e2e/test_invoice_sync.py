@@ -8,7 +8,7 @@ from tests.engine import Engine
 from tests.qbo_access import qbo_client_for
 
 # The connection's own housekeeping (the change sweep, the daily check) runs on its clock, not the sync's.
-HOUSEKEEPING = {"GET /cdc", "GET /companyinfo"}
+HOUSEKEEPING = {"GET /cdc", "GET /companyinfo", "GET /preferences"}
 
 
 def api_calls(requests: list[dict[str, Any]]) -> list[str]:

@@ -58,7 +58,7 @@ async def test_an_update_in_the_first_task_of_a_continued_run_is_served(dev_env:
         await (await start.workflow_handle()).terminate()
 
 
-async def test_a_company_check_asked_for_runs_once_for_a_burst_and_is_carried_across_continue_as_new(
+async def test_company_checks_asked_for_coalesce_and_one_asked_for_is_carried_across_continue_as_new(
     dev_env: WorkflowEnvironment,
 ) -> None:
     client = dev_env.client
@@ -82,8 +82,10 @@ async def test_a_company_check_asked_for_runs_once_for_a_burst_and_is_carried_ac
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
-        assert fakes.company_checks == 1
+        # Coalesced: one check, and at most one more for the requests that arrived while it ran.
+        assert 1 <= fakes.company_checks <= 2
         await handle.terminate()
+        before = fakes.company_checks
 
         # A check asked for just before a continue-as-new runs in the next run.
         carried = await client.start_workflow(
@@ -96,8 +98,8 @@ async def test_a_company_check_asked_for_runs_once_for_a_burst_and_is_carried_ac
             task_queue=task_queue,
         )
         for _ in range(50):
-            if fakes.company_checks == 2:
+            if fakes.company_checks == before + 1:
                 break
             await asyncio.sleep(0.1)
-        assert fakes.company_checks == 2
+        assert fakes.company_checks == before + 1
         await carried.terminate()
