@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NoReturn
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -195,5 +198,22 @@ async def main() -> None:
     await run_workers(client, settings)
 
 
+def _exit_without_finalizing(code: int) -> NoReturn:
+    """Leave once everything is shut down, without the interpreter's finalization.
+
+    The SDK's Rust runtime keeps threads that may still touch the GIL while CPython finalizes, which aborts the
+    process now and then ("Fatal Python error: PyGILState_Release", SIGABRT; temporalio/sdk-python#300, open).
+    By then the workers have shut down gracefully and nothing is left to flush but the standard streams.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        _exit_without_finalizing(130)
+    _exit_without_finalizing(0)
