@@ -68,6 +68,12 @@ async def choose_tax_codes(
                 f'"{code.name}" adds tax ({code.rate}%): lines without tax need a code of rate 0.',
             )
     for rate, code_id in choice.rates.items():
+        if canonical_rate(rate) == "0":
+            raise ApiError(
+                422,
+                "use_no_tax",
+                "A line of rate 0 has no tax: choose its code as `no_tax`, not under `rates`.",
+            )
         code = _active_code(settings, code_id, f"rates.{rate}")
         if code.rate != canonical_rate(rate):
             raise ApiError(

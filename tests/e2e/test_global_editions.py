@@ -241,6 +241,8 @@ async def test_a_rate_several_codes_share_fails_with_their_names_until_the_accou
     assert (wrong_rate.status_code, wrong_rate.json()["error"]["code"]) == (422, "tax_code_rate_mismatch")
     unknown = await engine.api.put(base, json={"rates": {"13": "999"}})
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (422, "unknown_tax_code")
+    zero_rate = await engine.api.put(base, json={"rates": {"0.0": listed["Exempt"]["id"]}})
+    assert (zero_rate.status_code, zero_rate.json()["error"]["code"]) == (422, "use_no_tax")
     taxed_for_none = await engine.api.put(base, json={"no_tax": listed["HST ON"]["id"]})
     assert (taxed_for_none.status_code, taxed_for_none.json()["error"]["code"]) == (
         422,
