@@ -137,5 +137,10 @@ class StoreActivities:
                     dedupe_key=f"{invoice_workflow_id(request.account_id, request.invoice_id)}/paused/{now.isoformat()}",
                     at=now,
                 )
+            elif request.reason and row.reason != request.reason:
+                # Still paused, now for another reason (reconnected to a company whose settings block syncing).
+                row.reason = request.reason
+                row.updated_at = now
+                session.add(row)
             await session.commit()
             return PauseResult(resume_now=False)
