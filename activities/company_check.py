@@ -22,6 +22,7 @@ from activities.quickbooks_access import (
     translate_errors,
 )
 from models.connections import (
+    company_blocked,
     has_paused_invoices,
     record_company_check,
     stored_company_settings,
@@ -112,6 +113,14 @@ async def company_for_sync(
     return stored.settings, stored.defaults
 
 
+async def stored_company(
+    sessions: SessionFactory, context: QuickBooksContext
+) -> tuple[CompanySettings | None, TaxDefaults]:
+    """The stored settings and tax choices as they are (no QuickBooks call, no block raised)."""
+    stored = await _stored(sessions, context)
+    return stored.settings, stored.defaults
+
+
 @dataclass(frozen=True)
 class _Stored:
     settings: CompanySettings | None
@@ -135,6 +144,6 @@ async def _stored(sessions: SessionFactory, context: QuickBooksContext) -> _Stor
         return _Stored(
             settings=settings,
             defaults=defaults,
-            blocked=row.company_blocked_reason,
+            blocked=company_blocked(row),
             checked_at=row.company_checked_at,
         )

@@ -15,7 +15,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.company_check import company_for_sync
+from activities.company_check import company_for_sync, stored_company
 from activities.heartbeat import heartbeating
 from activities.mapping import (
     SERVICE_ITEM_NAME,
@@ -104,7 +104,14 @@ class InvoiceSyncActivities:
                     snapshot.issue_date,
                 )
             if existing is not None:
-                return _sync_result(context, snapshot, existing, "", found_existing=True)
+                return _sync_result(
+                    context,
+                    snapshot,
+                    existing,
+                    "",
+                    found_existing=True,
+                    expected_tax=await self._stored_expected_tax(context, snapshot),
+                )
         # A manual retry reads the company again: the user may just have fixed its settings in QuickBooks.
         retried = request.generation > 0 and info.attempt == 1
         settings, tax = await self._company_plan(
@@ -131,6 +138,11 @@ class InvoiceSyncActivities:
             try:
                 created = await context.client.create("Invoice", body, request_id=write_id)
             except QboDuplicateDocNumber as exc:
+                if exc.code == "6210" and "duplicate" not in str(exc.detail or exc.message).lower():
+                    # 6210 is also the closed books' password (reference §4): not a number already used.
+                    raise rejected_in_words(
+                        books_closed_message(settings.book_close_date, snapshot.issue_date)
+                    ) from exc
                 existing = await self._find_our_invoice(
                     context, snapshot.number, request.workflow_id, [customer_id], snapshot.issue_date
                 )
@@ -168,6 +180,20 @@ class InvoiceSyncActivities:
             return _sync_result(
                 context, snapshot, created, customer_id, found_existing=False, expected_tax=expected_tax
             )
+
+    async def _stored_expected_tax(self, context: QuickBooksContext, snapshot: InvoiceSnapshot) -> int | None:
+        """The expected tax from the stored settings, for an invoice an earlier attempt made (no QuickBooks call;
+        None when they cannot say)."""
+        settings, defaults = await stored_company(self._sessions, context)
+        if settings is None:
+            return None
+        try:
+            tax = invoice_tax(
+                settings, defaults, [line.tax_rate if line.taxed else None for line in snapshot.lines]
+            )
+        except TaxCodeProblem:
+            return None
+        return self._expected_tax(settings, tax, snapshot)
 
     @staticmethod
     def _expected_tax(settings: CompanySettings, tax: InvoiceTax, snapshot: InvoiceSnapshot) -> int:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlmodel import select
 from temporalio import activity
 
+from models.connections import company_blocked
 from models.crud import add_notification, add_timeline_entry, resolve_notifications
 from models.db import SessionFactory
 from models.domain import USABLE_CONNECTION_STATUSES, InvoiceStatus
@@ -116,7 +117,7 @@ class StoreActivities:
                 connection is not None
                 and connection.status in USABLE_CONNECTION_STATUSES
                 and entitled
-                and connection.company_blocked_reason is None  # the company check found nothing blocking
+                and company_blocked(connection) is None  # the company check found nothing blocking
             ):
                 await session.rollback()
                 return PauseResult(resume_now=True)

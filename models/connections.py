@@ -139,6 +139,14 @@ async def mark_company_stale(session: AsyncSession, account_id: str) -> None:
         session.add(row)
 
 
+def company_blocked(row: QuickBooksConnection) -> str | None:
+    """Why the company's settings block syncing, if they are this connection's company's (a reconnect to another
+    company leaves the old company's findings behind until its own check)."""
+    if row.company_blocked_reason is None or stored_company_settings(row) is None:
+        return None
+    return row.company_blocked_reason
+
+
 def stored_company_settings(row: QuickBooksConnection, *, current: bool = False) -> CompanySettings | None:
     """The settings the last check stored, if they are this connection's company's (and, with `current`, not
     marked stale since)."""

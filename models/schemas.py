@@ -260,6 +260,7 @@ class InvoiceSend(BaseModel):
     total_tax_cents: Annotated[
         int | None,
         Field(
+            strict=True,
             ge=0,
             le=MAX_AMOUNT_CENTS,
             description="The invoice's total tax as the platform computed it; compared with QuickBooks' after the "
@@ -279,6 +280,12 @@ class InvoiceSend(BaseModel):
                 f"({len(value)} given)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _tax_needs_taxed_lines(self) -> InvoiceSend:
+        if self.total_tax_cents and not any(line.tax_rate_percent not in (None, "0") for line in self.lines):
+            raise ValueError("total_tax_cents is more than 0 but no line has a tax_rate_percent above 0")
+        return self
 
     @model_validator(mode="after")
     def _due_after_issue(self) -> InvoiceSend:
@@ -473,6 +480,11 @@ class TaxCodesPublic(BaseModel):
     defaults: TaxCodeDefaultsPublic
     no_tax_code: TaxCodePublic | None = Field(
         default=None, description="The code lines without tax get now (the choice, or the automatic one)."
+    )
+    check_requested: bool | None = Field(
+        default=None,
+        description="After a choice: whether the company check that applies it (and lifts a block it solves) was "
+        "started now; false: the choice is saved and the daily check applies it.",
     )
 
 

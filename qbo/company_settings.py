@@ -306,7 +306,8 @@ def _us_invoice_tax(
     if len(taxed) > 1:
         raise TaxCodeProblem(
             "A US QuickBooks company applies one sales tax rate to a whole invoice, and this invoice's lines have "
-            f"several ({', '.join(percent_text(rate) for rate in taxed)}). Send the invoice with one rate."
+            f"several ({', '.join(percent_text(rate) for rate in taxed)}). It cannot be synced as it is: issue it on "
+            "the platform as invoices of one rate each, or enter it in QuickBooks by hand."
         )
     code = code_for_rate(settings, defaults, taxed[0])
     return InvoiceTax(line_codes=codes, transaction={"TxnTaxDetail": {"TxnTaxCodeRef": {"value": code.id}}})
@@ -458,8 +459,7 @@ def currency_problem(settings: CompanySettings, currency: str) -> str | None:
     return (
         f"This invoice is in {currency.upper()}, but the QuickBooks company works in {settings.home_currency} only "
         f"(multicurrency is off). Turn on Multicurrency in QuickBooks ({_ADVANCED_SETTINGS} → Currency; it cannot "
-        "be turned off again), then retry, or send the invoice in "
-        f"{settings.home_currency}."
+        "be turned off again), then retry."
     )
 
 

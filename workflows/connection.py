@@ -76,7 +76,10 @@ DISCONNECT_VOID_TIMEOUT = timedelta(hours=2)
 # health check's activity). The SDK remembers a patch's answer for the whole run, and a replayed adoption of the
 # old code answers "not patched": so each adoption has its own patch id (`_company_check_patched`).
 COMPANY_CHECK_PATCH = "company-check"
-# A grant is adopted once even when the callback's update for it arrives while it is being adopted.
+# Checks asked for (API, Temporal UI) run at most this often; one asked for sooner waits, never dropped.
+REQUESTED_CHECK_SPACING = timedelta(seconds=5)
+# A grant is adopted once even when the callback's update for it arrives while it is being adopted (a patch id
+# per grant, for the reason above).
 ADOPT_ONCE_PATCH = "adopt-once"
 # Everything but what already ended: these invoice workflows are told when QuickBooks is disconnected.
 
@@ -128,6 +131,7 @@ class ConnectionWorkflow:
         self._plan_change: PlanChange | None = None
         self._check_requested = progress.check_requested
         self._adopting: str | None = None
+        self._last_requested_check: datetime | None = None
         self._disconnect: DisconnectRequest | None = None
         self._disconnect_started = False
         # Set when a refresh outside the main loop (an update) moved the deadlines the loop is waiting for.
@@ -152,9 +156,15 @@ class ConnectionWorkflow:
                 change, self._plan_change = self._plan_change, None
                 await self._apply_plan(change)
             elif self._check_requested:
-                # Requests coalesce: however many arrive while a check runs, one more check follows it.
+                # Requests coalesce: however many arrive while a check runs, one more check follows it; and
+                # checks on request are spaced, since each costs the company's calls that syncs share.
+                if self._last_requested_check is not None:
+                    wait = self._last_requested_check + REQUESTED_CHECK_SPACING - workflow.now()
+                    if wait > timedelta(0):
+                        await workflow.sleep(wait)
                 self._check_requested = False
                 if self._usable():
+                    self._last_requested_check = workflow.now()
                     await self._check_company()
             elif should_continue_as_new():
                 self._ending = True
@@ -553,7 +563,7 @@ class ConnectionWorkflow:
             return
         # The callback's update (or the relay's signal) for the grant being adopted right now: adopting it a second
         # time would record it connected again, over what its adoption found meanwhile (a revocation: expired).
-        if grant_id == self._adopting and workflow.patched(ADOPT_ONCE_PATCH):
+        if grant_id == self._adopting and workflow.patched(f"{ADOPT_ONCE_PATCH}/{grant_id}"):
             return
         self._grants.append(grant_id)
 

@@ -39,7 +39,10 @@ async def check_company(account: AccountDep, session: SessionDep, services: Serv
     """Check the company's settings now (after changing them in QuickBooks); the connection status shows the
     findings once it ran, and paused invoices go on when nothing blocking is left."""
     row = await _connected(session, account)
-    await _ask_for_check(session, services, row)
+    if not await _ask_for_check(session, services, row):
+        raise ApiError(
+            503, "temporarily_unavailable", "The check could not be started; try again in a few seconds."
+        )
     return await connection_public(session, account)
 
 
@@ -67,6 +70,8 @@ async def choose_tax_codes(
                 "tax_code_not_untaxed",
                 f'"{code.name}" adds tax ({code.rate}%): lines without tax need a code of rate 0.',
             )
+    if len({canonical_rate(rate) for rate in choice.rates}) != len(choice.rates):
+        raise ApiError(422, "duplicate_rate", 'Two keys of `rates` are the same rate (e.g. "13" and "13.0").')
     for rate, code_id in choice.rates.items():
         if canonical_rate(rate) == "0":
             raise ApiError(
@@ -87,7 +92,8 @@ async def choose_tax_codes(
     await replace_tax_defaults(session, account.id, settings.realm_id, defaults, at=utcnow())
     await session.commit()
     public = _tax_codes_public(settings, defaults, row)
-    await _ask_for_check(session, services, row)
+    # The choice is saved either way; the check that applies it to a block runs now, or with the daily check.
+    public.check_requested = await _ask_for_check(session, services, row)
     return public
 
 
@@ -153,7 +159,8 @@ def _tax_codes_public(
     )
 
 
-async def _ask_for_check(session: SessionDep, services: ServicesDep, row: QuickBooksConnection) -> None:
+async def _ask_for_check(session: SessionDep, services: ServicesDep, row: QuickBooksConnection) -> bool:
+    """Whether the connection workflow could be asked for a check now."""
     workflow_id = stored_or(row.workflow_id, connection_workflow_id(row.account_id))
     await release_connection(session)
     try:
@@ -166,6 +173,5 @@ async def _ask_for_check(session: SessionDep, services: ServicesDep, row: QuickB
         logger.warning(
             "connection workflow of %s not asked for a company check: %s", row.account_id, exc.message
         )
-        raise ApiError(
-            503, "temporarily_unavailable", "The check could not be started; try again in a few seconds."
-        ) from exc
+        return False
+    return True

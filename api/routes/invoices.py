@@ -14,6 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import AccountDep, ServicesDep, SessionDep
 from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
 from models.bounds import MAX_LIST_OFFSET, MAX_SNAPSHOT_BYTES
+from models.connections import company_blocked
 from models.crud import add_timeline_entry
 from models.db import release_connection
 from models.domain import UNFOLLOWED_INVOICE_STATUSES, ConnectionStatus, InvoiceStatus
@@ -260,7 +261,7 @@ async def retry_sync(
         )
     handle = services.temporal.get_workflow_handle(_workflow_id(row))
     connection = await session.get(QuickBooksConnection, account.id)
-    blocked = connection is not None and connection.company_blocked_reason is not None
+    blocked = connection is not None and company_blocked(connection) is not None
     await release_connection(session)
     try:
         await handle.signal(

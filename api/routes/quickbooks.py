@@ -27,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import AccountDep, ServicesDep, SessionDep
 from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
 from models.bounds import SafeStr
-from models.connections import company_held, stored_company_settings
+from models.connections import company_blocked, company_held, stored_company_settings
 from models.crypto import encrypted_token_columns
 from models.db import release_connection
 from models.domain import (
@@ -297,7 +297,7 @@ async def connection_public(session: SessionDep, account: Account) -> Connection
         reason=row.status_reason,
         action=action,
         expires_at=_authorization_end(row) if status == ConnectionStatus.EXPIRING else None,
-        sync_paused_reason=(plan_problem or row.company_blocked_reason)
+        sync_paused_reason=(plan_problem or company_blocked(row))
         if status in (ConnectionStatus.CONNECTED, ConnectionStatus.EXPIRING)
         else None,
         company=company_public(row) if status in COMPANY_BOUND_STATUSES else None,

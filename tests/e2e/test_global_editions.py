@@ -241,6 +241,8 @@ async def test_a_rate_several_codes_share_fails_with_their_names_until_the_accou
     assert (wrong_rate.status_code, wrong_rate.json()["error"]["code"]) == (422, "tax_code_rate_mismatch")
     unknown = await engine.api.put(base, json={"rates": {"13": "999"}})
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (422, "unknown_tax_code")
+    twice = await engine.api.put(base, json={"rates": {"13": second, "13.0": listed["HST ON"]["id"]}})
+    assert (twice.status_code, twice.json()["error"]["code"]) == (422, "duplicate_rate")
     zero_rate = await engine.api.put(base, json={"rates": {"0.0": listed["Exempt"]["id"]}})
     assert (zero_rate.status_code, zero_rate.json()["error"]["code"]) == (422, "use_no_tax")
     taxed_for_none = await engine.api.put(base, json={"no_tax": listed["HST ON"]["id"]})
@@ -251,6 +253,7 @@ async def test_a_rate_several_codes_share_fails_with_their_names_until_the_accou
     chosen = await engine.api.put(base, json={"rates": {"13": second}, "no_tax": listed["Exempt"]["id"]})
     assert chosen.status_code == 200, chosen.text
     assert chosen.json()["defaults"] == {"no_tax": listed["Exempt"]["id"], "rates": {"13": second}}
+    assert chosen.json()["check_requested"] is True
 
     await engine.api.post(f"/v1/accounts/{account}/invoices/inv/quickbooks/retry")
     synced = await engine.wait_for_invoice(account, "inv", "synced", timeout=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -245,3 +246,32 @@ def test_a_foreign_currency_customer_says_its_currency_and_keeps_it_past_the_len
     assert all(len(name) <= 500 for name in long)
     assert long[0].endswith(" (EUR)") and long[2].endswith("(EUR) 2")
     assert len(set(long)) == len(long)
+
+
+def test_the_invoice_tax_fields_are_strict_and_tax_needs_a_taxed_line() -> None:
+    from pydantic import ValidationError
+
+    from models.schemas import InvoiceSend
+
+    base = {
+        "number": "T-1",
+        "client": {"name": "Ada Lovelace", "email": "ada@example.com"},
+        "currency": "CAD",
+        "issue_date": "2026-11-24",
+        "due_date": "2026-12-24",
+        "lines": [
+            {"description": "Review", "quantity": "1", "unit_price_cents": 1000, "tax_rate_percent": "13.0"}
+        ],
+    }
+    sent = InvoiceSend.model_validate_json(json.dumps({**base, "total_tax_cents": 130}))
+    assert sent.snapshot().lines[0].tax_rate == "13" and sent.snapshot().total_cents == 1130
+    for bad in (True, "130", 130.0):
+        with pytest.raises(ValidationError):
+            InvoiceSend.model_validate_json(json.dumps({**base, "total_tax_cents": bad}))
+    untaxed = {**base, "lines": [{"description": "Review", "quantity": "1", "unit_price_cents": 1000}]}
+    with pytest.raises(ValidationError, match="no line has a tax_rate_percent"):
+        InvoiceSend.model_validate_json(json.dumps({**untaxed, "total_tax_cents": 130}))
+    for rate in ("101", "-1", "1e2", "13.12345", "NaN"):
+        line = {**base["lines"][0], "tax_rate_percent": rate}  # type: ignore[index]
+        with pytest.raises(ValidationError):
+            InvoiceSend.model_validate_json(json.dumps({**base, "lines": [line]}))
