@@ -98,13 +98,11 @@ async def company_for_sync(
             stored = await _stored(sessions, context)
             if stored.outdated(fresh_since):
                 with translate_errors("the company check"):
-                    settings = await read_company_settings(context.client)
-                async with sessions() as session:
-                    recorded = await record_company_check(session, context.account_id, settings, at=utcnow())
-                    await session.commit()
-                if recorded is None:
+                    checked = await check_and_record(sessions, context)
+                if not checked.checked:
                     raise connection_unavailable("The QuickBooks connection moved to another company.")
-                if recorded.was_blocked and recorded.blocked_reason is None:
+                if checked.unblocked:
+                    # Invoices paused while nothing blocks now: the connection workflow lets them go on.
                     await access.ask_for_company_check(context.account_id)
                 stored = await _stored(sessions, context)
     if stored.blocked is not None:
@@ -139,8 +137,13 @@ async def _stored(sessions: SessionFactory, context: QuickBooksContext) -> _Stor
         row = await session.get(QuickBooksConnection, context.account_id)
         if row is None or row.realm_id != context.realm_id:
             raise connection_unavailable("The QuickBooks connection moved to another company.")
-        defaults = await tax_defaults(session, context.account_id, context.realm_id)
         settings = stored_company_settings(row, current=True)
+        # Tax code choices matter only where sales tax is used: a steady-state US sync needs no query for them.
+        defaults = (
+            await tax_defaults(session, context.account_id, context.realm_id)
+            if settings is not None and settings.using_sales_tax
+            else TaxDefaults()
+        )
         return _Stored(
             settings=settings,
             defaults=defaults,

@@ -23,7 +23,6 @@ from models.queries import for_update
 from models.tables import InvoiceSync, QuickBooksConnection, TaxCodeDefault
 from qbo.company_settings import (
     NO_TAX,
-    CompanyCheck,
     CompanySettings,
     TaxDefaults,
     blocking_reason,
@@ -83,8 +82,6 @@ async def replace_tax_defaults(
 @dataclass(frozen=True)
 class CompanyCheckRecorded:
     blocked_reason: str | None
-    was_blocked: bool
-    checks: list[CompanyCheck]
 
 
 async def record_company_check(
@@ -127,7 +124,7 @@ async def record_company_check(
         await resolve_notifications(
             session, account_id=account_id, invoice_id=None, kinds=["company_settings_blocked"], at=at
         )
-    return CompanyCheckRecorded(blocked_reason=reason, was_blocked=was_blocked, checks=checks)
+    return CompanyCheckRecorded(blocked_reason=reason)
 
 
 async def mark_company_stale(session: AsyncSession, account_id: str) -> None:

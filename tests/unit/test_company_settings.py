@@ -18,6 +18,7 @@ from qbo.company_settings import (
     company_checks,
     currency_problem,
     expected_tax_cents,
+    explain_fault,
     invoice_tax,
     settings_from,
     untaxed_code,
@@ -275,3 +276,29 @@ def test_the_invoice_tax_fields_are_strict_and_tax_needs_a_taxed_line() -> None:
         line = {**base["lines"][0], "tax_rate_percent": rate}  # type: ignore[index]
         with pytest.raises(ValidationError):
             InvoiceSend.model_validate_json(json.dumps({**base, "lines": [line]}))
+
+
+@pytest.mark.parametrize(
+    ("code", "detail", "words"),
+    [
+        ("6000", "Business Validation Error: Make sure all your transactions have a VAT rate before you save.",
+         "needs a sales tax code on every line"),
+        ("6100", "Valid Line TaxCodes for US should be TAX or NON.", "refused a line's tax code"),
+        ("6170", "The TxnTaxDetail attribute isn't allowed", "does not apply tax"),
+        ("2280", "A tax amount is required with TaxCodeRef applied.", "wants a tax amount"),
+        ("6470", "You either selected a tax on a transaction that's not allowed", "not allowed"),
+        ("6200", "Account Period Closed Error", "Move the closing date"),
+        ("6210", "A password is required", "closing password"),
+    ],
+)  # fmt: skip
+def test_tax_and_closed_books_faults_are_explained_with_what_to_do(
+    code: str, detail: str, words: str
+) -> None:
+    advice = explain_fault(code, detail)
+    assert advice is not None and words in advice
+    assert "retry" in advice
+
+
+def test_other_faults_get_no_tax_advice() -> None:
+    assert explain_fault("6000", "The discount amount can't be greater than the subtotal.") is None
+    assert explain_fault("610", "Object Not Found") is None

@@ -175,9 +175,12 @@ class FakeConnectionActivities:
 
 
 @asynccontextmanager
-async def connection_worker(client: Client, fakes: FakeConnectionActivities) -> AsyncIterator[str]:
-    """Workers running ConnectionWorkflow with the fakes, on a task queue of their own and its token queue."""
-    task_queue = f"wf-{uuid.uuid4().hex[:10]}"
+async def connection_worker(
+    client: Client, fakes: FakeConnectionActivities, task_queue: str | None = None
+) -> AsyncIterator[str]:
+    """Workers running ConnectionWorkflow with the fakes, on a task queue of their own (or `task_queue`, where
+    workflows may already wait) and its token queue."""
+    task_queue = task_queue or f"wf-{uuid.uuid4().hex[:10]}"
     async with (
         Worker(
             client,
