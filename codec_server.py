@@ -157,7 +157,7 @@ def _payloads_json(payloads: list[Payload]) -> dict[str, Any]:
 
 def main() -> None:
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # log_config=None: uvicorn's loggers go through the same handlers and filters as everything else.
     uvicorn.run(
         create_codec_app(settings),

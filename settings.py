@@ -14,13 +14,16 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.signing import EVENTS_SIGNING_FORMAT, secret_bytes, split_secrets
+
 # Development defaults only. `Settings` refuses them when APP_ENV=production.
 DEV_API_TOKEN = "dev-api-token"
 DEV_QBO_CLIENT_ID = "dev-client-id"
 DEV_QBO_CLIENT_SECRET = "dev-client-secret"
 DEV_WEBHOOK_VERIFIER_TOKEN = "dev-verifier-token"
 DEV_TOKEN_ENCRYPTION_KEY = "ZGV2LW9ubHktdG9rZW4tZW5jcnlwdGlvbi1rZXktLS0="  # a Fernet key, dev only
-DEV_PLATFORM_EVENTS_SECRET = "dev-events-secret"
+# A Standard Webhooks secret (whsec_ + base64), dev only.
+DEV_PLATFORM_EVENTS_SECRET = "whsec_cWJvLXN5bmMgZGV2ZWxvcG1lbnQtb25seSBldmVudHMgc2VjcmV0"
 # A passphrase, not a key: accepted outside production only, so existing development data (and the recorded
 # replay histories) still decrypt. Production takes real keys (see `payload_key_bytes`).
 DEV_PAYLOAD_ENCRYPTION_KEY = "dev-only-temporal-payload-key"
@@ -32,7 +35,8 @@ PAYLOAD_KEY_FORMAT = (
     "each comma-separated key must be the base64 of 32 random bytes "
     "(make one with: python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())')"
 )
-# The secrets this service makes up itself (API_TOKEN, PLATFORM_EVENTS_SECRET, CODEC_AUTH_TOKEN). Account tokens
+# The secrets this service makes up itself (API_TOKEN, CODEC_AUTH_TOKEN; PLATFORM_EVENTS_SECRET is Standard
+# Webhooks' form, models/signing.py). Account tokens
 # are HMAC(API_TOKEN, ...): a guessable API_TOKEN lets anyone forge them. `secrets.token_urlsafe(32)` gives 43
 # characters, of about 30 distinct ones; `secrets.token_hex(16)` 32, of about 14.
 MIN_SECRET_LENGTH = 32
@@ -97,12 +101,33 @@ class Settings(BaseSettings):
 
     app_env: Literal["development", "test", "production"] = "development"
     log_level: str = "INFO"
+    # json: one JSON object a line, for a log collector (the default, so a deployment that forgets it still gets
+    # parseable lines with their ids); text: the plain line for a human at a terminal (`make run` sets it).
+    log_format: Literal["json", "text"] = "json"
 
     database_url: str = "sqlite:///var/qbo_sync.db"
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_task_queue: str = "qbo-sync"
+    # Reaching Temporal Cloud or a TLS cluster, under the names of Temporal's own environment configuration
+    # (temporalio.envconfig): an API key (sent as `authorization: Bearer`, over TLS), or mTLS with a client
+    # certificate and key, each as a file path or inline PEM data. TLS is on when any of these is set; TEMPORAL_TLS
+    # says so explicitly (true: TLS with the system's roots, false: plaintext).
+    temporal_api_key: SecretStr | None = None
+    temporal_tls: bool | None = None
+    temporal_tls_client_cert_path: str | None = None
+    temporal_tls_client_cert_data: str | None = None
+    temporal_tls_client_key_path: str | None = None
+    temporal_tls_client_key_data: SecretStr | None = None
+    # A private CA's certificate for the server (a self-hosted cluster), and the name to check it against.
+    temporal_tls_server_ca_cert_path: str | None = None
+    temporal_tls_server_ca_cert_data: str | None = None
+    temporal_tls_server_name: str | None = None
+    # APP_ENV=production refuses plaintext to a Temporal beyond loopback: whoever is on that path could read the
+    # (encrypted) histories and send any signal or update. True only where the network itself is private and
+    # encrypted (a service mesh's mTLS, a Docker network on one host).
+    temporal_allow_plaintext: bool = False
 
     api_token: SecretStr = SecretStr(DEV_API_TOKEN)
     api_public_url: str = "http://127.0.0.1:8000"
@@ -160,6 +185,31 @@ class Settings(BaseSettings):
     oauth_adoption_wait_seconds: float = Field(default=10.0, gt=0)
     webhook_max_body_bytes: int = Field(default=1_048_576, gt=0)
 
+    # The worker's Prometheus metrics (its own, QuickBooks calls, and the Temporal SDK's) at
+    # http://WORKER_METRICS_HOST:WORKER_METRICS_PORT/metrics. Loopback by default; port 0 takes any free port
+    # (logged at start-up), for several workers on one host.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
+
+    # OpenTelemetry tracing (observability/tracing.py), under OpenTelemetry's own environment variable names. Off
+    # unless an OTLP endpoint is set: the base URL (`/v1/traces` is appended) or the traces endpoint itself (taken
+    # as it is). OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn it off all the same. The exporter's other
+    # variables (OTEL_EXPORTER_OTLP_HEADERS, ..._TIMEOUT, ..._CERTIFICATE) and OTEL_TRACES_SAMPLER, OTEL_BSP_* and
+    # OTEL_RESOURCE_ATTRIBUTES are read by the SDK itself, from the environment.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_traces_exporter: Literal["otlp", "none"] = "otlp"
+    otel_sdk_disabled: bool = False
+    # qbo-sync-api or qbo-sync-worker when unset.
+    otel_service_name: str | None = None
+
+    # Whether the worker runs workflow code in Temporal's sandbox. Off by default: the sandbox imports each
+    # workflow's module afresh for every workflow it starts, about a fifth of the worker's CPU per synced invoice
+    # (bench/README.md, "Engine cost"). What it guards against is caught before a release instead: every workflow
+    # test and every replay test runs the workflows in the sandbox, and workflows/ruff.toml bans the calls it
+    # would refuse (clocks, randomness, I/O) in workflow code.
+    worker_workflow_sandbox: bool = False
+
     # An API call to Temporal that takes longer than this fails (503 temporarily_unavailable, or left to the
     # relay): a Temporal that is down, or a workflow no worker runs, never holds a request.
     temporal_rpc_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -184,6 +234,19 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("platform_events_secret")
+    @classmethod
+    def _events_secrets_are_standard_webhooks_secrets(cls, value: SecretStr) -> SecretStr:
+        secrets = split_secrets(value.get_secret_value())
+        if not secrets:
+            raise ValueError("PLATFORM_EVENTS_SECRET holds no secret")
+        for position, secret in enumerate(secrets, start=1):
+            if secret_bytes(secret) is None:
+                raise ValueError(
+                    f"PLATFORM_EVENTS_SECRET secret #{position} is not one: {EVENTS_SIGNING_FORMAT}"
+                )
+        return value
+
     @field_validator("codec_auth_token", mode="before")
     @classmethod
     def _empty_token_is_no_token(cls, value: object) -> object:
@@ -195,6 +258,26 @@ class Settings(BaseSettings):
         if not split_keys(value.get_secret_value()):
             raise ValueError("PAYLOAD_ENCRYPTION_KEY holds no key")
         return value
+
+    @field_validator(
+        "temporal_api_key",
+        "temporal_tls_client_cert_path",
+        "temporal_tls_client_cert_data",
+        "temporal_tls_client_key_path",
+        "temporal_tls_client_key_data",
+        "temporal_tls_server_ca_cert_path",
+        "temporal_tls_server_ca_cert_data",
+        "temporal_tls_server_name",
+        "temporal_tls",
+        "otel_exporter_otlp_endpoint",
+        "otel_exporter_otlp_traces_endpoint",
+        "otel_service_name",
+        mode="before",
+    )
+    @classmethod
+    def _empty_option_is_unset(cls, value: object) -> object:
+        # `TEMPORAL_TLS_CLIENT_CERT_PATH=` (a compose file passing an unset variable on) means "not set".
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("codec_allowed_hosts")
     @classmethod
@@ -229,7 +312,6 @@ class Settings(BaseSettings):
         # Intuit issues its own secrets (their form is Intuit's business); ours must be real secrets.
         ours = {
             "API_TOKEN": self.api_token.get_secret_value(),
-            "PLATFORM_EVENTS_SECRET": self.platform_events_secret.get_secret_value(),
             "CODEC_AUTH_TOKEN": codec_token,
         }
         weak = [name for name, value in ours.items() if not looks_like_a_secret(value)]
@@ -275,6 +357,73 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _temporal_connection_is_coherent(self) -> Settings:
+        pairs = {
+            "TEMPORAL_TLS_CLIENT_CERT": (
+                self.temporal_tls_client_cert_path,
+                self.temporal_tls_client_cert_data,
+            ),
+            "TEMPORAL_TLS_CLIENT_KEY": (self.temporal_tls_client_key_path, self.temporal_tls_client_key_data),
+            "TEMPORAL_TLS_SERVER_CA_CERT": (
+                self.temporal_tls_server_ca_cert_path,
+                self.temporal_tls_server_ca_cert_data,
+            ),
+        }
+        for name, (path, data) in pairs.items():
+            if path is not None and data is not None:
+                raise ValueError(f"set {name}_PATH or {name}_DATA, not both")
+        has_cert = any(pairs["TEMPORAL_TLS_CLIENT_CERT"])
+        has_key = any(pairs["TEMPORAL_TLS_CLIENT_KEY"])
+        if has_cert != has_key:
+            given, missing = ("CERT", "KEY") if has_cert else ("KEY", "CERT")
+            raise ValueError(
+                f"TEMPORAL_TLS_CLIENT_{given}_* needs TEMPORAL_TLS_CLIENT_{missing}_* too (mTLS takes the client "
+                "certificate and its private key)"
+            )
+        if self.temporal_tls is False and (
+            self.temporal_tls_options_set or self.temporal_api_key is not None
+        ):
+            raise ValueError(
+                "TEMPORAL_TLS=false cannot go with TEMPORAL_API_KEY or TEMPORAL_TLS_* settings (an API key or a "
+                "certificate would travel in plaintext); remove TEMPORAL_TLS or the others"
+            )
+        host = self.temporal_address.rsplit(":", 1)[0].strip("[]")
+        if (
+            self.app_env == "production"
+            and not self.temporal_uses_tls
+            and not _is_loopback(host)
+            and not self.temporal_allow_plaintext
+        ):
+            raise ValueError(
+                "APP_ENV=production needs TLS to a Temporal beyond loopback (TEMPORAL_API_KEY, TEMPORAL_TLS_* or "
+                "TEMPORAL_TLS=true); TEMPORAL_ALLOW_PLAINTEXT=true only where the network is private and encrypted"
+            )
+        return self
+
+    @property
+    def temporal_tls_options_set(self) -> bool:
+        return any(
+            value is not None
+            for value in (
+                self.temporal_tls_client_cert_path,
+                self.temporal_tls_client_cert_data,
+                self.temporal_tls_client_key_path,
+                self.temporal_tls_client_key_data,
+                self.temporal_tls_server_ca_cert_path,
+                self.temporal_tls_server_ca_cert_data,
+                self.temporal_tls_server_name,
+            )
+        )
+
+    @property
+    def temporal_uses_tls(self) -> bool:
+        """As Temporal's environment configuration reads these: TLS unless TEMPORAL_TLS=false, once TEMPORAL_TLS,
+        an API key or any TLS option is set."""
+        if self.temporal_tls is not None:
+            return self.temporal_tls
+        return self.temporal_api_key is not None or self.temporal_tls_options_set
+
+    @model_validator(mode="after")
     def _codec_beyond_loopback_needs_its_token(self) -> Settings:
         if _is_loopback(self.codec_host) or self.codec_auth_token is not None:
             return self
@@ -289,6 +438,14 @@ class Settings(BaseSettings):
     def _real_keys_in_production(self) -> Settings:
         if self.app_env != "production":
             return self
+        events_secrets = split_secrets(self.platform_events_secret.get_secret_value())
+        for position, secret in enumerate(events_secrets, start=1):
+            secret_key = secret_bytes(secret)
+            if secret == DEV_PLATFORM_EVENTS_SECRET or secret_key is None or not looks_random(secret_key):
+                raise ValueError(
+                    f"APP_ENV=production needs real secrets in PLATFORM_EVENTS_SECRET: secret #{position} is not "
+                    f"one; {EVENTS_SIGNING_FORMAT}"
+                )
         payload_keys = split_keys(self.payload_encryption_key.get_secret_value())
         for position, key in enumerate(payload_keys, start=1):
             raw = payload_key_bytes(key)

@@ -1,4 +1,5 @@
-"""Temporal plumbing shared by the API, the worker and the codec server: the encrypting payload codec and the client."""
+"""Temporal plumbing shared by the API, the worker and the codec server: the encrypting payload codec and the one
+way to connect (address, namespace, API key, TLS from settings)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import dataclasses
 import hashlib
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import temporalio.converter
 from cryptography.exceptions import InvalidTag
@@ -17,9 +21,14 @@ from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.converter import PayloadCodec
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, ClientConnectConfig
+from temporalio.runtime import Runtime
+from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 from settings import Settings, payload_key_bytes, split_keys
+
+if TYPE_CHECKING:
+    from observability.tracing import Tracing
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
@@ -166,13 +175,15 @@ class _UnreachedInterceptor(temporalio.client.Interceptor):
         return _Unreached(next)
 
 
-async def connect_when_reachable(settings: Settings, *, log: logging.Logger) -> Client:
+async def connect_when_reachable(
+    settings: Settings, *, log: logging.Logger, runtime: Runtime | None = None, tracing: Tracing | None = None
+) -> Client:
     """A connected client, once Temporal answers: a worker started before Temporal (a deploy or a restart of both,
     in any order) waits for it instead of exiting, retrying with backoff up to every 30 s."""
     delay = 1.0
     while True:
         try:
-            return await connect(settings)
+            return await connect(settings, runtime=runtime, tracing=tracing)
         except RuntimeError as exc:
             # The SDK says "not reachable" only as this RuntimeError; anything else is a real error.
             if not str(exc).startswith("Failed client connect"):
@@ -184,13 +195,84 @@ async def connect_when_reachable(settings: Settings, *, log: logging.Logger) -> 
         delay = min(delay * 2, 30.0)
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
-    """A client for the configured namespace; `lazy` connects on its first call instead (the API starts while
-    Temporal is away). Either way, Temporal out of reach is an RPCError (UNAVAILABLE) to the caller."""
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=data_converter(settings),
-        interceptors=[_UnreachedInterceptor()],
-        lazy=lazy,
+def connect_config(settings: Settings) -> ClientConnectConfig:
+    """Address, namespace, API key and TLS as Temporal's environment configuration turns them into `Client.connect`
+    arguments (an API key implies TLS; each certificate from its file or inline data)."""
+
+    def source(path: str | None, data: str | None) -> Path | bytes | None:
+        return Path(path) if path is not None else data.encode() if data is not None else None
+
+    key_data = settings.temporal_tls_client_key_data
+    tls = (
+        ClientConfigTLS(
+            disabled=not settings.temporal_uses_tls,
+            server_name=settings.temporal_tls_server_name,
+            server_root_ca_cert=source(
+                settings.temporal_tls_server_ca_cert_path, settings.temporal_tls_server_ca_cert_data
+            ),
+            client_cert=source(
+                settings.temporal_tls_client_cert_path, settings.temporal_tls_client_cert_data
+            ),
+            client_private_key=source(
+                settings.temporal_tls_client_key_path, key_data.get_secret_value() if key_data else None
+            ),
+        )
+        if settings.temporal_tls is not None or settings.temporal_tls_options_set
+        else None
     )
+    api_key = settings.temporal_api_key
+    return ClientConfigProfile(
+        address=settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        api_key=api_key.get_secret_value() if api_key else None,
+        tls=tls,
+    ).to_client_connect_config()
+
+
+async def connect(
+    settings: Settings,
+    *,
+    lazy: bool = False,
+    with_codec: bool = True,
+    runtime: Runtime | None = None,
+    tracing: Tracing | None = None,
+    give_up_after: timedelta | None = None,
+) -> Client:
+    """The one way every process reaches Temporal (API, worker, tools): the configured address, namespace, API key
+    and TLS. `lazy` connects on its first call instead (the API starts while Temporal is away); either way, Temporal
+    out of reach is an RPCError (UNAVAILABLE) to the caller. `with_codec=False` is for tools that read or write no
+    payloads (registering search attributes): they need no payload key. `runtime`: the SDK's runtime (the worker's
+    exports its metrics). `tracing`: the process's tracing, when it is on: Temporal's interceptor traces the
+    client's calls and, through the client, the workflows and activities of the workers built on it.
+    `give_up_after`: how long one call may retry a Temporal that does not answer (the SDK's default is 10 s): the
+    API answers its callers within TEMPORAL_RPC_TIMEOUT_SECONDS, and its relay tries again later."""
+    interceptors: list[temporalio.client.Interceptor] = [_UnreachedInterceptor()]
+    if tracing is not None:
+        # Outermost: its span covers the call as the caller sees it.
+        interceptors.insert(0, tracing.temporal_interceptor())
+    return await Client.connect(
+        **connect_config(settings),
+        data_converter=data_converter(settings) if with_codec else temporalio.converter.default(),
+        interceptors=interceptors,
+        lazy=lazy,
+        runtime=runtime,
+        retry_config=(
+            None
+            if give_up_after is None
+            else RetryConfig(max_elapsed_time_millis=int(give_up_after.total_seconds() * 1000))
+        ),
+    )
+
+
+def exit_without_finalizing(code: int) -> NoReturn:
+    """Leave a process that used a Temporal client once its work is done, without the interpreter's finalization.
+
+    The SDK's Rust runtime keeps threads that may still touch the GIL while CPython finalizes, which aborts the
+    process now and then ("Fatal Python error: PyGILState_Release", SIGABRT, after the command's output;
+    temporalio/sdk-python#300, open). The worker calls this once its workers have shut down gracefully, a command
+    once it has printed its result: nothing is left to flush but the logs and the standard streams.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

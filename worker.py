@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import NoReturn
+from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+)
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 import temporal_support
 from activities.change_sweep import ChangeSweepActivities
@@ -27,11 +33,21 @@ from activities.events import EventActivities
 from activities.health import HealthActivities
 from activities.invoice_sync import InvoiceSyncActivities
 from activities.notify import PlatformEventActivities
+from activities.operator_events import OperatorEventActivities
 from activities.quickbooks_access import QuickBooksAccess
 from activities.store import StoreActivities
 from logging_setup import configure_logging
 from models.crypto import TokenCipher
-from models.db import SessionFactory, create_engine, create_session_factory, libpq_conninfo
+from models.db import (
+    SchemaMismatch,
+    SessionFactory,
+    create_engine,
+    create_session_factory,
+    libpq_conninfo,
+    refuse_mismatched_schema,
+)
+from observability.metrics import TokenHorizon, loopback_port, serve_worker_metrics
+from observability.tracing import WORKER_SERVICE_NAME, start_tracing
 from qbo.client import endpoints_for
 from qbo.company_budget import company_limiter
 from qbo.limits import RealmLimiter
@@ -40,7 +56,10 @@ from settings import Settings, get_settings
 from workflows.connection import TOKEN_TASK_QUEUE_SUFFIX, ConnectionWorkflow
 from workflows.events import QuickBooksEventsWorkflow
 from workflows.invoice import InvoiceWorkflow
+from workflows.platform_events import PlatformEventRedeliveryWorkflow
 
+# The exit code of a worker that refuses to start on a schema that is not its code's (uvicorn's for the API).
+EXIT_SCHEMA_MISMATCH = 3
 # On shutdown, activities under way get this long to finish before they are abandoned (and retried elsewhere).
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
@@ -109,6 +128,9 @@ def build_workers(
     )
     invoices = InvoiceSyncActivities(access=access, sessions=resources.sessions)
     events = EventActivities(access=access, sessions=resources.sessions, temporal=client)
+    operator_events = OperatorEventActivities(
+        sessions=resources.sessions, temporal=client, task_queue=settings.temporal_task_queue
+    )
     sweep = ChangeSweepActivities(
         access=access, sessions=resources.sessions, temporal=client, task_queue=settings.temporal_task_queue
     )
@@ -124,8 +146,9 @@ def build_workers(
     store = StoreActivities(resources.sessions)
     platform = PlatformEventActivities(
         http=resources.http,
+        sessions=resources.sessions,
         url=settings.platform_events_url,
-        secret=settings.platform_events_secret.get_secret_value(),
+        secrets=settings.platform_events_secret.get_secret_value(),
     )
     connection = ConnectionActivities(
         sessions=resources.sessions,
@@ -139,10 +162,20 @@ def build_workers(
         task_queue=settings.temporal_task_queue,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         max_cached_workflows=max_cached_workflows,
-        workflows=[InvoiceWorkflow, ConnectionWorkflow, QuickBooksEventsWorkflow],
+        # settings.py says why the sandbox is off by default, and what guards the workflows instead.
+        workflow_runner=SandboxedWorkflowRunner()
+        if settings.worker_workflow_sandbox
+        else UnsandboxedWorkflowRunner(),
+        workflows=[
+            InvoiceWorkflow,
+            ConnectionWorkflow,
+            QuickBooksEventsWorkflow,
+            PlatformEventRedeliveryWorkflow,
+        ],
         activities=[
             invoices.sync_invoice,
             invoices.void_invoice,
+            invoices.read_invoice,
             events.process_pending_events,
             health.check_connection,
             company.check_company,
@@ -151,6 +184,9 @@ def build_workers(
             store.record_invoice,
             store.pause_invoice,
             platform.deliver_platform_event,
+            platform.redeliver_platform_event,
+            operator_events.replay_parked_events,
+            operator_events.reprocess_webhook_delivery,
         ],
     )
     tokens = Worker(
@@ -171,8 +207,9 @@ def build_workers(
     return [main, tokens]
 
 
-async def run_workers(client: Client, settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM, then stop polling and let the activities under way finish."""
+async def run_workers(client: Client, settings: Settings, *, horizon: TokenHorizon | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then stop polling and let the activities under way finish. `horizon`: the
+    token horizon gauge, which reads this worker's database while it runs."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -180,40 +217,78 @@ async def run_workers(client: Client, settings: Settings) -> None:
     async with worker_resources(settings) as resources:
         workers = build_workers(client, settings, resources)
         running = [asyncio.create_task(worker.run()) for worker in workers]
+        if horizon is not None:
+            horizon.attach(loop, resources.sessions)
         await asyncio.wait([*running, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if horizon is not None:
+            horizon.detach()
         await asyncio.gather(*(worker.shutdown() for worker in workers))
         await asyncio.gather(*running, return_exceptions=True)
 
 
+def metrics_runtime() -> tuple[Runtime, str]:
+    """The SDK's runtime, exporting its metrics on an internal loopback port (and its core's logs to Python's
+    logging), and that exporter's URL."""
+    address = f"127.0.0.1:{loopback_port()}"
+    runtime = Runtime(
+        telemetry=TelemetryConfig(
+            # The SDK core's own lines go through Python's logging (the same format and filters), not straight
+            # to stderr in a format of its own.
+            logging=LoggingConfig(
+                filter=LoggingConfig.default.filter,
+                forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+            ),
+            metrics=PrometheusConfig(
+                bind_address=address, counters_total_suffix=True, durations_as_seconds=True
+            ),
+        )
+    )
+    return runtime, f"http://{address}/metrics"
+
+
 async def main() -> None:
     settings = get_settings()
-    configure_logging(settings.log_level)
-    client = await temporal_support.connect_when_reachable(settings, log=logging.getLogger("worker"))
-    logging.getLogger("worker").info(
-        "worker polling %s on %s (namespace %s)",
-        settings.temporal_task_queue,
-        settings.temporal_address,
-        settings.temporal_namespace,
+    configure_logging(settings.log_level, settings.log_format)
+    log = logging.getLogger("worker")
+    await refuse_mismatched_schema(settings.database_url, log=log, wait=True)
+    runtime, sdk_metrics_url = metrics_runtime()
+    horizon = TokenHorizon()
+    metrics_url, _server = serve_worker_metrics(
+        settings.worker_metrics_host, settings.worker_metrics_port, sdk_url=sdk_metrics_url, horizon=horizon
     )
-    await run_workers(client, settings)
+    log.info("worker metrics at %s", metrics_url)
+    tracing = start_tracing(settings, service_name=WORKER_SERVICE_NAME)
+    try:
+        client = await temporal_support.connect_when_reachable(
+            settings, log=log, runtime=runtime, tracing=tracing
+        )
+        log.info(
+            "worker polling %s on %s (namespace %s)",
+            settings.temporal_task_queue,
+            settings.temporal_address,
+            settings.temporal_namespace,
+        )
+        await run_workers(client, settings, horizon=horizon)
+    finally:
+        if tracing is not None:
+            # The spans of the last activities are still queued: export them before the process leaves.
+            await asyncio.to_thread(tracing.shutdown)
 
 
-def _exit_without_finalizing(code: int) -> NoReturn:
-    """Leave once everything is shut down, without the interpreter's finalization.
-
-    The SDK's Rust runtime keeps threads that may still touch the GIL while CPython finalizes, which aborts the
-    process now and then ("Fatal Python error: PyGILState_Release", SIGABRT; temporalio/sdk-python#300, open).
-    By then the workers have shut down gracefully and nothing is left to flush but the standard streams.
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+def run_loop() -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop where it is installed (not on Windows): libuv's event loop costs the worker less CPU per activity."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.run
+    return uvloop.run
 
 
 if __name__ == "__main__":
     try:
-        asyncio.run(main())
+        run_loop()(main())
     except KeyboardInterrupt:
-        _exit_without_finalizing(130)
-    _exit_without_finalizing(0)
+        temporal_support.exit_without_finalizing(130)
+    except SchemaMismatch:
+        temporal_support.exit_without_finalizing(EXIT_SCHEMA_MISMATCH)  # already logged, in words
+    temporal_support.exit_without_finalizing(0)

@@ -63,6 +63,7 @@ def connection_info(row: QuickBooksConnection) -> ConnectionInfo:
         refresh_expires_at=row.refresh_expires_at,
         refresh_hard_expires_at=row.refresh_hard_expires_at,
         status_reason=row.status_reason,
+        company_name=row.company_name,
     )
 
 

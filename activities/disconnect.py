@@ -7,7 +7,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import func
 from sqlmodel import col, select
 from temporalio import activity
 from temporalio.client import Client
@@ -18,13 +18,13 @@ from activities.connection import connection_info
 from activities.heartbeat import heartbeating
 from activities.invoice_sync import void_in_quickbooks
 from activities.quickbooks_access import QuickBooksAccess, QuickBooksContext
+from models.connections import voidable_on_disconnect
 from models.crud import resolve_notifications
 from models.crypto import TokenCipher
 from models.db import SessionFactory
 from models.domain import (
     AUTHORIZATION_HOLDING_STATUSES,
     CONNECTION_UNAVAILABLE,
-    IN_QUICKBOOKS,
     VOID_NOT_DONE,
     ConnectionStatus,
     DisconnectMode,
@@ -280,12 +280,3 @@ async def _void_one(context: QuickBooksContext, row: InvoiceSync) -> tuple[VoidO
         outcome = VoidOutcome.VOIDED if result.outcome == VoidOutcome.ALREADY_VOIDED else result.outcome
         return outcome, result.reason
     raise AssertionError("unreachable")
-
-
-def voidable_on_disconnect() -> list[ColumnElement[bool]]:
-    """Invoices Disconnect & Void must void: in QuickBooks, not voided, not yet dealt with."""
-    return [
-        col(InvoiceSync.qbo_invoice_id).is_not(None),
-        col(InvoiceSync.status).in_(sorted(IN_QUICKBOOKS)),
-        col(InvoiceSync.disconnect_outcome).is_(None),
-    ]

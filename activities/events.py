@@ -18,6 +18,7 @@ from models.crud import remember_payment_links
 from models.db import SessionFactory
 from models.domain import CONNECTION_UNAVAILABLE, EventStatus, InvoiceStatus
 from models.tables import InvoiceSync, PaymentLink, QuickBooksEvent, utcnow
+from observability.metrics import observe_event_lag
 from qbo.errors import QboError, QboNotFound
 from workflows.ids import invoice_workflow_id, stored_or
 from workflows.messages import InvoiceObservation, ProcessEventsInput, ProcessEventsResult
@@ -248,6 +249,7 @@ class EventActivities:
                 else:
                     row.status = outcome.status.value
                     row.processed_at = now
+                    observe_event_lag(row.source, row.occurred_at, now)
                     row.last_error = outcome.error
                 session.add(row)
             await session.commit()

@@ -6,6 +6,7 @@ Void both go through it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from activities.mapping import (
     customer_currency,
     customer_display_names,
     customer_email,
+    deleted_invoice,
     invoice_body,
     is_ours,
     is_voided,
@@ -33,15 +35,18 @@ from activities.mapping import (
 from activities.quickbooks_access import (
     QuickBooksAccess,
     QuickBooksContext,
+    connection_unavailable,
     rejected_in_words,
     translate_errors,
 )
+from activities.store import apply_invoice_record, mark_sync_started
 from models.connections import mark_company_stale
 from models.coordination import SingleFlight
 from models.db import SessionFactory
-from models.domain import QUICKBOOKS_REJECTED, VoidOutcome
+from models.domain import QUICKBOOKS_REJECTED, VoidOutcome, payment_status
 from models.queries import upsert
 from models.tables import RealmCacheEntry, utcnow
+from observability.metrics import FAILED, RETRYABLE, SYNC_RETRIES, SYNCED, record_sync_attempt
 from qbo.client import quote, request_id
 from qbo.company_settings import (
     CompanySettings,
@@ -60,12 +65,36 @@ from qbo.errors import (
     QboValidationError,
 )
 from workflows.messages import (
+    OPERATOR_READ,
+    InvoiceObservation,
+    InvoiceRecord,
     InvoiceSnapshot,
+    ReadInvoiceInput,
     SyncInvoiceInput,
     SyncInvoiceResult,
     VoidInvoiceInput,
     VoidInvoiceResult,
+    synced_timeline,
 )
+
+
+def synced_record(request: SyncInvoiceInput, result: SyncInvoiceResult) -> InvoiceRecord:
+    """The read side of a synced invoice: what the invoice workflow records after a sync (workflows/invoice.py)."""
+    return InvoiceRecord(
+        account_id=request.account_id,
+        invoice_id=request.invoice_id,
+        status=payment_status(result.total_cents, result.balance_cents),
+        realm_id=result.realm_id,
+        qbo_invoice_id=result.qbo_invoice_id,
+        qbo_customer_id=result.qbo_customer_id,
+        total_cents=result.total_cents,
+        balance_cents=result.balance_cents,
+        qbo_sync_token=result.sync_token if result.sync_token >= 0 else None,
+        clear_last_error=True,
+        timeline=synced_timeline(request.workflow_id, request.snapshot.number, result.qbo_invoice_id),
+        resolve_notification_kinds=["sync_failed"],
+    )
+
 
 # A void meets a SyncToken that changed under it (a payment, an edit) at most this often before it gives up.
 VOID_STALE_ATTEMPTS = 3
@@ -86,14 +115,37 @@ class InvoiceSyncActivities:
         An earlier attempt whose outcome is unknown (timeout, 5xx, crash) may have created the invoice, so any
         attempt after the first looks it up by number (and our PrivateNote marker) before writing again.
         """
-        async with heartbeating():
-            return await self._sync_invoice(request)
+        info = activity.info()
+        attempt = info.attempt + request.attempts_before
+        if attempt > 1:
+            SYNC_RETRIES.labels("automatic").inc()
+        elif request.generation > 0:
+            SYNC_RETRIES.labels("manual").inc()
+        try:
+            first = await mark_sync_started(self._sessions, request.account_id, request.invoice_id)
+            if not first and request.record_synced and attempt == 1 and not request.may_exist:
+                # No longer `pending` on a first attempt: this one ran before and its outcome was lost (a local
+                # activity is run again from the start when its workflow task is), so it may have written.
+                request = dataclasses.replace(request, may_exist=True)
+            async with heartbeating():
+                result = await self._sync_invoice(request, attempt)
+            if request.record_synced:
+                await apply_invoice_record(self._sessions, synced_record(request, result))
+                result = dataclasses.replace(result, recorded=True)
+        except ApplicationError as exc:
+            record_sync_attempt(FAILED if exc.non_retryable else RETRYABLE, exc.type or "ApplicationError")
+            raise
+        except Exception as exc:
+            record_sync_attempt(RETRYABLE, type(exc).__name__)
+            raise
+        record_sync_attempt(SYNCED)
+        return result
 
-    async def _sync_invoice(self, request: SyncInvoiceInput) -> SyncInvoiceResult:
+    async def _sync_invoice(self, request: SyncInvoiceInput, attempt: int) -> SyncInvoiceResult:
         context = await self._access.context(request.account_id)
         snapshot = request.snapshot
         info = activity.info()
-        if request.may_exist or info.attempt > 1:
+        if request.may_exist or attempt > 1:
             # First of all: an invoice an earlier attempt made is synced, whatever the company's settings say now.
             with translate_errors("the invoice"):
                 existing = await self._find_our_invoice(
@@ -113,7 +165,7 @@ class InvoiceSyncActivities:
                     expected_tax=await self._stored_expected_tax(context, snapshot),
                 )
         # A manual retry reads the company again: the user may just have fixed its settings in QuickBooks.
-        retried = request.generation > 0 and info.attempt == 1
+        retried = request.generation > 0 and attempt == 1
         settings, tax = await self._company_plan(
             context, snapshot, fresh_since=info.current_attempt_scheduled_time if retried else None
         )
@@ -394,6 +446,25 @@ class InvoiceSyncActivities:
                 return await void_in_quickbooks(
                     context, qbo_invoice_id, doc_number=request.doc_number, workflow_id=request.workflow_id
                 )
+
+    # --- Re-read (operators) -----------------------------------------------------------------------------
+
+    @activity.defn
+    async def read_invoice(self, request: ReadInvoiceInput) -> InvoiceObservation:
+        """The invoice as QuickBooks has it now (balance, void, deletion): what an operator's re-read applies."""
+        async with heartbeating():
+            context = await self._access.context(request.account_id)
+            if context.realm_id != request.realm_id:
+                raise connection_unavailable(
+                    "The account is connected to another QuickBooks company now; this invoice's company cannot "
+                    "be read."
+                )
+            with translate_errors("the read"):
+                try:
+                    invoice = await context.client.read("Invoice", request.qbo_invoice_id)
+                except QboNotFound:
+                    return deleted_invoice(context.realm_id, request.qbo_invoice_id, source=OPERATOR_READ)
+                return observe_invoice(context.realm_id, invoice, source=OPERATOR_READ)
 
     async def _known_customers(
         self, context: QuickBooksContext, email: str | None, currency: str | None

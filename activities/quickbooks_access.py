@@ -15,6 +15,7 @@ from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from logging_setup import bind_log_fields
 from models.crypto import TokenCipher
 from models.db import SessionFactory
 from models.domain import (
@@ -228,6 +229,7 @@ class QuickBooksAccess:
         )
         await tokens.load()
         assert tokens.realm_id is not None
+        bind_log_fields(account_id=account_id, realm_id=tokens.realm_id)
         return QuickBooksContext(
             account_id=account_id, realm_id=tokens.realm_id, client=self._client(tokens.realm_id, tokens)
         )

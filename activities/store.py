@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlmodel import select
+from sqlmodel import col, select, update
 from temporalio import activity
 
 from models.connections import company_blocked
@@ -22,6 +22,93 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+async def mark_sync_started(sessions: SessionFactory, account_id: str, invoice_id: str) -> bool:
+    """A sync attempt is under way: a `pending` invoice reads `syncing` from now on, however long its first attempt
+    and retries take. Any other status was written by its workflow since, which this never overwrites.
+
+    Whether this was the first attempt to start: False when the invoice was no longer `pending`, so an earlier
+    attempt (one whose workflow task was lost with its worker, say) may have written to QuickBooks already."""
+    async with sessions() as session:
+        result = await session.exec(
+            update(InvoiceSync)
+            .where(
+                col(InvoiceSync.account_id) == account_id,
+                col(InvoiceSync.invoice_id) == invoice_id,
+                col(InvoiceSync.status) == InvoiceStatus.PENDING.value,
+            )
+            .values(status=InvoiceStatus.SYNCING.value, updated_at=_now())
+        )
+        await session.commit()
+        return bool(result.rowcount)
+
+
+async def apply_invoice_record(sessions: SessionFactory, record: InvoiceRecord) -> None:
+    """Apply one status change of an invoice, with its timeline entry and notification (idempotent)."""
+    now = _now()
+    values: dict[str, object] = {"status": record.status.value, "updated_at": now}
+    for name in (
+        "realm_id",
+        "qbo_invoice_id",
+        "qbo_customer_id",
+        "total_cents",
+        "balance_cents",
+        "qbo_sync_token",
+    ):
+        value = getattr(record, name)
+        if value is not None:
+            values[name] = value
+    if record.last_error is not None:
+        values["last_error"] = record.last_error
+    elif record.clear_last_error:
+        values["last_error"] = None
+    if record.status in (InvoiceStatus.SYNCED, InvoiceStatus.PARTIALLY_PAID, InvoiceStatus.PAID):
+        values["reason"] = None
+    async with sessions() as session:
+        row = await session.get(InvoiceSync, (record.account_id, record.invoice_id))
+        if row is None:
+            raise LookupError(f"invoice {record.account_id}/{record.invoice_id} has no sync record")
+        # First-time timestamps: set once, never moved by a replayed activity.
+        if record.status == InvoiceStatus.SYNCED and row.synced_at is None:
+            values["synced_at"] = now
+        if record.status == InvoiceStatus.PAID and row.paid_at is None:
+            values["paid_at"] = now
+        if record.status == InvoiceStatus.VOIDED and row.voided_at is None:
+            values["voided_at"] = now
+        for name, value in values.items():
+            setattr(row, name, value)
+        session.add(row)
+        if record.timeline is not None:
+            await add_timeline_entry(
+                session,
+                account_id=record.account_id,
+                invoice_id=record.invoice_id,
+                kind=record.timeline.kind,
+                message=record.timeline.message,
+                dedupe_key=record.timeline.dedupe_key,
+                at=now,
+            )
+        if record.notification is not None:
+            await add_notification(
+                session,
+                account_id=record.account_id,
+                invoice_id=record.invoice_id,
+                kind=record.notification.kind,
+                message=record.notification.message,
+                action=record.notification.action,
+                dedupe_key=record.notification.dedupe_key,
+                at=now,
+            )
+        if record.resolve_notification_kinds:
+            await resolve_notifications(
+                session,
+                account_id=record.account_id,
+                invoice_id=record.invoice_id,
+                kinds=record.resolve_notification_kinds,
+                at=now,
+            )
+        await session.commit()
+
+
 class StoreActivities:
     """Writes the invoice read side. Every write is idempotent: activities may run more than once."""
 
@@ -31,69 +118,7 @@ class StoreActivities:
     @activity.defn
     async def record_invoice(self, record: InvoiceRecord) -> None:
         """Apply one status change of an invoice, with its timeline entry and notification."""
-        now = _now()
-        values: dict[str, object] = {"status": record.status.value, "updated_at": now}
-        for name in (
-            "realm_id",
-            "qbo_invoice_id",
-            "qbo_customer_id",
-            "total_cents",
-            "balance_cents",
-            "qbo_sync_token",
-        ):
-            value = getattr(record, name)
-            if value is not None:
-                values[name] = value
-        if record.last_error is not None:
-            values["last_error"] = record.last_error
-        elif record.clear_last_error:
-            values["last_error"] = None
-        if record.status in (InvoiceStatus.SYNCED, InvoiceStatus.PARTIALLY_PAID, InvoiceStatus.PAID):
-            values["reason"] = None
-        async with self._sessions() as session:
-            row = await session.get(InvoiceSync, (record.account_id, record.invoice_id))
-            if row is None:
-                raise LookupError(f"invoice {record.account_id}/{record.invoice_id} has no sync record")
-            # First-time timestamps: set once, never moved by a replayed activity.
-            if record.status == InvoiceStatus.SYNCED and row.synced_at is None:
-                values["synced_at"] = now
-            if record.status == InvoiceStatus.PAID and row.paid_at is None:
-                values["paid_at"] = now
-            if record.status == InvoiceStatus.VOIDED and row.voided_at is None:
-                values["voided_at"] = now
-            for name, value in values.items():
-                setattr(row, name, value)
-            session.add(row)
-            if record.timeline is not None:
-                await add_timeline_entry(
-                    session,
-                    account_id=record.account_id,
-                    invoice_id=record.invoice_id,
-                    kind=record.timeline.kind,
-                    message=record.timeline.message,
-                    dedupe_key=record.timeline.dedupe_key,
-                    at=now,
-                )
-            if record.notification is not None:
-                await add_notification(
-                    session,
-                    account_id=record.account_id,
-                    invoice_id=record.invoice_id,
-                    kind=record.notification.kind,
-                    message=record.notification.message,
-                    action=record.notification.action,
-                    dedupe_key=record.notification.dedupe_key,
-                    at=now,
-                )
-            if record.resolve_notification_kinds:
-                await resolve_notifications(
-                    session,
-                    account_id=record.account_id,
-                    invoice_id=record.invoice_id,
-                    kinds=record.resolve_notification_kinds,
-                    at=now,
-                )
-            await session.commit()
+        await apply_invoice_record(self._sessions, record)
 
     @activity.defn
     async def pause_invoice(self, request: PauseInput) -> PauseResult:

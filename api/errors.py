@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy.exc
@@ -56,8 +57,8 @@ _ERROR_DESCRIPTIONS = {
     409: "The request conflicts with the current state (the code says which).",
     413: "The body is too large (`payload_too_large`, `invoice_too_large`).",
     422: "The request is not valid (`invalid_request`): `details` lists each field and its problem.",
-    503: "The database or Temporal did not answer (`temporarily_unavailable`, `not_ready`); retry after "
-    "`Retry-After` seconds.",
+    503: "The database or Temporal did not answer (`temporarily_unavailable`, `not_ready`), or the database's "
+    "schema is not this release's (`schema_mismatch`, readiness only); retry after `Retry-After` seconds.",
 }
 _ERROR_HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
@@ -65,11 +66,17 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI `responses` of a route's errors: each is an ErrorResponse."""
+def error_responses(
+    *statuses: int, codes: Mapping[int, Sequence[str]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a route's errors: each is an ErrorResponse; `codes` names the codes a status
+    carries on this route where they are not the usual ones."""
     documented: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
-        documented[status] = {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[status]}
+        description = _ERROR_DESCRIPTIONS[status]
+        if codes and status in codes:
+            description += " Codes here: " + ", ".join(f"`{code}`" for code in codes[status]) + "."
+        documented[status] = {"model": ErrorResponse, "description": description}
         if status in _ERROR_HEADERS:
             documented[status]["headers"] = _ERROR_HEADERS[status]
     return documented

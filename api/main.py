@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import httpx
 from fastapi import FastAPI
@@ -16,12 +18,25 @@ import temporal_support
 from api.body_limit import RequestBodyLimit
 from api.deps import Services
 from api.errors import install_error_handlers
+from api.openapi import install_openapi, operation_id
 from api.relay import Relay
-from api.routes import accounts, company, invoices, notifications, ops, quickbooks, webhooks
-from logging_setup import configure_logging
+from api.routes import (
+    accounts,
+    attention,
+    company,
+    events,
+    invoices,
+    notifications,
+    ops,
+    quickbooks,
+    webhooks,
+)
+from api.web import mount_web_app
+from logging_setup import RequestContext, configure_logging
 from models.bounds import MAX_JSON_BODY_BYTES
 from models.crypto import TokenCipher
-from models.db import create_engine, create_session_factory, libpq_conninfo
+from models.db import create_engine, create_session_factory, libpq_conninfo, refuse_mismatched_schema
+from observability.tracing import API_SERVICE_NAME, start_tracing
 from qbo.client import QboEndpoints, endpoints_for
 from qbo.companies import CompanyVerifier
 from qbo.company_budget import company_limiter
@@ -41,13 +56,24 @@ def browser_facing_endpoints(settings: Settings) -> QboEndpoints:
 def create_app(settings: Settings | None = None, *, temporal: Client | None = None) -> FastAPI:
     """Build the app. Tests pass their own settings and a client connected to their Temporal server."""
     settings = settings or get_settings()
+    # None (nothing set up) unless an OTLP endpoint is configured.
+    tracing = start_tracing(settings, service_name=API_SERVICE_NAME)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A schema that is not this code's stops the start (uvicorn exits 3) instead of answering 500s.
+        await refuse_mismatched_schema(settings.database_url, log=logging.getLogger("api"), wait=False)
         engine = create_engine(settings.database_url)
         http = httpx.AsyncClient(timeout=settings.qbo_request_timeout_seconds)
         # Lazily: the API starts, stores and acknowledges while Temporal is away; its relay hands over the rest.
-        client = temporal or await temporal_support.connect(settings, lazy=True)
+        # A call gives up on a Temporal that does not answer within the RPC timeout (the SDK would retry for 10 s):
+        # a send, a webhook or a void is answered at once either way.
+        client = temporal or await temporal_support.connect(
+            settings,
+            lazy=True,
+            tracing=tracing,
+            give_up_after=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
+        )
         # The same shared company budget as the workers': the callback's calls count like any other.
         limiter = company_limiter(
             libpq_conninfo(settings.database_url),
@@ -89,12 +115,16 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             await limiter.aclose()
             await http.aclose()
             await engine.dispose()
+            if tracing is not None:
+                # The last requests' spans are still queued; the export blocks, so off the event loop.
+                await asyncio.to_thread(tracing.shutdown)
 
     app = FastAPI(
         title="qbo-sync",
         version="1.0.0",
         description="Keeps an invoicing platform's invoices in step with each user's QuickBooks Online company.",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     app.add_middleware(
         RequestBodyLimit,
@@ -103,14 +133,20 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         limits={"/webhooks/": None},
     )
     install_error_handlers(app)
-    for module in (accounts, quickbooks, company, invoices, notifications, webhooks, ops):
+    install_openapi(app)
+    # Outermost: every line logged while a request is handled names its route's ids.
+    app.add_middleware(RequestContext)
+    for module in (accounts, quickbooks, company, invoices, notifications, events, attention, webhooks, ops):
         app.include_router(module.router)
+    mount_web_app(app)
+    if tracing is not None:
+        tracing.instrument(app)
     return app
 
 
 def _app_from_environment() -> FastAPI:
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
 
 

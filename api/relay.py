@@ -142,6 +142,7 @@ class Relay:
                     realm_id=grant.realm_id,
                     grant_id=grant.id,
                     policy=connection_policy(settings),
+                    company_name=grant.company_name,
                     rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
                 )
                 grant.signalled_at = utcnow()

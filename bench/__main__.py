@@ -21,6 +21,7 @@ from typing import Any
 from bench import (
     company_budget,
     disconnect_void,
+    engine_cost,
     first_sync,
     history,
     qbo_calls,
@@ -30,7 +31,7 @@ from bench import (
 )
 from bench.harness import log, running_stack
 
-BENCHMARKS = ("calls", "first-sync", "history", "webhooks", "sync", "disconnect", "budget")
+BENCHMARKS = ("cost", "calls", "first-sync", "history", "webhooks", "sync", "disconnect", "budget")
 # Runs when --repeat is not given: Disconnect & Void prepares 2 x 1,000 invoices at 500 calls a minute per run.
 DEFAULT_REPEAT = 3
 DEFAULT_DISCONNECT_REPEAT = 1
@@ -145,6 +146,14 @@ async def run(args: argparse.Namespace, command: str) -> None:
             "API (uvicorn), worker and emulator each run as their own process; the load comes from this one."
         )
         figures["setup"] = setup
+        if "cost" in args.only:
+            log(
+                f"engine cost: {engine_cost.INVOICES} invoices over {engine_cost.CLIENTS} clients at "
+                f"{engine_cost.LATENCY_MS} ms per QuickBooks call, against the direct script"
+            )
+            cost = await engine_cost.run(stack, repeat=args.repeat)
+            sections.append(engine_cost.markdown(cost))
+            figures["cost"] = engine_cost.describe(cost)
         if "calls" in args.only:
             log("QuickBooks calls per invoice")
             by_edition = [

@@ -280,6 +280,8 @@ class Stack:
             "QBO_REDIRECT_URI": f"{self.api_url}/oauth/quickbooks/callback",
             "QBO_WEBHOOK_VERIFIER_TOKEN": VERIFIER_TOKEN,
             "PLATFORM_RETURN_URL": "http://platform.invalid/settings/integrations",
+            # Several workers on one host: each serves its metrics on a free port.
+            "WORKER_METRICS_PORT": "0",
         }
         return child_env(values)
 
@@ -311,7 +313,9 @@ class Stack:
             await asyncio.gather(*(asyncio.to_thread(child.stop) for child in started))
 
     @contextlib.asynccontextmanager
-    async def running_worker(self, engine_limits: Limits | None = None) -> AsyncIterator[Child]:
+    async def running_worker(
+        self, engine_limits: Limits | None = None, *, env: dict[str, str] | None = None
+    ) -> AsyncIterator[Child]:
         """The worker as shipped (`python worker.py`), or with its per-company limiter set to `engine_limits`.
 
         The limiter override is this package's `limited_worker` module: the same workers, built by
@@ -329,7 +333,7 @@ class Stack:
                 "--window-seconds", str(engine_limits.window_seconds),
             ]  # fmt: skip
             name = f"worker-{engine_limits.per_minute}-{engine_limits.in_flight}"
-        child = start_child(name, command, self.workdir, self.engine_env())
+        child = start_child(name, command, self.workdir, {**self.engine_env(), **(env or {})})
         self.worker = child
         try:
             await asyncio.sleep(0.5)

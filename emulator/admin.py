@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Form, HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from emulator import currency
+from emulator import currency, pages
 from emulator.accounting import Books
 from emulator.errors import QBOError
 from emulator.importer import import_entities
@@ -312,6 +312,49 @@ def router(emulator: Emulator) -> APIRouter:
             return "Payment", books.write("Payment", None, set(), body), 201
 
         return user_action(realm_id, act)
+
+    # --- The company page: a person plays the QuickBooks user in a local demo (make run) ---------------------
+
+    def books_html(realm_id: str, message: str = "") -> HTMLResponse:
+        company = company_or_404(realm_id)
+        invoices = [
+            {
+                "id": invoice["Id"],
+                "number": invoice.get("DocNumber") or f"#{invoice['Id']}",
+                "customer": (invoice.get("CustomerRef") or {}).get("name", ""),
+                "total": f"{Decimal(str(invoice.get('TotalAmt', 0))):.2f}",
+                "balance": f"{Decimal(str(invoice.get('Balance', 0))):.2f}",
+                "open": Decimal(str(invoice.get("Balance", 0))) > 0,
+            }
+            for invoice in sorted(company.table("Invoice").values(), key=lambda row: int(row["Id"]))
+        ]
+        page = pages.books_page(
+            realm_id=realm_id, company_name=company.name, invoices=invoices, message=message
+        )
+        # Its own inline style only; nothing else runs or loads (names and numbers come from whoever sent them).
+        policy = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+        return HTMLResponse(page, headers={"Content-Security-Policy": policy})
+
+    @routes.get("/companies/{realm_id}/books", response_class=HTMLResponse)
+    async def books(realm_id: str) -> HTMLResponse:
+        return books_html(realm_id)
+
+    @routes.post("/companies/{realm_id}/books/payments", response_class=HTMLResponse)
+    async def receive_payment(
+        realm_id: str, invoice_id: Annotated[str, Form()], amount: Annotated[Decimal, Form(gt=0)]
+    ) -> Response:
+        answer = await record_payment(realm_id, PaymentRequest(invoice_id=invoice_id, amount=str(amount)))
+        if answer.status_code != 201:
+            return books_html(
+                realm_id, f"QuickBooks refused the payment: {bytes(answer.body).decode()[:300]}"
+            )
+        return RedirectResponse(f"/__admin/companies/{realm_id}/books", status_code=303)
+
+    @routes.post("/companies/{realm_id}/books/revoke", response_class=HTMLResponse)
+    async def revoke_from_books(realm_id: str) -> HTMLResponse:
+        company_or_404(realm_id)
+        revoked = emulator.oauth.revoke_realm(realm_id)
+        return books_html(realm_id, f"{revoked} authorization(s) revoked: the apps are disconnected.")
 
     @routes.post("/companies/{realm_id}/payments/{payment_id}/void")
     async def void_payment(realm_id: str, payment_id: str) -> JSONResponse:

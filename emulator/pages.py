@@ -1,4 +1,5 @@
-"""The HTML of the emulated Intuit authorization page and its error page."""
+"""The HTML of the emulated Intuit authorization page and its error page, and the company page on which a person
+plays the QuickBooks user (records a payment) in a local demo."""
 
 from __future__ import annotations
 
@@ -75,3 +76,42 @@ def authorize_page(**context: Any) -> str:
 
 def error_page(error: str, message: str) -> str:
     return _ERROR.render(style=_STYLE, error=error, message=message)
+
+
+_BOOKS = _ENV.from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ company_name }}: invoices (QuickBooks emulator)</title>
+<style>{{ style }} main { max-width: 56rem; } table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid #e3e5e8; } td form { display: flex; gap: .4rem; }
+input[type=number] { width: 7rem; padding: .3rem; }</style></head>
+<body><main>
+<p class="brand">intuit quickbooks &middot; local emulator</p>
+<h1>{{ company_name }} <span class="scopes">(company {{ realm_id }})</span></h1>
+<p>What a QuickBooks user does in their company: record a client's payment against an invoice (QuickBooks then
+tells the connected app with a webhook), or disconnect the app.</p>
+{% if message %}<p role="status">{{ message }}</p>{% endif %}
+<table><caption class="scopes">Invoices</caption>
+<thead><tr><th scope="col">No.</th><th scope="col">Customer</th><th scope="col">Total</th><th scope="col">Balance</th>
+<th scope="col">Receive payment</th></tr></thead>
+<tbody>
+{% for invoice in invoices %}
+<tr><td>{{ invoice.number }}</td><td>{{ invoice.customer }}</td><td>{{ invoice.total }}</td><td>{{ invoice.balance }}</td>
+<td>{% if invoice.open %}<form method="post" action="/__admin/companies/{{ realm_id }}/books/payments">
+<input type="hidden" name="invoice_id" value="{{ invoice.id }}">
+<label>Amount <input type="number" name="amount" min="0.01" step="0.01" max="{{ invoice.balance }}"
+ value="{{ invoice.balance }}" required></label>
+<button class="primary" type="submit">Receive payment for {{ invoice.number }}</button></form>
+{% else %}nothing due{% endif %}</td></tr>
+{% else %}<tr><td colspan="5">No invoices yet.</td></tr>{% endfor %}
+</tbody></table>
+<h2>Apps</h2>
+<p>A QuickBooks user can disconnect an app from the company (QuickBooks: Apps &rarr; My apps); the app's
+authorization stops working at once.</p>
+<form method="post" action="/__admin/companies/{{ realm_id }}/books/revoke">
+<button type="submit">Disconnect every app from {{ company_name }}</button></form>
+</main></body></html>"""
+)
+
+
+def books_page(**context: Any) -> str:
+    return _BOOKS.render(style=_STYLE, **context)

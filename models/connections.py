@@ -14,11 +14,12 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import ColumnElement
 from sqlmodel import col, delete, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.crud import add_notification, resolve_notifications
-from models.domain import AUTHORIZATION_HOLDING_STATUSES, InvoiceStatus
+from models.domain import AUTHORIZATION_HOLDING_STATUSES, IN_QUICKBOOKS, InvoiceStatus
 from models.queries import for_update
 from models.tables import InvoiceSync, QuickBooksConnection, TaxCodeDefault
 from qbo.company_settings import (
@@ -160,3 +161,22 @@ async def has_paused_invoices(session: AsyncSession, account_id: str) -> bool:
         .limit(1)
     )
     return (await session.exec(statement)).first() is not None
+
+
+def voidable_on_disconnect() -> list[ColumnElement[bool]]:
+    """Invoices Disconnect & Void must void: in QuickBooks, not voided, not yet dealt with."""
+    return [
+        col(InvoiceSync.qbo_invoice_id).is_not(None),
+        col(InvoiceSync.status).in_(sorted(IN_QUICKBOOKS)),
+        col(InvoiceSync.disconnect_outcome).is_(None),
+    ]
+
+
+async def count_voidable_on_disconnect(session: AsyncSession, account_id: str) -> int:
+    """How many invoices Disconnect & Void would void now (the dialog says so before the user chooses)."""
+    statement = (
+        select(func.count())
+        .select_from(InvoiceSync)
+        .where(InvoiceSync.account_id == account_id, *voidable_on_disconnect())
+    )
+    return int((await session.exec(statement)).one())

@@ -7,8 +7,9 @@ Every insert is idempotent (its dedupe key or primary key), because activities m
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import col, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -16,6 +17,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from models.domain import EventStatus
 from models.queries import insert_ignoring_conflicts
 from models.tables import Notification, PaymentLink, QuickBooksEvent, TimelineEntry
+
+if TYPE_CHECKING:
+    from qbo.webhooks import WebhookEvent
 
 
 async def add_timeline_entry(
@@ -101,6 +105,27 @@ def new_event(
         "status": EventStatus.PENDING.value,
         "attempts": 0,
     }
+
+
+def delivered_events(
+    events: Iterable[WebhookEvent], *, received_at: datetime, delivery_id: int | None
+) -> list[dict[str, Any]]:
+    """The events a webhook delivery brought, as `store_events` takes them (the route, and an operator's
+    reprocessing of a kept delivery)."""
+    return [
+        new_event(
+            dedupe_key=event.dedupe_key,
+            realm_id=event.realm_id,
+            entity=event.entity,
+            entity_id=event.entity_id,
+            operation=event.operation,
+            occurred_at=event.occurred_at,
+            received_at=received_at,
+            source="webhook",
+            delivery_id=delivery_id,
+        )
+        for event in events
+    ]
 
 
 async def store_events(session: AsyncSession, events: list[dict[str, Any]]) -> int:

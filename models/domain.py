@@ -24,6 +24,15 @@ class InvoiceStatus(StrEnum):
     DISCONNECTED = "disconnected"  # QuickBooks was disconnected; no longer followed
 
 
+def payment_status(total_cents: int, balance_cents: int) -> InvoiceStatus:
+    """An invoice in QuickBooks: synced (open), partially paid or paid, from its total and balance."""
+    if total_cents > 0 and balance_cents <= 0:
+        return InvoiceStatus.PAID
+    if 0 < balance_cents < total_cents:
+        return InvoiceStatus.PARTIALLY_PAID
+    return InvoiceStatus.SYNCED
+
+
 # In QuickBooks and followed there: payments and voids made in QuickBooks are read back.
 IN_QUICKBOOKS = frozenset({InvoiceStatus.SYNCED, InvoiceStatus.PARTIALLY_PAID, InvoiceStatus.PAID})
 # Nothing more happens to the invoice: its workflow has ended (or is ending).
@@ -116,3 +125,65 @@ class CheckCode(StrEnum):
     DEFAULT_TAX_CODE_UNUSABLE = "default_tax_code_unusable"
     MULTICURRENCY_OFF = "multicurrency_off"
     MULTICURRENCY_ON = "multicurrency_on"
+
+
+class NotificationKind(StrEnum):
+    """What a notification is about (the API's `kind`)."""
+
+    SYNC_FAILED = "sync_failed"
+    SYNC_MISMATCH = "sync_mismatch"
+    PAUSED = "paused"
+    PLAN_PAUSED = "plan_paused"
+    VOID_REFUSED = "void_refused"
+    CONNECTION_EXPIRING = "connection_expiring"
+    CONNECTION_EXPIRED = "connection_expired"
+    DELETED_IN_QUICKBOOKS = "deleted_in_quickbooks"
+    COMPANY_SETTINGS_BLOCKED = "company_settings_blocked"
+
+
+class PlatformEventType(StrEnum):
+    """The outbound events the platform receives (README "Outbound events")."""
+
+    INVOICE_PAID = "invoice.paid"
+    INVOICE_PARTIALLY_PAID = "invoice.partially_paid"
+    INVOICE_REOPENED = "invoice.reopened"
+    INVOICE_VOIDED = "invoice.voided"
+    INVOICE_VOID_FAILED = "invoice.void_failed"
+    INVOICE_SYNC_FAILED = "invoice.sync_failed"
+    CONNECTION_CONNECTED = "connection.connected"
+    CONNECTION_EXPIRING = "connection.expiring"
+    CONNECTION_EXPIRED = "connection.expired"
+    CONNECTION_SYNC_PAUSED = "connection.sync_paused"
+    CONNECTION_SYNC_RESUMED = "connection.sync_resumed"
+    CONNECTION_DISCONNECTED = "connection.disconnected"
+
+
+# The version of each event type's payload: raised when a type's `data` changes incompatibly (a field removed or
+# its meaning changed), so the platform can tell which shape it holds. Adding a field keeps the version.
+PLATFORM_EVENT_VERSIONS: dict[PlatformEventType, int] = {event_type: 1 for event_type in PlatformEventType}
+
+
+class PlatformEventStatus(StrEnum):
+    """Where delivering a kept outbound event stands."""
+
+    PENDING = "pending"  # kept, not attempted yet
+    DELIVERED = "delivered"  # the platform answered 2xx
+    FAILING = "failing"  # the last attempt failed; Temporal retries it until `retry_until`
+    NOT_SENT = "not_sent"  # PLATFORM_EVENTS_URL was not set when it was due; redeliver once it is
+
+
+class EventSubject(StrEnum):
+    """What an outbound event is about; its `sequence` counts the events of that one subject."""
+
+    INVOICE = "invoice"
+    CONNECTION = "connection"
+
+
+class AttentionKind(StrEnum):
+    """What the cross-account "needs attention" list shows the platform's support staff."""
+
+    SYNC_FAILED = "sync_failed"
+    INVOICE_PAUSED = "invoice_paused"
+    VOID_REFUSED = "void_refused"
+    CONNECTION_EXPIRING = "connection_expiring"
+    CONNECTION_EXPIRED = "connection_expired"

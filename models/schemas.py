@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation, localcontext
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
@@ -16,7 +16,18 @@ from models.bounds import (
     QUANTITY_DECIMAL_PLACES,
     SafeStr,
 )
-from models.domain import CheckCode, CheckSeverity, ConnectionStatus, DisconnectMode, InvoiceStatus
+from models.domain import (
+    AttentionKind,
+    CheckCode,
+    CheckSeverity,
+    ConnectionStatus,
+    DisconnectMode,
+    EventSubject,
+    InvoiceStatus,
+    NotificationKind,
+    PlatformEventStatus,
+    PlatformEventType,
+)
 from models.plans import Plan
 from qbo.company_settings import RATE_PATTERN, canonical_rate
 from workflows.messages import InvoiceLine, InvoiceSnapshot
@@ -116,6 +127,11 @@ class ConnectionPublic(BaseModel):
         default=None, description="The company's settings and what they mean for syncing (the company check)."
     )
     disconnect: DisconnectProgress | None = None
+    invoices_to_void: int | None = Field(
+        default=None,
+        description="How many invoices `disconnect_and_void` would void now: synced (paid ones included, which "
+        "QuickBooks refuses to void while a payment is applied) and not voided. Set while connected or expiring.",
+    )
     last_sweep_at: datetime | None = None
     missed_changes_caught: int = Field(
         default=0, description="Changes the periodic sweep found that webhooks missed."
@@ -334,7 +350,7 @@ class QuickBooksBadge(BaseModel):
 
 class NotificationPublic(BaseModel):
     id: int
-    kind: str
+    kind: NotificationKind
     message: str
     action: str | None = None
     invoice_id: str | None = None
@@ -489,3 +505,114 @@ class TaxCodesPublic(BaseModel):
 
 
 ConnectionPublic.model_rebuild()
+
+
+# --- Outbound events ----------------------------------------------------------------------------------------
+
+
+class PlatformEventPublic(BaseModel):
+    """A kept outbound event: what was sent and how delivering it went."""
+
+    id: str = Field(
+        description="The event's id (`webhook-id` and the body's `id`), the same on every delivery."
+    )
+    type: PlatformEventType
+    version: int = Field(description="The version of this type's payload.")
+    sequence: int = Field(
+        description="The event's place among the events of its subject (the invoice, or for connection.* events "
+        "the account's connection): it grows with each, so a lower one than the last seen arrived late."
+    )
+    account_id: str
+    invoice_id: str | None = None
+    subject: EventSubject
+    occurred_at: datetime
+    status: PlatformEventStatus
+    attempts: int = Field(description="Delivery attempts so far (redeliveries included).")
+    last_attempt_at: datetime | None = None
+    last_status_code: int | None = Field(
+        default=None, description="The platform's answer to the last attempt."
+    )
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+    retry_until: datetime = Field(description="Temporal retries a failing delivery until then.")
+    redeliveries: int = 0
+    payload: dict[str, Any] = Field(description="The body as sent (the webhook's payload).")
+
+
+class PlatformEventList(BaseModel):
+    events: list[PlatformEventPublic]
+    next_offset: int | None = None
+
+
+# --- Needs attention (the platform's support staff) ---------------------------------------------------------
+
+
+class AttentionItem(BaseModel):
+    """Something the platform's support staff may need to act on, across accounts."""
+
+    kind: AttentionKind
+    account_id: str
+    invoice_id: str | None = None
+    number: str | None = Field(default=None, description="The invoice's number.")
+    realm_id: str | None = None
+    reason: str | None = Field(default=None, description="What happened, in words.")
+    since: datetime = Field(description="When it came to this.")
+    action: Literal["retry", "void", "reconnect"] = Field(
+        description="`retry`: POST .../quickbooks/retry (or POST /v1/attention/retry); `void`: the user removes the "
+        "payment in QuickBooks, then voids again; `reconnect`: the user connects QuickBooks again."
+    )
+
+
+class AttentionList(BaseModel):
+    items: list[AttentionItem]
+    next_offset: int | None = None
+
+
+class InvoiceRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    invoice_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class AttentionRetryIn(BaseModel):
+    """Retry many invoices: the ones listed, or those of the attention list that match a filter (not both)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"items": [{"account_id": "acme", "invoice_id": "inv-1001"}]},
+                {"kind": "sync_failed", "limit": 50},
+            ]
+        },
+    )
+
+    items: Annotated[list[InvoiceRef] | None, Field(max_length=100)] = None
+    kind: Literal["sync_failed", "invoice_paused"] | None = None
+    account_id: Annotated[str | None, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")] = (
+        None
+    )
+    limit: Annotated[int, Field(ge=1, le=100)] = 100
+
+    @model_validator(mode="after")
+    def _items_or_filter(self) -> AttentionRetryIn:
+        if (self.items is None) == (self.kind is None):
+            raise ValueError("give either items or kind (a filter), not both")
+        if self.items is not None and self.account_id is not None:
+            raise ValueError("account_id filters the attention list: give it with kind")
+        return self
+
+
+class AttentionRetryResult(BaseModel):
+    account_id: str
+    invoice_id: str
+    outcome: Literal["retried", "refused"]
+    status: InvoiceStatus | None = Field(default=None, description="The invoice's status after asking.")
+    error: ErrorBody | None = Field(default=None, description="Why it was refused: the single retry's error.")
+
+
+class AttentionRetryReport(BaseModel):
+    results: list[AttentionRetryResult]
+    retried: int
+    refused: int

@@ -337,3 +337,48 @@ class BudgetCompany(SQLModel, table=True):
     admitted: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     hold_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     contended_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class PlatformEventRecord(SQLModel, table=True):
+    """An outbound event to the platform, kept: what was sent (the exact body), and how delivering it went
+    (migration 0010). Its first delivery activity writes it; the API lists it and asks for redeliveries.
+
+    `body` is not encrypted: the `reason` of a failed sync or void may quote a client's name, which this database
+    already holds in the clear (`invoice_sync.client_name`, and the same reason in `last_error` and notifications).
+    """
+
+    __tablename__ = "platform_event"
+    __table_args__ = (
+        UniqueConstraint(
+            "account_id", "subject_kind", "subject_id", "sequence", name="uq_platform_event_subject_sequence"
+        ),
+        Index("ix_platform_event_account", "account_id", "occurred_at"),
+        Index("ix_platform_event_occurred", "occurred_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)  # evt_<hex>, from the workflow's event id
+    source_key: str = Field(sa_column=Column(Text, nullable=False))  # the workflow's event id
+    type: str = Field(max_length=40)
+    version: int
+    account_id: str = Field(max_length=64)
+    invoice_id: str | None = Field(default=None, max_length=64)
+    subject_kind: str = Field(max_length=16)
+    subject_id: str = Field(max_length=64)
+    # The subject's workflow chain (its first run's id) and that chain's own count: `sequence` is the chain's count
+    # on top of the subject's events before the chain, so a later connection workflow of the account goes on
+    # counting where the earlier one stopped.
+    chain: str = Field(max_length=64)
+    chain_sequence: int
+    sequence: int
+    occurred_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    last_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    # Until when Temporal keeps retrying the delivery under way (three days from the event or the redelivery).
+    retry_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    redeliveries: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

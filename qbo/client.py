@@ -27,6 +27,7 @@ from qbo.errors import (
     redact,
 )
 from qbo.limits import Admission, RealmLimiter
+from qbo.metrics import OK, TIMEOUT, UNREACHABLE, outcome_of, query_operation, record_call
 
 __all__ = [
     "CdcResult",
@@ -195,18 +196,24 @@ class QboClient:
     # --- entities -----------------------------------------------------------------------------------------
 
     async def read(self, entity: str, entity_id: str) -> dict[str, Any]:
-        payload = await self._call("GET", f"{_entity_path(entity)}/{_path_id(entity_id)}")
+        payload = await self._call(
+            "GET", f"{_entity_path(entity)}/{_path_id(entity_id)}", operation=f"read:{entity}"
+        )
         return _entity_of(payload, entity)
 
     async def create(self, entity: str, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
-        payload = await self._call("POST", _entity_path(entity), json_body=body, request_id=request_id)
+        payload = await self._call(
+            "POST", _entity_path(entity), json_body=body, request_id=request_id, operation=f"create:{entity}"
+        )
         return _entity_of(payload, entity)
 
     async def update(self, entity: str, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
         """A full update, or a sparse one when the body has `"sparse": true`; needs Id and SyncToken."""
         if not body.get("Id") or body.get("SyncToken") is None:
             raise ValueError("an update needs the object's Id and SyncToken")
-        payload = await self._call("POST", _entity_path(entity), json_body=body, request_id=request_id)
+        payload = await self._call(
+            "POST", _entity_path(entity), json_body=body, request_id=request_id, operation=f"update:{entity}"
+        )
         return _entity_of(payload, entity)
 
     async def void_invoice(self, invoice_id: str, sync_token: str, *, request_id: str) -> dict[str, Any]:
@@ -216,6 +223,7 @@ class QboClient:
             params={"operation": "void"},
             json_body={"Id": invoice_id, "SyncToken": sync_token},
             request_id=request_id,
+            operation="void:Invoice",
         )
         return _entity_of(payload, "Invoice")
 
@@ -227,6 +235,7 @@ class QboClient:
             params={"operation": "update", "include": "void"},
             json_body={"Id": payment_id, "SyncToken": sync_token, "sparse": True},
             request_id=request_id,
+            operation="void:Payment",
         )
         return _entity_of(payload, "Payment")
 
@@ -240,17 +249,18 @@ class QboClient:
             params={"operation": "delete"},
             json_body={"Id": entity_id, "SyncToken": sync_token},
             request_id=request_id,
+            operation=f"delete:{entity}",
         )
         return _entity_of(payload, entity)
 
     async def company_info(self) -> dict[str, Any]:
         """The company's CompanyInfo: the cheapest call that proves a connection works."""
-        payload = await self._call("GET", f"companyinfo/{self.realm_id}")
+        payload = await self._call("GET", f"companyinfo/{self.realm_id}", operation="read:CompanyInfo")
         return _entity_of(payload, "CompanyInfo")
 
     async def preferences(self) -> dict[str, Any]:
         """The company's Preferences: numbering, currencies, closed books, sales tax (one per company)."""
-        payload = await self._call("GET", "preferences")
+        payload = await self._call("GET", "preferences", operation="read:Preferences")
         return _entity_of(payload, "Preferences")
 
     # --- query and CDC ------------------------------------------------------------------------------------
@@ -309,6 +319,7 @@ class QboClient:
                 # Whole seconds: rounding down only re-delivers a few objects, which syncing tolerates.
                 "changedSince": changed_since.replace(microsecond=0).isoformat(),
             },
+            operation="cdc",
         )
         server_time = parse_server_time(payload.get("time"))
         if server_time is None:
@@ -336,9 +347,15 @@ class QboClient:
     async def _query(self, statement: str) -> dict[str, Any]:
         if len(statement) > MAX_GET_STATEMENT:
             return await self._call(
-                "POST", "query", content=statement.encode(), content_type="application/text"
+                "POST",
+                "query",
+                content=statement.encode(),
+                content_type="application/text",
+                operation=query_operation(statement),
             )
-        return await self._call("GET", "query", params={"query": statement})
+        return await self._call(
+            "GET", "query", params={"query": statement}, operation=query_operation(statement)
+        )
 
     # --- transport ----------------------------------------------------------------------------------------
 
@@ -352,8 +369,11 @@ class QboClient:
         content: bytes | None = None,
         content_type: str | None = None,
         request_id: str | None = None,
+        operation: str,
     ) -> dict[str, Any]:
-        """Sends one logical call: refreshes once on 401, waits out throttling, raises everything else."""
+        """Sends one logical call: refreshes once on 401, waits out throttling, raises everything else.
+
+        `operation` names the call in metrics (`read:Invoice`, `query:Customer`): entity kinds, never ids."""
         query = dict(params or {})
         if method == "POST" and json_body is not None:
             if not request_id:
@@ -370,11 +390,15 @@ class QboClient:
         throttle_attempt = 0
         waited = 0.0
         while True:
-            response, admission = await self._send(method, url, query, token, content, content_type)
+            response, admission, seconds = await self._send(
+                method, url, query, token, content, content_type, operation
+            )
             status = response.status_code
             if 200 <= status < 300:
+                record_call(self.realm_id, operation, OK, seconds)
                 return self._json(response)
             error = parse_fault(status, response.headers, response.content)
+            record_call(self.realm_id, operation, outcome_of(error), seconds)
             if isinstance(error, QboAuthenticationError) and not refreshed:
                 refreshed = True
                 logger.info(
@@ -418,8 +442,10 @@ class QboClient:
         token: str,
         content: bytes | None,
         content_type: str | None,
-    ) -> tuple[httpx.Response, Admission]:
-        """One HTTP request within the company's limits; the admission lets the caller report a throttle."""
+        operation: str,
+    ) -> tuple[httpx.Response, Admission, float]:
+        """One HTTP request within the company's limits: the answer, the admission (to report a throttle) and
+        the seconds it took. Requests that got no answer are counted here."""
         headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
         if content_type is not None:
             headers["Content-Type"] = content_type
@@ -430,25 +456,28 @@ class QboClient:
                     method, url, params=params, content=content, headers=headers, timeout=self._timeout
                 )
             except httpx.TimeoutException as exc:
+                record_call(self.realm_id, operation, TIMEOUT, time.monotonic() - started)
                 logger.debug("QuickBooks %s %s timed out after %.1f s", method, _log_path(url), self._timeout)
                 raise QboUnavailable(
                     f"QuickBooks did not answer {method} {_log_path(url)} within {self._timeout:g} s",
                     timed_out=True,
                 ) from exc
             except httpx.TransportError as exc:
+                record_call(self.realm_id, operation, UNREACHABLE, time.monotonic() - started)
                 logger.debug("QuickBooks %s %s failed: %s", method, _log_path(url), type(exc).__name__)
                 raise QboUnavailable(
                     f"QuickBooks {method} {_log_path(url)} failed: {type(exc).__name__}: {redact(str(exc))}"
                 ) from exc
+        seconds = time.monotonic() - started
         logger.debug(
             "QuickBooks %s %s -> %s intuit_tid=%s (%.0f ms)",
             method,
             _log_path(url),
             response.status_code,
             intuit_tid_of(response.headers),
-            (time.monotonic() - started) * 1000,
+            seconds * 1000,
         )
-        return response, admission
+        return response, admission, seconds
 
     @staticmethod
     def _json(response: httpx.Response) -> dict[str, Any]:

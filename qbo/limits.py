@@ -12,6 +12,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from qbo.metrics import record_limiter_wait
+
 if TYPE_CHECKING:
     from qbo.company_budget import Ticket
 
@@ -146,12 +148,14 @@ class RealmLimiter:
     async def _slot(
         self, realm_id: str, on_wait: Callable[[float], Awaitable[None]] | None, notify_every: float
     ) -> AsyncIterator[Admission]:
+        queued_at = time.monotonic()
         admission = await self._acquire(realm_id, on_wait, notify_every)
         try:
             if self.shared is not None:
                 admission.ticket = await self.shared.acquire(
                     realm_id, on_wait=on_wait, notify_every=notify_every
                 )
+            record_limiter_wait(realm_id, time.monotonic() - queued_at)
             yield admission
         finally:
             try:

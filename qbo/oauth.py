@@ -14,6 +14,7 @@ import httpx
 
 from qbo.environments import QboEndpoints
 from qbo.errors import QboOAuthError, QboUnavailable, intuit_tid_of, oauth_error, redact
+from qbo.metrics import OAUTH_CALLS
 
 with warnings.catch_warnings():
     # authlib 1.9 nudges towards the httpx2 fork at import; the pinned httpx is what it supports here.
@@ -37,6 +38,11 @@ _TOKEN_HEADERS = {
 }
 
 T = TypeVar("T")
+# OAuth error codes counted by name in metrics (RFC 6749's, as Intuit uses them); any other is "error", so a
+# label never holds whatever text an answer carried.
+_COUNTED_OAUTH_ERRORS = frozenset(
+    {"invalid_grant", "invalid_client", "invalid_request", "unauthorized_client", "invalid_response"}
+)
 
 
 @dataclass(frozen=True)
@@ -258,6 +264,19 @@ class QboOAuth:
 
     async def _guard(self, action: str, call: Awaitable[T]) -> T:
         """Runs one token-endpoint call, mapping authlib and transport failures to our exceptions."""
+        operation = action.replace(" ", "_")
+        try:
+            result = await self._mapped(action, call)
+        except QboOAuthError as exc:
+            OAUTH_CALLS.labels(operation, exc.error if exc.error in _COUNTED_OAUTH_ERRORS else "error").inc()
+            raise
+        except QboUnavailable as exc:
+            OAUTH_CALLS.labels(operation, "timeout" if exc.timed_out else "unreachable").inc()
+            raise
+        OAUTH_CALLS.labels(operation, "ok").inc()
+        return result
+
+    async def _mapped(self, action: str, call: Awaitable[T]) -> T:
         try:
             return await call
         except QboOAuthError:

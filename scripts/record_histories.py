@@ -2,7 +2,9 @@
 
 Runs a real lifecycle on a throwaway Temporal dev server, emulator and SQLite database: an invoice synced, partly
 then fully paid, a void refused; a connection that refreshed its token; the company's events workflow. Re-record
-when a deliberate, patched change to workflow code should be covered by a new history.
+when a deliberate, versioned change to workflow code should be covered by a new history, under a new name so the
+older histories stay and keep replaying: `scripts/record_histories.py _v1` writes `invoice_paid_void_refused_v1.json`
+and so on (the invoice workflow's version 1: workflows/messages.py, INVOICE_WORKFLOW_VERSION).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from workflows.messages import RefreshRequest, RefreshResult
 DESTINATION = ROOT / "tests" / "workflows" / "histories"
 
 
-async def main() -> None:
+async def main(suffix: str) -> None:
     env = await start_dev_server()
     emulator = await start_emulator()
     try:
@@ -62,7 +64,7 @@ async def main() -> None:
                     ("events_payments", realm_events_workflow_id(realm)),
                 ):
                     history = await engine.temporal.get_workflow_handle(workflow_id).fetch_history()
-                    (DESTINATION / f"{name}.json").write_text(history.to_json())
+                    (DESTINATION / f"{name}{suffix}.json").write_text(history.to_json())
                     print(f"recorded {name}: {len(history.events)} events")
     finally:
         await emulator.stop()
@@ -70,4 +72,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else ""))

@@ -85,14 +85,17 @@ class Stack:
         return [name for name, process in self.processes if process.poll() is not None]
 
 
-async def connect_demo_account(settings: Settings) -> str:
-    """The demo account on Premium, connected to an emulator company through the real OAuth flow."""
+async def connect_demo_account(settings: Settings) -> tuple[str, str]:
+    """The demo account on Premium, connected to an emulator company through the real OAuth flow: its realm id and
+    the account's own token (what the web app signs in with)."""
     headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
     async with httpx.AsyncClient(base_url=settings.api_public_url, headers=headers, timeout=30) as api:
-        (await api.put(f"/v1/accounts/{DEMO_ACCOUNT}", json={"plan": "premium"})).raise_for_status()
+        created = await api.put(f"/v1/accounts/{DEMO_ACCOUNT}", json={"plan": "premium"})
+        created.raise_for_status()
+        token = str(created.json()["api_token"])
         connection = (await api.get(f"/v1/accounts/{DEMO_ACCOUNT}/quickbooks/connection")).json()
         if connection["status"] in ("connected", "expiring"):
-            return str(connection["realm_id"])
+            return str(connection["realm_id"]), token
         # The user's browser: it opens the start link (which sets the flow's cookie) and comes back to the callback.
         async with (
             httpx.AsyncClient(base_url=settings.qbo_base_url, timeout=30) as emulator,
@@ -127,7 +130,7 @@ async def connect_demo_account(settings: Settings) -> str:
         for _ in range(100):
             connection = (await api.get(f"/v1/accounts/{DEMO_ACCOUNT}/quickbooks/connection")).json()
             if connection["status"] == "connected":
-                return str(realm_id)
+                return str(realm_id), token
             await asyncio.sleep(0.2)
         raise SystemExit("the demo connection did not become usable; see var/worker.log")
 
@@ -137,15 +140,24 @@ def codec_url(settings: Settings) -> str:
     return f"http://{settings.codec_host}:{settings.codec_port}"
 
 
-def instructions(settings: Settings, realm_id: str) -> str:
+def app_url(settings: Settings) -> str:
+    return f"{settings.api_public_url.rstrip('/')}/app/"
+
+
+def instructions(settings: Settings, realm_id: str, account_token: str) -> str:
     api = settings.api_public_url
     token = settings.api_token.get_secret_value()
     return f"""
 qbo-sync is running (logs in var/*.log).
 
+  The web app         {app_url(settings)}#account={DEMO_ACCOUNT}&token={account_token}
+                      (the demo account's settings, invoices and the whole help page; the token stays in the
+                      URL's fragment, which is never sent to a server, and the app moves it to the tab's storage)
   Temporal Web UI     http://127.0.0.1:{TEMPORAL_UI_PORT} (payloads decrypted by the codec on {codec_url(settings)})
   API and its docs    {api}/docs
   QuickBooks emulator {settings.qbo_base_url}/connect/oauth2 (authorization page), company {realm_id}
+  The company's books {settings.qbo_base_url}/__admin/companies/{realm_id}/books
+                      (play the QuickBooks user: receive a client's payment against an invoice)
 
 The account "{DEMO_ACCOUNT}" (Premium) is connected to QuickBooks company {realm_id}. Send an invoice:
 
@@ -156,7 +168,7 @@ The account "{DEMO_ACCOUNT}" (Premium) is connected to QuickBooks company {realm
          "lines": [{{"description": "Architecture review", "quantity": "1.5", "unit_price_cents": 12000}}]}}'
 
 Then look at it:   curl -s {api}/v1/accounts/{DEMO_ACCOUNT}/invoices -H 'Authorization: Bearer {token}'
-Record a payment in QuickBooks (use the invoice's quickbooks.invoice_id):
+Record a payment in QuickBooks (the books page above, or with the invoice's quickbooks.invoice_id):
   curl -s -X POST {settings.qbo_base_url}/__admin/companies/{realm_id}/payments \\
     -H 'Content-Type: application/json' -d '{{"invoice_id": "<id>", "amount": "180.00"}}'
 
@@ -187,7 +199,12 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Plain lines for the developer reading them (production's default is JSON), unless LOG_FORMAT says otherwise.
+    env = {"LOG_FORMAT": "text", **os.environ, "PYTHONUNBUFFERED": "1"}
+    # Connecting from the web app comes back to it, unless PLATFORM_RETURN_URL (environment or .env) says otherwise.
+    default_return = Settings.model_fields["platform_return_url"].default
+    chosen = settings.platform_return_url != default_return
+    api_env = env if chosen else {**env, "PLATFORM_RETURN_URL": app_url(settings)}
     try:
         print(f"Starting the payload codec for the Web UI ({codec_url(settings)})...")
         codec = stack.start("codec", [sys.executable, "codec_server.py"], env=env)
@@ -203,7 +220,7 @@ def main() -> None:
                 "--db-filename", str(VAR / "temporal.db"),
                 "--ui-codec-endpoint", codec_url(settings),
                 "--ui-disable-news-fetch",
-                *[arg for key in search_attributes.ALL for arg in ("--search-attribute", f"{key.name}=Keyword")],
+                *search_attributes.dev_server_flags(),
             ],
         )  # fmt: skip
         wait_for_port(temporal_port, temporal, "temporal")
@@ -229,13 +246,13 @@ def main() -> None:
         api = stack.start(
             "api",
             [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(api_port)],
-            env=env,
+            env=api_env,
         )
         stack.start("worker", [sys.executable, "worker.py"], env=env)
         wait_for_port(api_port, api, "api")
 
-        realm_id = asyncio.run(connect_demo_account(settings))
-        print(instructions(settings, realm_id))
+        realm_id, account_token = asyncio.run(connect_demo_account(settings))
+        print(instructions(settings, realm_id, account_token))
         while not stop_requested:
             dead = stack.dead()
             if dead:

@@ -6,13 +6,12 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
 import pytest
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
 import temporal_support
@@ -48,12 +47,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     try:
         # The time-skipping server starts knowing no custom search attributes.
         await env.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=env.client.namespace,
-                search_attributes={
-                    key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in search_attributes.ALL
-                },
-            )
+            search_attributes.add_request(env.client.namespace)
         )
         yield env
     finally:
@@ -91,27 +85,55 @@ def _postgres_reachable(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh, empty database for this test run: Postgres when one is reachable, else a SQLite file.
-
-    CI sets TEST_REQUIRE_POSTGRES=1 so that a missing Postgres fails loudly instead of falling back.
-    """
+def postgres_answers() -> bool:
+    """Whether the test PostgreSQL answers; CI sets TEST_REQUIRE_POSTGRES=1 so that a missing one fails loudly
+    instead of falling back to SQLite."""
     server = _postgres_server_url()
-    if not _postgres_reachable(server):
-        if os.environ.get("TEST_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"TEST_REQUIRE_POSTGRES=1 but no PostgreSQL answers at {server}")
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'qbo_sync.db'}"
-        return
-    name = f"qbo_sync_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = server.rsplit("/", 1)[0]
+    if _postgres_reachable(server):
+        return True
+    if os.environ.get("TEST_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"TEST_REQUIRE_POSTGRES=1 but no PostgreSQL answers at {server}")
+    return False
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str, *, created: bool = True) -> Iterator[str]:
+    """A uniquely named database on the test server, dropped at the end; `created=False` leaves creating it (with
+    `create_postgres_database`) to the caller."""
+    server = _postgres_server_url()
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    if created:
+        create_postgres_database(name)
     try:
-        yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
+        yield f"postgresql+psycopg://{server.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def create_postgres_database(name: str) -> None:
+    with psycopg.connect(_postgres_server_url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, empty database for this test run: Postgres when one is reachable, else a SQLite file."""
+    if not postgres_answers():
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'qbo_sync.db'}"
+        return
+    with postgres_database("qbo_sync_test") as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_database(tmp_path: Path) -> Iterator[str]:
+    """An empty database of this test's own, of the run's kind (PostgreSQL where one answers, else SQLite)."""
+    if not postgres_answers():
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    with postgres_database("qbo_sync_fresh") as url:
+        yield url
 
 
 # --- The QuickBooks emulator ----------------------------------------------------------------------------

@@ -212,6 +212,36 @@ class Engine:
         invoices: list[dict[str, Any]] = company["invoices"]
         return invoices
 
+    async def wait_for_catch_up_sweep(self, realm_id: str, timeout: float = 30.0) -> None:
+        """Wait for the change sweep a connection runs right after adopting its authorization.
+
+        Tests that count a sync's QuickBooks calls per company wait for it first: otherwise the sweep may run in
+        the middle of what they count (and, once invoices exist, read them back with a query)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if any("/cdc" in str(request["path"]) for request in await self.qbo_requests(realm_id)):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"the connection of company {realm_id} ran no change sweep within {timeout} s")
+
+    async def wait_for_webhooks_delivered(self, timeout: float = 120.0) -> None:
+        """Wait until the emulator has no webhook batching or queued (it delivers one at a time, in order).
+
+        A test that then changes one thing in QuickBooks waits for that one webhook, not for it to come out
+        behind the hundreds of creates a bulk set-up announced."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            state = (await self.emulator.admin.get("/__admin/webhooks", params={"since_seq": 2**62})).json()
+            if not (state["queued_deliveries"] or state["batching_events"] or state["held_for_reorder"]):
+                return
+            await asyncio.sleep(0.2)
+        log = (await self.emulator.admin.get("/__admin/webhooks")).json()["deliveries"]
+        failed = [entry for entry in log if entry.get("error") or (entry.get("status") or 200) >= 300]
+        raise AssertionError(
+            f"the emulator's webhooks were not all delivered within {timeout} s: {state}; {len(log)} attempts, "
+            f"{len(failed)} failed, the last failures: {[(e['attempt'], e['status'], e['error']) for e in failed[-5:]]}"
+        )
+
     async def qbo_requests(self, realm_id: str | None = None, since_seq: int = 0) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"since_seq": since_seq}
         if realm_id:
@@ -240,6 +270,8 @@ def start_worker_process(engine: Engine, **extra_env: str) -> subprocess.Popen[b
         "QBO_REDIRECT_URI": settings.qbo_redirect_uri,
         "QBO_REQUEST_TIMEOUT_SECONDS": "30",
         "LOG_LEVEL": "WARNING",
+        # Several workers on one host: each serves its metrics on a free port.
+        "WORKER_METRICS_PORT": "0",
         **extra_env,
     }
     return subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=environment)
@@ -301,19 +333,27 @@ async def running_engine(
     sticky_workers: bool = True,
     webhook_format: str = "classic",
     api_connects_itself: bool = False,
+    return_to_app: bool = False,
     **overrides: Any,
 ) -> AsyncIterator[Engine]:
     """Start the API (uvicorn on a free port) and, unless told not to, the workers; stop both afterwards.
 
     The API uses `env`'s client, unless `api_connects_itself`: then it connects (lazily) to TEMPORAL_ADDRESS as
-    in production, and lives through that server going away and coming back."""
+    in production, and lives through that server going away and coming back. `return_to_app` makes the web app
+    (`/app/` on this API) the platform's return URL, as `make run` does."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}"
+    if return_to_app:
+        overrides["platform_return_url"] = f"{api_url}/app/"
     settings = engine_settings(
         database_url=database_url, emulator=emulator, api_url=api_url, task_queue=task_queue, **overrides
     )
     # Faults another test left unused must not leak into this one.
     (await emulator.admin.delete("/__admin/faults")).raise_for_status()
+    # Nor webhooks still queued for another test's API, now gone: the emulator delivers one at a time, in order,
+    # and one waiting out its redelivery backoff (up to 300 s on Intuit's schedule) would hold this test's
+    # webhooks behind it.
+    (await emulator.admin.delete("/__admin/webhooks")).raise_for_status()
     # Intuit's webhooks go to this engine's API, and its callback is a registered redirect URI.
     configured = await emulator.admin.put(
         "/__admin/config",
@@ -321,6 +361,10 @@ async def running_engine(
             "webhook_url": f"{api_url}/webhooks/quickbooks",
             "webhook_format": webhook_format,
             "redirect_uris": [settings.qbo_redirect_uri, SEED_REDIRECT_URI],
+            # Intuit's retry schedule for a webhook not acknowledged within 3 s (10, 20, 30, then 300 s), ten
+            # times faster: on a loaded machine, a test API sharing its event loop with the test's own requests can
+            # be that slow, and a redelivery must not outlast the test's patience. Nothing else of it changes.
+            "webhook_retry_scale": 0.1,
         },
     )
     configured.raise_for_status()

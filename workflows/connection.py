@@ -15,6 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.connection import ConnectionActivities
     from activities.disconnect import DisconnectActivities
     from activities.health import HealthActivities
+    from activities.operator_events import OperatorEventActivities
     from models.domain import (
         OPEN_INVOICE_STATUSES,
         USABLE_CONNECTION_STATUSES,
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         DisconnectMode,
         InvoiceStatus,
     )
+    from workflows import descriptions, search_attributes
     from workflows.common import PlatformEventOutbox, should_continue_as_new
     from workflows.messages import (
         AdoptGrantInput,
@@ -36,14 +38,26 @@ with workflow.unsafe.imports_passed_through():
         DisconnectRequest,
         GrantOutcome,
         GrantSignal,
+        HealthCheckNowResult,
+        HealthResult,
         NotificationItem,
+        OperatorRequest,
         PlanChange,
         PlatformEvent,
+        RefreshNowResult,
         RefreshRequest,
         RefreshResult,
         RefreshTokensInput,
+        ReplayParkedEventsInput,
+        ReplayParkedEventsRequest,
+        ReplayParkedEventsResult,
+        ReprocessDeliveryInput,
+        ReprocessDeliveryRequest,
+        ReprocessDeliveryResult,
         SignalInvoicesInput,
         SweepInput,
+        SweepNowResult,
+        SweepResult,
         TokenLifetimes,
         VoidForDisconnectInput,
     )
@@ -66,6 +80,11 @@ QUICKBOOKS_CHECK_RETRY_POLICY = RetryPolicy(
 QUICKBOOKS_CHECK_TIMEOUT = timedelta(minutes=10)
 QUICKBOOKS_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
 FAN_OUT_TIMEOUT = timedelta(minutes=10)
+# The operators' event actions only read and write the database (then signal the events workflow).
+OPERATOR_EVENTS_TIMEOUT = timedelta(minutes=2)
+OPERATOR_EVENTS_RETRY_POLICY = RetryPolicy(maximum_attempts=5)
+# An operator names at most this many parked events in one replay (none: all of the company's).
+MAX_REPLAYED_EVENT_IDS = 1000
 FAN_OUT_HEARTBEAT = timedelta(seconds=30)
 # Outcomes of this many recent authorizations are kept, for a callback that asks after one (`wait_for_grant`).
 MAX_REMEMBERED_GRANTS = 20
@@ -81,6 +100,9 @@ REQUESTED_CHECK_SPACING = timedelta(seconds=5)
 # A grant is adopted once even when the callback's update for it arrives while it is being adopted (a patch id
 # per grant, for the reason above).
 ADOPT_ONCE_PATCH = "adopt-once"
+# The connection's status (and company) are search attributes, kept current on every change. Connections started
+# before publish from their next change on: a patch id per change in the run, for the reason above.
+CONNECTION_STATUS_PATCH = "connection-status-attribute"
 # Everything but what already ended: these invoice workflows are told when QuickBooks is disconnected.
 
 
@@ -106,6 +128,14 @@ class ConnectionWorkflow:
       - `wait_for_grant` (GrantSignal) -> GrantOutcome: adopt the authorization and answer once it is adopted.
       - `refresh_access_token` (RefreshRequest) -> RefreshResult: an activity got a 401; one refresh serves all.
       - `disconnect` (DisconnectRequest) -> DisconnectAccepted: "disconnect_only" or "disconnect_and_void".
+      Operators' actions (input `{}` or none; refused, in words, while the connection cannot be used):
+      - `sweep_now` (OperatorRequest) -> SweepNowResult: the change-data-capture sweep, now.
+      - `check_health_now` (OperatorRequest) -> HealthCheckNowResult: the daily check (company settings, tokens).
+      - `refresh_tokens_now` (OperatorRequest) -> RefreshNowResult: refresh the access token now.
+      - `replay_parked_events` (ReplayParkedEventsRequest: `{}` or `{"event_ids": [...]}`) ->
+        ReplayParkedEventsResult: the company's parked events back to pending, processed by its events workflow.
+      - `reprocess_webhook_delivery` (ReprocessDeliveryRequest: `{"delivery_id": 42}`) -> ReprocessDeliveryResult:
+        read a kept webhook delivery again and process the company's events in it.
     Queries:
       - `status` -> ConnectionInfo (never tokens); `refresh_count` -> int; `caught_by_sweeps` -> int.
     """
@@ -117,13 +147,23 @@ class ConnectionWorkflow:
         progress = request.progress or ConnectionProgress()
         self._account_id = request.account_id
         self._policy = request.policy
-        self._info: ConnectionInfo | None = progress.info
+        self._connection: ConnectionInfo | None = progress.info
+        # What the search attributes say now (set at start, carried over by continue-as-new); `_publish` updates them.
+        current = workflow.info().typed_search_attributes
+        self._published = (
+            current.get(search_attributes.CONNECTION_STATUS),
+            current.get(search_attributes.REALM_ID),
+        )
+        self._publishes = 0
+        # The last thing that went wrong, in words, and when (shown in the Temporal UI; this run only).
+        self._problem: tuple[datetime, str] | None = None
         self._deadlines = progress.deadlines
         self._refreshes = progress.refreshes
         self._caught = progress.caught_by_sweeps
         self._plan_entitled = progress.plan_entitled
         self._grant_outcomes = dict(progress.grant_outcomes)
         self._occurrences = progress.occurrences
+        self._events_emitted = progress.events_emitted
         self._grants: list[str] = []
         for grant_id in [*request.pending_grants, *([request.grant_id] if request.grant_id else [])]:
             if grant_id not in self._grants:
@@ -139,6 +179,7 @@ class ConnectionWorkflow:
         # Set once this run is about to end (continue as new): handlers waiting for its future answer now.
         self._ending = False
         self._token_lock = asyncio.Lock()
+        self._sweep_lock = asyncio.Lock()
         self._outbox = PlatformEventOutbox()
 
     @workflow.run
@@ -147,6 +188,7 @@ class ConnectionWorkflow:
             self._outbox.send(event)
 
         while True:
+            self._publish()
             if self._grants:
                 await self._adopt(self._grants.pop(0))
             elif self._disconnect is not None:
@@ -184,6 +226,7 @@ class ConnectionWorkflow:
                             grant_outcomes=self._grant_outcomes,
                             occurrences=self._occurrences,
                             check_requested=self._check_requested,
+                            events_emitted=self._events_emitted,
                         ),
                     )
                 )
@@ -202,6 +245,8 @@ class ConnectionWorkflow:
                     policy=self._policy,
                     pending_grants=list(self._grants),
                     undelivered_events=self._outbox.hand_over(),
+                    # A fresh connection, but the same chain: its events go on counting.
+                    progress=ConnectionProgress(events_emitted=self._events_emitted),
                 )
             )
         await self._outbox.drain()
@@ -266,6 +311,7 @@ class ConnectionWorkflow:
                 )
             except ActivityError as err:
                 workflow.logger.error("grant %s could not be adopted: %s", grant_id, err.cause)
+                self._went_wrong(f"an authorization could not be adopted: {err.cause}")
                 cause = err.cause
                 refused = cause.type if isinstance(cause, ApplicationError) and cause.type else "NotAdopted"
                 self._settle(grant_id, refused)
@@ -378,7 +424,8 @@ class ConnectionWorkflow:
 
     # --- Health and missed webhooks ---------------------------------------------------------------------
 
-    async def _check_health(self) -> None:
+    async def _check_health(self) -> HealthResult:
+        """The daily check (also run on an operator's request); what it found, a failure to run it included."""
         try:
             result = await workflow.execute_activity_method(
                 HealthActivities.check_connection,
@@ -389,12 +436,15 @@ class ConnectionWorkflow:
             )
         except ActivityError as err:
             workflow.logger.warning("health check failed: %s", err.cause)
-            return
+            self._went_wrong(f"the daily check failed: {err.cause}")
+            return HealthResult(ok=False, reason=f"the check could not run: {err.cause}")
         if not result.ok:
             workflow.logger.warning("QuickBooks connection unhealthy: %s", result.reason)
+            self._went_wrong(f"the daily check found the connection unhealthy: {result.reason}")
         elif result.unblocked and self._usable():
             # The daily check is also the company check: a block it lifted lets paused invoices go on.
             await self._resume_paused_invoices()
+        return result
 
     @staticmethod
     def _company_check_patched(occurrence: str) -> bool:
@@ -415,25 +465,32 @@ class ConnectionWorkflow:
             workflow.logger.warning(
                 "company check failed; the next one runs with the daily check: %s", err.cause
             )
+            self._went_wrong(f"the company check failed (the next runs with the daily check): {err.cause}")
             return
         if result.blocked_reason is not None:
             workflow.logger.info("syncing blocked by the company's settings")
+            self._went_wrong(f"the company's settings block syncing: {result.blocked_reason}")
         if resume and result.unblocked:
             await self._resume_paused_invoices()
 
-    async def _sweep(self) -> None:
-        try:
-            result = await workflow.execute_activity_method(
-                ChangeSweepActivities.sweep_changes,
-                SweepInput(account_id=self._account_id),
-                start_to_close_timeout=QUICKBOOKS_CHECK_TIMEOUT,
-                heartbeat_timeout=QUICKBOOKS_HEARTBEAT_TIMEOUT,
-                retry_policy=QUICKBOOKS_CHECK_RETRY_POLICY,
-            )
-        except ActivityError as err:
-            workflow.logger.warning("change sweep failed; the next one covers its window: %s", err.cause)
-            return
+    async def _sweep(self) -> SweepResult | str:
+        """The change sweep (also run on an operator's request): what it caught, or why it failed."""
+        # One sweep at a time: the periodic one and an operator's move the same watermark.
+        async with self._sweep_lock:
+            try:
+                result = await workflow.execute_activity_method(
+                    ChangeSweepActivities.sweep_changes,
+                    SweepInput(account_id=self._account_id),
+                    start_to_close_timeout=QUICKBOOKS_CHECK_TIMEOUT,
+                    heartbeat_timeout=QUICKBOOKS_HEARTBEAT_TIMEOUT,
+                    retry_policy=QUICKBOOKS_CHECK_RETRY_POLICY,
+                )
+            except ActivityError as err:
+                workflow.logger.warning("change sweep failed; the next one covers its window: %s", err.cause)
+                self._went_wrong(f"the change sweep failed (the next one covers its window): {err.cause}")
+                return f"the sweep failed: {err.cause}"
         self._caught += result.caught
+        return result
 
     # --- Plan --------------------------------------------------------------------------------------------
 
@@ -594,6 +651,194 @@ class ConnectionWorkflow:
         if self._info is None:
             raise ValueError("the connection has no authorization yet")
 
+    # --- Operators' actions (the Temporal Web UI's and CLI's updates; input `{}` or none) --------------------
+
+    @workflow.update
+    async def sweep_now(self, request: OperatorRequest | None = None) -> SweepNowResult:
+        """Run the change-data-capture sweep now (payments and voids no webhook brought)."""
+        result = await self._sweep()
+        if isinstance(result, str):
+            raise ApplicationError(
+                f"The sweep did not complete: {result}", type="SweepFailed", non_retryable=True
+            )
+        return SweepNowResult(
+            caught=result.caught,
+            changed=result.changed,
+            message=f"Swept QuickBooks' changes: {result.changed} invoice change(s) since the last sweep, "
+            f"{result.caught} of them no webhook had brought.",
+        )
+
+    @sweep_now.validator
+    def _validate_sweep_now(self, request: OperatorRequest | None = None) -> None:
+        self._refuse_unless_usable("sweep")
+        if not self._plan_entitled:
+            raise ValueError(
+                "The account's plan does not include QuickBooks, so syncing and the sweep are paused until it is "
+                "upgraded."
+            )
+
+    @workflow.update
+    async def check_health_now(self, request: OperatorRequest | None = None) -> HealthCheckNowResult:
+        """Run the daily check now: the company's settings, and whether Intuit still honours the tokens."""
+        result = await self._check_health()
+        if not result.ok:
+            return HealthCheckNowResult(
+                ok=False,
+                message=f"The connection is not healthy: {result.reason} (status {self._require_info().status}).",
+            )
+        resumed = result.unblocked and self._usable()
+        return HealthCheckNowResult(
+            ok=True,
+            resumed_paused=resumed,
+            message="The connection is healthy"
+            + ("; nothing blocks syncing any more, so paused invoices go on." if resumed else "."),
+        )
+
+    @check_health_now.validator
+    def _validate_check_health_now(self, request: OperatorRequest | None = None) -> None:
+        self._refuse_unless_usable("check")
+
+    @workflow.update
+    async def refresh_tokens_now(self, request: OperatorRequest | None = None) -> RefreshNowResult:
+        """Refresh the access token now (and store the rotated refresh token), whatever its expiry."""
+        async with self._token_lock:
+            if not self._usable():  # changed while the lock was held by another refresh or the disconnect
+                info = self._require_info()
+                raise ApplicationError(
+                    f"The connection is {info.status} now: there are no tokens to refresh.",
+                    type="NotRefreshed",
+                    non_retryable=True,
+                )
+            before = self._refreshes
+            await self._refresh()
+            info = self._require_info()
+        refreshed = self._refreshes > before
+        if info.status == ConnectionStatus.EXPIRED:
+            message = (
+                f"Intuit refused the tokens: the connection is expired ({info.status_reason}); reconnect."
+            )
+        elif refreshed:
+            message = f"Refreshed: token version {info.token_version}, the access token lasts an hour."
+        else:
+            message = "Not refreshed: another process rotated the tokens meanwhile; they are current."
+        return RefreshNowResult(
+            refreshed=refreshed,
+            status=info.status,
+            token_version=info.token_version,
+            access_expires_at=info.access_expires_at,
+            message=message,
+        )
+
+    @refresh_tokens_now.validator
+    def _validate_refresh_tokens_now(self, request: OperatorRequest | None = None) -> None:
+        self._refuse_unless_usable("refresh")
+
+    @workflow.update
+    async def replay_parked_events(
+        self, request: ReplayParkedEventsRequest | None = None
+    ) -> ReplayParkedEventsResult:
+        """Process the company's parked events again (`{}`: all of them; `{"event_ids": [...]}`: those)."""
+        asked = ReplayParkedEventsRequest() if request is None else request
+        realm_id = self._require_info().realm_id
+        assert realm_id is not None  # the validator refuses a connection without a company
+        result: ReplayParkedEventsResult = await workflow.execute_activity_method(
+            OperatorEventActivities.replay_parked_events,
+            ReplayParkedEventsInput(realm_id=realm_id, event_ids=sorted(set(asked.event_ids))),
+            start_to_close_timeout=OPERATOR_EVENTS_TIMEOUT,
+            retry_policy=OPERATOR_EVENTS_RETRY_POLICY,
+        )
+        if result.replayed:
+            result.message = (
+                f"{result.replayed} parked event(s) of company {realm_id} are pending again; its events "
+                "workflow processes them now (QboRealmId, WorkflowType 'QuickBooksEventsWorkflow')."
+            )
+        else:
+            result.message = f"Company {realm_id} has no parked event" + (
+                " among those asked for." if asked.event_ids else "."
+            )
+        if result.not_parked:
+            shown = ", ".join(str(event_id) for event_id in result.not_parked[:20])
+            result.message += f" Not parked events of this company (left as they are): {shown}" + (
+                " and more." if len(result.not_parked) > 20 else "."
+            )
+        return result
+
+    @replay_parked_events.validator
+    def _validate_replay_parked_events(self, request: ReplayParkedEventsRequest | None = None) -> None:
+        self._refuse_unless_usable("replay")
+        ids = [] if request is None else request.event_ids
+        if len(ids) > MAX_REPLAYED_EVENT_IDS:
+            raise ValueError(
+                f"At most {MAX_REPLAYED_EVENT_IDS} event ids at a time; send {{}} to replay every parked event."
+            )
+        if any(
+            isinstance(event_id, bool) or not isinstance(event_id, int) or event_id < 1 for event_id in ids
+        ):
+            raise ValueError(
+                'event_ids are the positive ids of quickbooks_event rows, e.g. {"event_ids": [412]}.'
+            )
+
+    @workflow.update
+    async def reprocess_webhook_delivery(self, request: ReprocessDeliveryRequest) -> ReprocessDeliveryResult:
+        """Read a kept webhook delivery again with this release's parser and process this company's events in it
+        (`{"delivery_id": 42}`); events stored before are not stored twice."""
+        realm_id = self._require_info().realm_id
+        assert realm_id is not None  # the validator refuses a connection without a company
+        result: ReprocessDeliveryResult = await workflow.execute_activity_method(
+            OperatorEventActivities.reprocess_webhook_delivery,
+            ReprocessDeliveryInput(realm_id=realm_id, delivery_id=request.delivery_id),
+            start_to_close_timeout=OPERATOR_EVENTS_TIMEOUT,
+            retry_policy=OPERATOR_EVENTS_RETRY_POLICY,
+        )
+        if not result.found:
+            raise ApplicationError(
+                f"No webhook delivery {request.delivery_id} is kept.",
+                type="DeliveryUnknown",
+                non_retryable=True,
+            )
+        words = [
+            f"Delivery {request.delivery_id} read again: {result.read} event(s) of company {realm_id}, "
+            f"{result.stored} new (processed now), {result.duplicates} stored before."
+        ]
+        if result.unreadable:
+            words.append(f"{result.unreadable} event(s) still cannot be read: {result.error}.")
+        if result.other_companies:
+            words.append(
+                f"It also holds events of {result.other_companies} other company(ies): send this update to their "
+                "connections."
+            )
+        result.message = " ".join(words)
+        return result
+
+    @reprocess_webhook_delivery.validator
+    def _validate_reprocess_webhook_delivery(self, request: ReprocessDeliveryRequest) -> None:
+        self._refuse_unless_usable("reprocess")
+        delivery_id = request.delivery_id
+        if isinstance(delivery_id, bool) or not isinstance(delivery_id, int) or delivery_id < 1:
+            raise ValueError(
+                'delivery_id is the positive id of a quickbooks_webhook_delivery row, e.g. {"delivery_id": 42}.'
+            )
+
+    def _refuse_unless_usable(self, action: str) -> None:
+        """Refuse an operator's action that needs a usable connection, saying what to do instead."""
+        info = self._info
+        if info is None or info.status in (ConnectionStatus.NOT_CONNECTED, ConnectionStatus.CONNECTING):
+            raise ValueError("The connection has no adopted authorization yet: connect QuickBooks first.")
+        if self._disconnect is not None or info.status in (
+            ConnectionStatus.DISCONNECTING,
+            ConnectionStatus.DISCONNECTED,
+        ):
+            raise ValueError(
+                f"QuickBooks is disconnected (or being disconnected): there is nothing to {action}."
+            )
+        if info.status == ConnectionStatus.EXPIRED:
+            raise ValueError(
+                "The connection expired (Intuit refused its tokens): nothing can reach QuickBooks until the user "
+                "reconnects QuickBooks."
+            )
+        if info.status not in USABLE_CONNECTION_STATUSES:
+            raise ValueError(f"The connection is {info.status}: QuickBooks cannot be used now.")
+
     @workflow.update
     async def disconnect(self, request: DisconnectRequest) -> DisconnectAccepted:
         """Accepted once syncing has stopped (status `disconnecting`); the rest continues in the background."""
@@ -631,6 +876,105 @@ class ConnectionWorkflow:
         return self._caught
 
     # --- Helpers -----------------------------------------------------------------------------------------
+
+    @property
+    def _info(self) -> ConnectionInfo | None:
+        return self._connection
+
+    @_info.setter
+    def _info(self, info: ConnectionInfo | None) -> None:
+        # Every change of the connection goes through here, so the search attributes never lag behind it.
+        self._connection = info
+        self._publish()
+
+    def _shown_status(self) -> ConnectionStatus:
+        """The status the API shows: the connection's own, or, before it has one, whether one is being adopted."""
+        if self._connection is not None:
+            return self._connection.status
+        if self._grants or self._adopting is not None:
+            return ConnectionStatus.CONNECTING
+        return ConnectionStatus.NOT_CONNECTED
+
+    def _went_wrong(self, words: str) -> None:
+        self._problem = (workflow.now(), words)
+        self._show()
+
+    def _show(self) -> None:
+        """The current details in the Temporal UI: which company, the status, what is due next, what it waits for."""
+        info = self._connection
+        status = self._shown_status()
+        summary = descriptions.connection_summary(
+            self._account_id, info.company_name if info else None, info.realm_id if info else None
+        )
+        shown = status.value
+        if info is not None and info.status_reason:
+            shown += f": {descriptions.plain(info.status_reason, descriptions.MAX_TEXT)}"
+        deadlines = self._deadlines
+        due = []
+        if self._usable():
+            for label, moment in (
+                ("token refresh", deadlines.refresh_at),
+                ("change sweep", deadlines.cdc_at if self._plan_entitled else None),
+                ("daily check", deadlines.health_at),
+                ("authorization ends", deadlines.horizon_at),
+            ):
+                if moment is not None:
+                    due.append(f"{label} at {descriptions.at(moment)}")
+        problem = None
+        if self._problem is not None:
+            moment, words = self._problem
+            problem = f"{descriptions.at(moment)}: {descriptions.plain(words, descriptions.MAX_TEXT)}"
+        workflow.set_current_details(
+            descriptions.details(
+                summary,
+                ("Status", shown),
+                (
+                    "Syncing",
+                    None if self._plan_entitled else "paused: the account's plan does not include QuickBooks",
+                ),
+                ("Next", " · ".join(due)),
+                ("Waiting for", self._waiting_for(status)),
+                ("Last problem", problem),
+            )
+        )
+
+    def _waiting_for(self, status: ConnectionStatus) -> str:
+        if self._adopting is not None or (self._grants and status != ConnectionStatus.DISCONNECTING):
+            return "the new authorization to be adopted (the user just connected)."
+        if self._disconnect is not None and status != ConnectionStatus.DISCONNECTED:
+            mode = self._disconnect.mode
+            if mode == DisconnectMode.DISCONNECT_AND_VOID:
+                return (
+                    "Disconnect & Void: the synced invoices to be voided in QuickBooks, then the revocation."
+                )
+            return "the disconnect: the authorization to be revoked at Intuit."
+        waits = {
+            ConnectionStatus.NOT_CONNECTED: "an authorization (the user connects QuickBooks).",
+            ConnectionStatus.CONNECTING: "the new authorization to be adopted (the user just connected).",
+            ConnectionStatus.CONNECTED: "the next thing due, a disconnect, a plan change or a reconnect.",
+            ConnectionStatus.EXPIRING: "the user to reconnect QuickBooks before the authorization ends.",
+            ConnectionStatus.EXPIRED: "the user to reconnect QuickBooks; syncing is paused until then.",
+            ConnectionStatus.DISCONNECTING: "the disconnect to finish.",
+            ConnectionStatus.DISCONNECTED: "nothing: its last platform events are being delivered (or a new connection).",
+        }
+        return waits[status]
+
+    def _publish(self) -> None:
+        """Upsert `QboConnectionStatus` and `QboRealmId` when they changed (a no-op otherwise); show the details."""
+        self._show()
+        status = self._shown_status().value
+        realm_id = self._connection.realm_id if self._connection is not None else None
+        realm_id = realm_id or self._published[1]
+        if (status, realm_id) == self._published:
+            return
+        self._publishes += 1
+        if not workflow.patched(f"{CONNECTION_STATUS_PATCH}/{self._publishes}"):
+            return
+        self._published = (status, realm_id)
+        updates = [search_attributes.CONNECTION_STATUS.value_set(status)]
+        if realm_id is not None:
+            updates.append(search_attributes.REALM_ID.value_set(realm_id))
+        workflow.upsert_search_attributes(updates)
 
     async def _record(self, record: ConnectionRecord) -> ConnectionInfo:
         return await workflow.execute_activity_method(
@@ -681,10 +1025,13 @@ class ConnectionWorkflow:
             access_expires_at=info.access_expires_at,
             refresh_expires_at=info.refresh_expires_at,
             refresh_hard_expires_at=info.refresh_hard_expires_at,
+            company_name=info.company_name,
         )
 
     def _emit(self, event_type: str, key: str, **data: str | int | bool | None) -> None:
         info = self._require_info()
+        # Counting changes no command: replay-safe without a patch.
+        self._events_emitted += 1
         self._outbox.send(
             PlatformEvent(
                 event_id=f"{workflow.info().workflow_id}/{event_type}/{key}",
@@ -692,6 +1039,8 @@ class ConnectionWorkflow:
                 account_id=self._account_id,
                 occurred_at=workflow.now(),
                 data={"status": info.status.value, "realm_id": info.realm_id, **data},
+                sequence=self._events_emitted,
+                chain=workflow.info().first_execution_run_id,
             )
         )
 

@@ -9,6 +9,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.events import EventActivities
+    from workflows import descriptions
     from workflows.common import should_continue_as_new
     from workflows.messages import ProcessEventsInput, ProcessEventsResult, RealmEventsInput
 
@@ -42,12 +43,19 @@ class QuickBooksEventsWorkflow:
         # Every run starts with one pass: a start, or a continue-as-new, may carry unprocessed events.
         self._pending = True
         while True:
+            self._show(
+                request.realm_id,
+                f"new events; it completes at {descriptions.at(workflow.now() + IDLE_TIMEOUT)} if none arrive",
+            )
             try:
                 await workflow.wait_condition(lambda: self._pending, timeout=IDLE_TIMEOUT)
             except TimeoutError:
                 if not self._pending:
                     break
             self._pending = False
+            self._show(
+                request.realm_id, "the stored events to be processed (the pending activity shows any failure)"
+            )
             result: ProcessEventsResult = await workflow.execute_activity_method(
                 EventActivities.process_pending_events,
                 ProcessEventsInput(realm_id=request.realm_id),
@@ -65,6 +73,15 @@ class QuickBooksEventsWorkflow:
                 )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._processed
+
+    def _show(self, realm_id: str, waiting_for: str) -> None:
+        workflow.set_current_details(
+            descriptions.details(
+                descriptions.events_summary(realm_id),
+                ("Processed", str(self._processed)),
+                ("Waiting for", waiting_for),
+            )
+        )
 
     @workflow.signal
     def events_arrived(self) -> None:

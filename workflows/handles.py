@@ -18,9 +18,11 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from workflows import search_attributes
-from workflows.ids import realm_events_workflow_id
+from models.domain import ConnectionStatus, InvoiceStatus
+from workflows import descriptions, search_attributes
+from workflows.ids import platform_event_redelivery_workflow_id, realm_events_workflow_id
 from workflows.messages import (
+    INVOICE_WORKFLOW_VERSION,
     CompanyCheckRequest,
     ConnectionPolicy,
     ConnectionWorkflowInput,
@@ -28,6 +30,7 @@ from workflows.messages import (
     InvoiceSnapshot,
     InvoiceWorkflowInput,
     RealmEventsInput,
+    RedeliverPlatformEvent,
 )
 
 
@@ -40,7 +43,12 @@ async def start_invoice_sync(
     with contextlib.suppress(WorkflowAlreadyStartedError):
         await temporal.start_workflow(
             "InvoiceWorkflow",
-            InvoiceWorkflowInput(account_id=account_id, invoice_id=invoice_id, snapshot=snapshot),
+            InvoiceWorkflowInput(
+                account_id=account_id,
+                invoice_id=invoice_id,
+                snapshot=snapshot,
+                version=INVOICE_WORKFLOW_VERSION,
+            ),
             id=workflow_id,
             task_queue=task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -49,18 +57,25 @@ async def start_invoice_sync(
                 [
                     SearchAttributePair(search_attributes.ACCOUNT_ID, account_id),
                     SearchAttributePair(search_attributes.INVOICE_NUMBER, snapshot.number),
-                    SearchAttributePair(search_attributes.SYNC_STATUS, status),
+                    # A pending invoice's first workflow task starts its first attempt: it reads `syncing` at once.
+                    SearchAttributePair(
+                        search_attributes.SYNC_STATUS,
+                        InvoiceStatus.SYNCING.value if status == InvoiceStatus.PENDING.value else status,
+                    ),
                 ]
             ),
+            # Encrypted by the payload codec like the input: it names the client.
+            static_summary=descriptions.invoice_summary(snapshot.number, snapshot.client_name, account_id),
             rpc_timeout=rpc_timeout,
         )
 
 
 async def tell_connection_of_grant(
     temporal: Client, *, task_queue: str, workflow_id: str, account_id: str, realm_id: str, grant_id: str,
-    policy: ConnectionPolicy, rpc_timeout: timedelta | None = None,
+    policy: ConnectionPolicy, company_name: str | None = None, rpc_timeout: timedelta | None = None,
 ) -> None:  # fmt: skip
-    """Signal-with-start the account's connection workflow with a new authorization to adopt."""
+    """Signal-with-start the account's connection workflow with a new authorization to adopt (the summary names
+    the company a start is for; a running workflow keeps its own, and its details name the current company)."""
     await temporal.start_workflow(
         "ConnectionWorkflow",
         ConnectionWorkflowInput(account_id=account_id, policy=policy),
@@ -72,8 +87,11 @@ async def tell_connection_of_grant(
             [
                 SearchAttributePair(search_attributes.ACCOUNT_ID, account_id),
                 SearchAttributePair(search_attributes.REALM_ID, realm_id),
+                # What the API shows from now until the workflow adopts the authorization.
+                SearchAttributePair(search_attributes.CONNECTION_STATUS, ConnectionStatus.CONNECTING.value),
             ]
         ),
+        static_summary=descriptions.connection_summary(account_id, company_name, realm_id),
         rpc_timeout=rpc_timeout,
     )
 
@@ -88,6 +106,8 @@ async def start_realm_events(
         id=realm_events_workflow_id(realm_id),
         task_queue=task_queue,
         start_signal="events_arrived",
+        search_attributes=TypedSearchAttributes([SearchAttributePair(search_attributes.REALM_ID, realm_id)]),
+        static_summary=descriptions.events_summary(realm_id),
         rpc_timeout=rpc_timeout,
     )
 
@@ -98,4 +118,20 @@ async def ask_for_company_check(
     """Ask the connection workflow to check its company's settings now (RPCError when it cannot be asked)."""
     await temporal.get_workflow_handle(workflow_id).signal(
         "check_company_settings", CompanyCheckRequest(), rpc_timeout=rpc_timeout
+    )
+
+
+async def start_platform_event_redelivery(
+    temporal: Client, *, event_id: str, event_type: str, task_queue: str, rpc_timeout: timedelta | None = None
+) -> None:
+    """Start delivering a kept platform event again; while a redelivery of it runs, asking again joins that one."""
+    await temporal.start_workflow(
+        "PlatformEventRedeliveryWorkflow",
+        RedeliverPlatformEvent(event_id=event_id),
+        id=platform_event_redelivery_workflow_id(event_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        static_summary=f"Redelivery of platform event {event_id} ({event_type})",
+        rpc_timeout=rpc_timeout,
     )

@@ -7,7 +7,7 @@ Every kind has its own prefix, so ids of different kinds never meet either. Dedu
 `/<kind>/<key>` to a workflow id stay unambiguous too: an encoded id never contains `/`.
 """
 
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 SEPARATOR = ":"
 
@@ -39,3 +39,25 @@ def stored_or(stored: str | None, workflow_id: str) -> str:
     `connection-{account}`), which migration 0007 stored with their rows; they are reached there.
     """
     return stored or workflow_id
+
+
+_KEY_NAMES = {
+    "invoice": ("account_id", "invoice_id"),
+    "connection": ("account_id",),
+    "quickbooks-events": ("realm_id",),
+}
+
+
+def business_keys(workflow_id: str) -> dict[str, str]:
+    """The business keys a workflow id was built from (`{"account_id": ..., "invoice_id": ...}`); {} for an id
+    of another form (older ids, `invoice-{account}-{invoice}`, cannot be split without ambiguity)."""
+    kind, _, rest = workflow_id.partition(SEPARATOR)
+    names = _KEY_NAMES.get(kind)
+    parts = rest.split(SEPARATOR) if rest else []
+    if names is None or len(parts) != len(names):
+        return {}
+    return {name: unquote(part) for name, part in zip(names, parts, strict=True)}
+
+
+def platform_event_redelivery_workflow_id(event_id: str) -> str:
+    return _workflow_id("platform-event-redelivery", event_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -23,10 +24,12 @@ with workflow.unsafe.imports_passed_through():
         DisconnectMode,
         InvoiceStatus,
         VoidOutcome,
+        payment_status,
     )
-    from workflows import search_attributes
+    from workflows import descriptions, search_attributes
     from workflows.common import PlatformEventOutbox, should_continue_as_new
     from workflows.messages import (
+        OPERATOR_READ,
         ConnectionChange,
         InvoiceObservation,
         InvoiceProgress,
@@ -37,6 +40,10 @@ with workflow.unsafe.imports_passed_through():
         NotificationItem,
         PauseInput,
         PlatformEvent,
+        ReadInvoiceInput,
+        RereadRequest,
+        RereadResult,
+        RetryAccepted,
         RetrySyncRequest,
         SyncInvoiceInput,
         SyncInvoiceResult,
@@ -45,8 +52,11 @@ with workflow.unsafe.imports_passed_through():
         VoidInvoiceInput,
         VoidInvoiceResult,
         VoidRequest,
+        synced_timeline,
     )
 
+# What no retry can fix: QuickBooks refused the invoice (validation), or there is no usable connection.
+NOT_RETRIED = ("QuickBooksRejected", "ConnectionUnavailable")
 # The first attempt plus up to 3 automatic retries, with backoff. Validation faults and a missing
 # connection are not retried: no retry can fix them.
 SYNC_RETRY_POLICY = RetryPolicy(
@@ -54,7 +64,7 @@ SYNC_RETRY_POLICY = RetryPolicy(
     backoff_coefficient=3.0,
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=4,
-    non_retryable_error_types=["QuickBooksRejected", "ConnectionUnavailable"],
+    non_retryable_error_types=list(NOT_RETRIED),
 )
 # Long enough to wait out QuickBooks throttling inside the activity (which never counts as a failure).
 SYNC_START_TO_CLOSE = timedelta(minutes=30)
@@ -68,6 +78,25 @@ STORE_RETRY_POLICY = RetryPolicy(
 RESUME_DELAY = timedelta(seconds=2)
 # A paused invoice re-checks its connection this often, in case a resume signal was missed.
 PAUSE_RECHECK_INTERVAL = timedelta(hours=6)
+# A first sync reads `syncing` from its first attempt on (it read `pending` until it ended); the read side's status
+# is written by the attempt itself, the search attribute here. Workflows started before keep their old sequence.
+SYNCING_FROM_FIRST_ATTEMPT_PATCH = "syncing-from-first-attempt"
+# From version 1 (workflows/messages.py) the sync activity also records the synced invoice (status, timeline, the
+# failure notification resolved): two workflow tasks and one activity for a sync, instead of three and two; the
+# read side's other writes are local activities (`_store`). A local activity for the sync itself (one workflow task,
+# 6 events) was tried and taken back: while it runs the workflow task stays open, so an update (a void, a retry)
+# waited up to 8 s for the task's renewal and the API's 5 s wait answered 503; a shorter task timeout timed tasks
+# out under load and ran attempts again (bench/README.md, "The engine's own cost").
+RECORDING_SYNC_VERSION = 1
+# How a failed local activity is raised: its own error (an ApplicationError, a timeout), not an ActivityError.
+LOCAL_ACTIVITY_FAILURES = (ActivityError, ApplicationError, ActivityTimeoutError)
+# An operator's re-read waits for QuickBooks a little, not for ever: the operator is watching and can ask again.
+REREAD_TIMEOUT = timedelta(minutes=2)
+REREAD_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_attempts=3,
+    non_retryable_error_types=["ConnectionUnavailable"],
+)
 
 
 @workflow.defn
@@ -76,11 +105,16 @@ class InvoiceWorkflow:
 
     Id: `invoice:{account_id}:{invoice_id}`, each part percent-encoded (workflows/ids.py).
     Signals:
-      - `retry_sync` (RetrySyncRequest): retry a `failed` sync now (also what the API's manual retry sends).
+      - `retry_sync` (RetrySyncRequest): as the update of that name, silently (kept for older senders).
       - `quickbooks_invoice_changed` (InvoiceObservation): QuickBooks' current state of the invoice.
       - `connection_changed` (ConnectionChange): the account's connection resumed, or was disconnected.
-    Updates:
-      - `request_void` (VoidRequest) -> VoidAccepted: void the invoice, in QuickBooks too.
+    Updates (operators' actions; each refuses, in words, what makes no sense in the invoice's state; input `{}`):
+      - `retry_sync` (RetrySyncRequest) -> RetryAccepted: retry a `failed` sync now (what the API's manual retry
+        sends); a `paused` invoice checks its connection again.
+      - `request_void` (VoidRequest) -> VoidAccepted: void the invoice, in QuickBooks too (what the API's void
+        sends).
+      - `reread_from_quickbooks` (RereadRequest) -> RereadResult: read the invoice's balance and status from
+        QuickBooks now (paid, partially paid, voided, deleted there) and apply them.
     Queries:
       - `status` -> InvoiceStatusView.
     """
@@ -93,7 +127,10 @@ class InvoiceWorkflow:
         self._account_id = request.account_id
         self._invoice_id = request.invoice_id
         self._snapshot = request.snapshot
+        self._version = request.version
         self._outbox = PlatformEventOutbox()
+        # Observations applied by this run: a re-read waits until its own is (they are applied in order).
+        self._applied = 0
 
     @workflow.run
     async def run(self, request: InvoiceWorkflowInput) -> InvoiceWorkflowResult:
@@ -110,10 +147,12 @@ class InvoiceWorkflow:
                         snapshot=self._snapshot,
                         progress=self._progress,
                         undelivered_events=self._outbox.hand_over(),
+                        version=self._version,
                     )
                 )
             await self._step()
 
+        self._show()
         await self._outbox.drain()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return InvoiceWorkflowResult(
@@ -123,6 +162,7 @@ class InvoiceWorkflow:
     async def _step(self) -> None:
         """One move of the state machine; every branch either acts or waits for something to act on."""
         progress = self._progress
+        self._show()
         if progress.disconnect_mode is not None:
             await self._disconnected(progress.disconnect_mode)
         elif progress.void_requested and (
@@ -150,6 +190,7 @@ class InvoiceWorkflow:
             await self._wait_for(lambda: bool(progress.pending_observations))
             while progress.pending_observations and not progress.void_requested:
                 await self._apply(progress.pending_observations.pop(0))
+                self._applied += 1
 
     # --- Sync --------------------------------------------------------------------------------------------
 
@@ -158,22 +199,33 @@ class InvoiceWorkflow:
         progress = self._progress
         may_exist = progress.create_attempted
         progress.create_attempted = True
+        recording = self._version >= RECORDING_SYNC_VERSION
+        if progress.status == InvoiceStatus.PENDING and (
+            recording or workflow.patched(SYNCING_FROM_FIRST_ATTEMPT_PATCH)
+        ):
+            progress.status = InvoiceStatus.SYNCING
+            if not (recording and self._search_status() == InvoiceStatus.SYNCING.value):
+                self._set_search_status()  # (a workflow started as `syncing` reads it already)
+        request = SyncInvoiceInput(
+            account_id=self._account_id,
+            invoice_id=self._invoice_id,
+            workflow_id=workflow.info().workflow_id,
+            snapshot=snapshot,
+            generation=progress.manual_retries,
+            may_exist=may_exist,
+        )
         try:
-            result: SyncInvoiceResult = await workflow.execute_activity_method(
-                InvoiceSyncActivities.sync_invoice,
-                SyncInvoiceInput(
-                    account_id=self._account_id,
-                    invoice_id=self._invoice_id,
-                    workflow_id=workflow.info().workflow_id,
-                    snapshot=snapshot,
-                    generation=progress.manual_retries,
-                    may_exist=may_exist,
-                ),
-                start_to_close_timeout=SYNC_START_TO_CLOSE,
-                heartbeat_timeout=QBO_HEARTBEAT_TIMEOUT,
-                retry_policy=SYNC_RETRY_POLICY,
-            )
-        except ActivityError as err:
+            if recording:
+                result = await self._sync_attempts(request)
+            else:
+                result = await workflow.execute_activity_method(
+                    InvoiceSyncActivities.sync_invoice,
+                    request,
+                    start_to_close_timeout=SYNC_START_TO_CLOSE,
+                    heartbeat_timeout=QBO_HEARTBEAT_TIMEOUT,
+                    retry_policy=SYNC_RETRY_POLICY,
+                )
+        except LOCAL_ACTIVITY_FAILURES as err:
             if _error_type(err) == CONNECTION_UNAVAILABLE:
                 await self._pause(_reason(err), resume_status=InvoiceStatus.SYNCING)
                 return
@@ -187,14 +239,16 @@ class InvoiceWorkflow:
         progress.total_cents = result.total_cents
         progress.balance_cents = result.balance_cents
         progress.last_error = None
-        await self._record(
-            _payment_status(result.total_cents, result.balance_cents),
-            timeline=self._timeline(
-                "synced", f"Synced to QuickBooks as invoice {snapshot.number}.", key=result.qbo_invoice_id
-            ),
-            clear_last_error=True,
-            resolve=["sync_failed"],
-        )
+        if result.recorded:
+            progress.status = payment_status(result.total_cents, result.balance_cents)
+            self._set_search_status()
+        else:
+            await self._record(
+                payment_status(result.total_cents, result.balance_cents),
+                timeline=synced_timeline(workflow.info().workflow_id, snapshot.number, result.qbo_invoice_id),
+                clear_last_error=True,
+                resolve=["sync_failed"],
+            )
         if result.mismatch is not None:
             # In QuickBooks, but not as the platform sent it: said, never silently kept.
             progress.last_error = result.mismatch
@@ -207,6 +261,17 @@ class InvoiceWorkflow:
                     dedupe_key=f"{workflow.info().workflow_id}/sync_mismatch/{result.qbo_invoice_id}",
                 ),
             )
+
+    async def _sync_attempts(self, request: SyncInvoiceInput) -> SyncInvoiceResult:
+        """The sync activity, which from version 1 also records the synced invoice (SYNC_RETRY_POLICY)."""
+        result: SyncInvoiceResult = await workflow.execute_activity_method(
+            InvoiceSyncActivities.sync_invoice,
+            dataclasses.replace(request, record_synced=True),
+            start_to_close_timeout=SYNC_START_TO_CLOSE,
+            heartbeat_timeout=QBO_HEARTBEAT_TIMEOUT,
+            retry_policy=SYNC_RETRY_POLICY,
+        )
+        return result
 
     async def _sync_failed(self, reason: str) -> None:
         snapshot = self._snapshot
@@ -284,7 +349,11 @@ class InvoiceWorkflow:
         progress = self._progress
         if observation.qbo_invoice_id != progress.qbo_invoice_id:
             return
-        if observation.sync_token <= progress.qbo_sync_token and not observation.deleted:
+        if observation.sync_token < progress.qbo_sync_token or (
+            observation.sync_token == progress.qbo_sync_token
+            and not observation.deleted
+            and observation.source != OPERATOR_READ
+        ):
             return  # older than what we know: a redelivery or an out-of-order event
         progress.qbo_sync_token = observation.sync_token
         key = str(observation.sync_token)
@@ -312,7 +381,7 @@ class InvoiceWorkflow:
         previous_status, previous_balance = progress.status, progress.balance_cents
         progress.total_cents = observation.total_cents
         progress.balance_cents = observation.balance_cents
-        status = _payment_status(observation.total_cents, observation.balance_cents)
+        status = payment_status(observation.total_cents, observation.balance_cents)
         if status == previous_status and observation.balance_cents == previous_balance:
             await self._record(status)  # nothing the user sees changed; the stored SyncToken did
             return
@@ -434,8 +503,65 @@ class InvoiceWorkflow:
 
     @workflow.signal
     def retry_sync(self, request: RetrySyncRequest) -> None:
-        if self._progress.status in (InvoiceStatus.FAILED, InvoiceStatus.PAUSED):
-            self._progress.retry_requested = True
+        """Kept for senders of the signal (older API processes, scripts); the update of the same name says why it
+        refuses, where this signal can only log it."""
+        refused = self._why_not_retryable()
+        if refused is not None:
+            workflow.logger.info("retry_sync signal ignored: %s", refused)
+            return
+        self._progress.retry_requested = True
+
+    @workflow.update(name="retry_sync")
+    def retry(self, request: RetrySyncRequest | None = None) -> RetryAccepted:
+        """Retry a failed sync now; for a paused invoice, check its connection again now."""
+        progress = self._progress
+        already = progress.retry_requested
+        progress.retry_requested = True
+        if progress.status == InvoiceStatus.PAUSED:
+            return RetryAccepted(
+                status=progress.status,
+                already_requested=already,
+                message="The paused invoice checks its QuickBooks connection again now; it syncs as soon as "
+                "QuickBooks can be used.",
+            )
+        retry = progress.manual_retries + 1
+        return RetryAccepted(
+            status=progress.status,
+            retry=retry,
+            already_requested=already,
+            message=f"Manual retry {retry} of the QuickBooks sync "
+            + ("was already requested; it starts now." if already else "requested; it starts now."),
+        )
+
+    @retry.validator
+    def _validate_retry(self, request: RetrySyncRequest | None = None) -> None:
+        refused = self._why_not_retryable()
+        if refused is not None:
+            raise ValueError(refused)
+
+    def _why_not_retryable(self) -> str | None:
+        """Why a manual retry makes no sense now, in an operator's words (never personal data); None: it does."""
+        progress = self._progress
+        status = progress.status
+        if progress.disconnect_mode is not None or status == InvoiceStatus.DISCONNECTED:
+            return "QuickBooks was disconnected: this invoice is no longer synced."
+        if status == InvoiceStatus.DELETED_IN_QUICKBOOKS:
+            return "The invoice was deleted in QuickBooks: it is no longer followed, so there is nothing to retry."
+        if status == InvoiceStatus.VOIDED or (progress.void_requested and status != InvoiceStatus.PAUSED):
+            return "The invoice is voided (or being voided): there is nothing to sync."
+        if status in (InvoiceStatus.PENDING, InvoiceStatus.SYNCING):
+            return (
+                f"A sync is already under way (status {status.value}): its automatic retries follow on their own; "
+                "retry once it has failed."
+            )
+        if status in IN_QUICKBOOKS:
+            return (
+                f"The invoice is already in QuickBooks (status {status.value}): there is nothing to retry. To read "
+                "its balance and status from QuickBooks again, use the reread_from_quickbooks update."
+            )
+        if status not in (InvoiceStatus.FAILED, InvoiceStatus.PAUSED):
+            return f"Only a failed or paused sync can be retried; this invoice is {status.value}."
+        return None
 
     @workflow.signal
     def quickbooks_invoice_changed(self, observation: InvoiceObservation) -> None:
@@ -455,14 +581,94 @@ class InvoiceWorkflow:
             self._progress.resume_requested = True
 
     @workflow.update
-    def request_void(self, request: VoidRequest) -> VoidAccepted:
+    def request_void(self, request: VoidRequest | None = None) -> VoidAccepted:
         self._progress.void_requested = True
         return VoidAccepted(status=self._progress.status)
 
     @request_void.validator
-    def _validate_void(self, request: VoidRequest) -> None:
+    def _validate_void(self, request: VoidRequest | None = None) -> None:
         if self._progress.status in FINAL_INVOICE_STATUSES:
-            raise ValueError(f"the invoice is already {self._progress.status.value}")
+            raise ValueError(
+                f"The invoice is already {self._progress.status.value}: there is nothing to void."
+            )
+
+    @workflow.update
+    async def reread_from_quickbooks(self, request: RereadRequest | None = None) -> RereadResult:
+        """Read the invoice from QuickBooks now and apply what it holds (a payment, a void, a deletion that no
+        webhook or sweep brought); answers once it is applied."""
+        progress = self._progress
+        realm_id, qbo_invoice_id = progress.realm_id, progress.qbo_invoice_id
+        if realm_id is None or qbo_invoice_id is None:  # the validator refuses it; never a failed task
+            raise ApplicationError(
+                "The invoice is not in QuickBooks.", type="NotInQuickBooks", non_retryable=True
+            )
+        previous = (progress.status, progress.balance_cents)
+        try:
+            observation = await workflow.execute_activity_method(
+                InvoiceSyncActivities.read_invoice,
+                ReadInvoiceInput(
+                    account_id=self._account_id, realm_id=realm_id, qbo_invoice_id=qbo_invoice_id
+                ),
+                start_to_close_timeout=REREAD_TIMEOUT,
+                heartbeat_timeout=QBO_HEARTBEAT_TIMEOUT,
+                retry_policy=REREAD_RETRY_POLICY,
+            )
+        except ActivityError as err:
+            # The cause's message names codes and ids only (QuickBooks' own words stay in its encrypted details).
+            cause = err.cause
+            words = cause.message if isinstance(cause, FailureError) else "it did not answer"
+            raise ApplicationError(
+                f"QuickBooks could not be read: {words}", type="QuickBooksNotRead", non_retryable=True
+            ) from err
+        progress.pending_observations.append(observation)
+        position = self._applied + len(progress.pending_observations)
+        # Applied in order by the main loop; a void, a disconnect or a continue-as-new first leaves it queued.
+        await workflow.wait_condition(
+            lambda: (
+                self._applied >= position
+                or progress.status not in IN_QUICKBOOKS
+                or progress.void_requested
+                or progress.disconnect_mode is not None
+                or should_continue_as_new()
+            )
+        )
+        status, balance = progress.status, progress.balance_cents
+        changed = (status, balance) != previous
+        if self._applied < position:
+            message = "Read from QuickBooks; it is applied after what the invoice is doing now."
+        elif observation.deleted:
+            message = "QuickBooks no longer has the invoice (deleted there): it is no longer followed."
+        elif changed:
+            message = f"Read from QuickBooks: the invoice is now {status.value} (it was {previous[0].value})."
+        else:
+            message = f"Read from QuickBooks: nothing changed, the invoice is {status.value}."
+        return RereadResult(
+            status=status,
+            previous_status=previous[0],
+            message=message,
+            total_cents=progress.total_cents,
+            balance_cents=balance,
+            changed=changed,
+        )
+
+    @reread_from_quickbooks.validator
+    def _validate_reread(self, request: RereadRequest | None = None) -> None:
+        progress = self._progress
+        status = progress.status
+        if status in FINAL_INVOICE_STATUSES:
+            raise ValueError(f"The invoice is {status.value}: QuickBooks is no longer followed for it.")
+        if progress.void_requested or progress.disconnect_mode is not None:
+            raise ValueError("The invoice is being voided or disconnected: its own steps read QuickBooks.")
+        if status == InvoiceStatus.PAUSED:
+            raise ValueError(
+                "Syncing is paused (the connection cannot be used now): QuickBooks can be read again once it "
+                "resumes."
+            )
+        if status not in IN_QUICKBOOKS or progress.qbo_invoice_id is None or progress.realm_id is None:
+            raise ValueError(
+                f"The invoice is not in QuickBooks (status {status.value}): there is nothing to read there yet"
+                + ("; retry its sync with the retry_sync update." if status == InvoiceStatus.FAILED else ".")
+            )
 
     @workflow.query
     def status(self) -> InvoiceStatusView:
@@ -514,8 +720,7 @@ class InvoiceWorkflow:
     ) -> None:
         progress = self._progress
         progress.status = status
-        await workflow.execute_activity_method(
-            StoreActivities.record_invoice,
+        await self._store(
             InvoiceRecord(
                 account_id=self._account_id,
                 invoice_id=self._invoice_id,
@@ -531,17 +736,113 @@ class InvoiceWorkflow:
                 timeline=timeline,
                 notification=notification,
                 resolve_notification_kinds=resolve or [],
-            ),
+            )
+        )
+        self._set_search_status()
+
+    async def _store(self, record: InvoiceRecord) -> None:
+        """Write the record to the read side: from version 1 as a local activity (in the workflow task, no activity
+        task: a marker instead of three events; a write takes milliseconds, so the task is not held open long), once;
+        if that fails, as an activity retried until it is written (a database away for long would otherwise grow
+        the history with the worker's workflow-task renewals)."""
+        if self._version >= RECORDING_SYNC_VERSION:
+            try:
+                await workflow.execute_local_activity_method(
+                    StoreActivities.record_invoice,
+                    record,
+                    start_to_close_timeout=STORE_TIMEOUT,
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                )
+                return
+            except LOCAL_ACTIVITY_FAILURES as err:
+                workflow.logger.warning(
+                    "invoice record not written at once (%s): retried", type(err).__name__
+                )
+        await workflow.execute_activity_method(
+            StoreActivities.record_invoice,
+            record,
             start_to_close_timeout=STORE_TIMEOUT,
             retry_policy=STORE_RETRY_POLICY,
         )
-        self._set_search_status()
+
+    def _search_status(self) -> str | None:
+        return workflow.info().typed_search_attributes.get(search_attributes.SYNC_STATUS)
 
     def _set_search_status(self) -> None:
         updates = [search_attributes.SYNC_STATUS.value_set(self._progress.status.value)]
         if self._progress.realm_id:
             updates.append(search_attributes.REALM_ID.value_set(self._progress.realm_id))
         workflow.upsert_search_attributes(updates)
+        self._show()
+
+    def _show(self) -> None:
+        """The current details in the Temporal UI: what the invoice is, where it stands, what it waits for."""
+        progress = self._progress
+        snapshot = self._snapshot
+        status = progress.status
+        in_quickbooks = None
+        if progress.qbo_invoice_id is not None:
+            in_quickbooks = f"invoice {progress.qbo_invoice_id} of company {progress.realm_id}"
+            if progress.total_cents is not None and progress.balance_cents is not None:
+                in_quickbooks += (
+                    f", balance {_money(progress.balance_cents)} of {_money(progress.total_cents)} "
+                    f"{descriptions.plain(snapshot.currency)}"
+                )
+        workflow.set_current_details(
+            descriptions.details(
+                descriptions.invoice_summary(snapshot.number, snapshot.client_name, self._account_id),
+                (
+                    "Status",
+                    status.value
+                    + (f" (manual retries: {progress.manual_retries})" if progress.manual_retries else ""),
+                ),
+                ("Waiting for", self._waiting_for()),
+                (
+                    "Last error",
+                    descriptions.plain(progress.last_error, descriptions.MAX_TEXT)
+                    if progress.last_error
+                    else None,
+                ),
+                ("In QuickBooks", in_quickbooks),
+            )
+        )
+
+    def _waiting_for(self) -> str:
+        progress = self._progress
+        status = progress.status
+        if progress.disconnect_mode is not None:
+            return "nothing: QuickBooks was disconnected, the invoice records what that did."
+        if progress.void_requested and status != InvoiceStatus.PAUSED:
+            return "QuickBooks to void the invoice."
+        if status in (InvoiceStatus.PENDING, InvoiceStatus.SYNCING):
+            policy = SYNC_RETRY_POLICY
+            retries = [
+                descriptions.seconds(
+                    min(
+                        policy.initial_interval * policy.backoff_coefficient**n,
+                        policy.maximum_interval or timedelta.max,
+                    )
+                )
+                for n in range((policy.maximum_attempts or 1) - 1)
+            ]
+            return (
+                f"QuickBooks: the sync's attempt, and up to {len(retries)} automatic retries after "
+                f"{', '.join(retries)} (the pending activity `sync_invoice` shows its attempt, next retry and last "
+                "failure). Throttling is waited out and spends no retry."
+            )
+        if status == InvoiceStatus.FAILED:
+            return "a manual retry (the platform's, or an operator's `retry_sync` update) or a void: nothing happens on its own."
+        if status == InvoiceStatus.PAUSED:
+            what = "the void" if progress.void_requested else "syncing"
+            return (
+                f"QuickBooks to be usable again before {what} goes on: a reconnect, the plan, or the company's "
+                f"settings; checked on each of those and every {descriptions.seconds(PAUSE_RECHECK_INTERVAL)}."
+            )
+        if status == InvoiceStatus.PAID:
+            return "a void or a disconnect (a payment removed in QuickBooks reopens it)."
+        if status in IN_QUICKBOOKS:
+            return "a payment in QuickBooks, a void, or a disconnect."
+        return "nothing: the invoice is finished (its last platform events are being delivered)."
 
     def _timeline(self, kind: str, message: str, *, key: str = "") -> TimelineItem:
         return TimelineItem(
@@ -552,12 +853,16 @@ class InvoiceWorkflow:
         """Start delivering an event to the platform without waiting for it (awaited before completing)."""
         progress = self._progress
         snapshot = self._snapshot
+        # Counting changes no command: replay-safe without a patch.
+        progress.events_emitted += 1
         event = PlatformEvent(
             event_id=f"{workflow.info().workflow_id}/{event_type}/{key}",
             type=event_type,
             account_id=self._account_id,
             invoice_id=self._invoice_id,
             occurred_at=workflow.now(),
+            sequence=progress.events_emitted,
+            chain=workflow.info().first_execution_run_id,
             data={
                 "number": snapshot.number,
                 "status": progress.status.value,
@@ -579,26 +884,23 @@ class InvoiceWorkflow:
         return self._progress.qbo_invoice_id is not None or self._progress.create_attempted
 
 
-def _payment_status(total_cents: int, balance_cents: int) -> InvoiceStatus:
-    if total_cents > 0 and balance_cents <= 0:
-        return InvoiceStatus.PAID
-    if 0 < balance_cents < total_cents:
-        return InvoiceStatus.PARTIALLY_PAID
-    return InvoiceStatus.SYNCED
+def _cause(err: FailureError) -> BaseException | None:
+    """What failed: an activity's error is the cause of its ActivityError; a local activity's comes as it is."""
+    return err.cause if isinstance(err, ActivityError) else err
 
 
-def _error_type(err: ActivityError) -> str | None:
-    cause = err.cause
+def _error_type(err: FailureError) -> str | None:
+    cause = _cause(err)
     return cause.type if isinstance(cause, ApplicationError) else None
 
 
-def _reason(err: ActivityError) -> str:
+def _reason(err: FailureError) -> str:
     """A human-readable reason from an activity failure, never a stack trace.
 
     The FailureReason in the error's details when it has one (encrypted; it may quote QuickBooks), else the
     message (codes and ids only, or a failure recorded before reasons travelled in the details).
     """
-    cause = err.cause
+    cause = _cause(err)
     if isinstance(cause, ActivityTimeoutError):
         return "QuickBooks did not answer in time."
     if isinstance(cause, ApplicationError):

@@ -108,6 +108,7 @@ class InvoiceProgress:
     pending_observations: list[InvoiceObservation] = field(default_factory=list)
     # Counts what needs a key of its own (a refusal, a resumption) across runs: history lengths restart.
     occurrences: int = 0
+    events_emitted: int = 0  # platform events of this chain so far: the next one's `sequence` follows
 
 
 @dataclass
@@ -118,6 +119,16 @@ class InvoiceWorkflowInput:
     progress: InvoiceProgress | None = None
     # Platform events the previous run had not delivered when it continued as new: this run sends them.
     undelivered_events: list[PlatformEvent] = field(default_factory=list)
+    # Which sequence of commands the workflow follows (INVOICE_WORKFLOW_VERSION when started; carried across
+    # continue-as-new). Versioned by its input rather than with `workflow.patched`, which costs every new workflow
+    # a marker and a search-attribute upsert per patch. 0: workflows started before versions (their histories
+    # replay as they ran).
+    version: int = 0
+
+
+# 1: the sync activity records the synced invoice itself, the read side's other writes are local activities, and the
+# workflow starts reading `syncing` (its start search attribute) without upserting it.
+INVOICE_WORKFLOW_VERSION = 1
 
 
 @dataclass
@@ -143,6 +154,11 @@ class InvoiceStatusView:
     void_requested: bool
 
 
+# The source of an observation an operator asked for (`reread_from_quickbooks`): applied even when QuickBooks'
+# SyncToken has not moved, so the invoice's status is derived again from what QuickBooks holds.
+OPERATOR_READ = "operator"
+
+
 @dataclass
 class InvoiceObservation:
     """The state of a QuickBooks invoice as read from QuickBooks (after a webhook or a CDC sweep)."""
@@ -160,6 +176,40 @@ class InvoiceObservation:
 @dataclass
 class RetrySyncRequest:
     requested_by: str = "api"
+
+
+@dataclass
+class RetryAccepted:
+    """What the `retry_sync` update did: a manual retry of a failed sync, or a paused invoice's re-check."""
+
+    status: InvoiceStatus  # the invoice's status when the retry was accepted (failed or paused)
+    message: str
+    retry: int = 0  # the manual retry this is (1 for the first); 0 for a paused invoice's re-check
+    already_requested: bool = False  # asked for before and not started yet: this request changed nothing
+
+
+@dataclass
+class RereadRequest:
+    requested_by: str = "operator"
+
+
+@dataclass
+class RereadResult:
+    """What the `reread_from_quickbooks` update found in QuickBooks and what became of the invoice."""
+
+    status: InvoiceStatus  # the invoice's status once QuickBooks' state was applied
+    previous_status: InvoiceStatus
+    message: str
+    total_cents: int | None = None
+    balance_cents: int | None = None
+    changed: bool = False  # the status or the balance moved
+
+
+@dataclass
+class ReadInvoiceInput:
+    account_id: str
+    realm_id: str
+    qbo_invoice_id: str
 
 
 @dataclass
@@ -195,6 +245,11 @@ class SyncInvoiceInput:
     snapshot: InvoiceSnapshot
     generation: int = 0  # bumps on each manual retry, so a fresh request id replaces a failed one
     may_exist: bool = False  # an earlier write's outcome is unknown: look before creating
+    # The attempt also writes the synced invoice to the read side (status, timeline, resolved notification), so
+    # the workflow needs no store activity after it. Older workflows record it themselves.
+    record_synced: bool = False
+    # Attempts made before this activity's own, elsewhere (none today): counted as retries.
+    attempts_before: int = 0
 
 
 @dataclass
@@ -208,6 +263,7 @@ class SyncInvoiceResult:
     found_existing: bool = False
     # QuickBooks' tax or total differs from the platform's: the words for the user (amounts: payloads only).
     mismatch: str | None = None
+    recorded: bool = False  # the read side reads synced already (the request's `record_synced`)
 
 
 @dataclass
@@ -236,6 +292,15 @@ class TimelineItem:
     kind: str
     message: str
     dedupe_key: str
+
+
+def synced_timeline(workflow_id: str, number: str, qbo_invoice_id: str) -> TimelineItem:
+    """The timeline entry of an invoice's sync, whoever writes it (the sync activity, or an older workflow)."""
+    return TimelineItem(
+        kind="synced",
+        message=f"Synced to QuickBooks as invoice {number}.",
+        dedupe_key=f"{workflow_id}/synced/{qbo_invoice_id}",
+    )
 
 
 @dataclass
@@ -288,6 +353,17 @@ class PlatformEvent:
     occurred_at: datetime
     invoice_id: str | None = None
     data: dict[str, str | int | bool | None] = field(default_factory=dict)
+    # The subject's (invoice's or connection's) count of events in this workflow chain (`chain`: its first run's
+    # id), from 1; the event's kept record turns it into the subject's `sequence`. 0: sent by an earlier release.
+    sequence: int = 0
+    chain: str = ""
+
+
+@dataclass
+class RedeliverPlatformEvent:
+    """Deliver a kept platform event again (its id: `evt_...`)."""
+
+    event_id: str
 
 
 # --- Connections --------------------------------------------------------------------------------------------
@@ -306,6 +382,7 @@ class ConnectionInfo:
     refresh_expires_at: datetime | None = None
     refresh_hard_expires_at: datetime | None = None
     status_reason: str | None = None
+    company_name: str | None = None  # CompanyInfo.CompanyName, as the callback read it
 
 
 @dataclass
@@ -349,6 +426,7 @@ class ConnectionProgress:
     grant_outcomes: dict[str, str | None] = field(default_factory=dict)
     occurrences: int = 0
     check_requested: bool = False  # a company check asked for and not yet run
+    events_emitted: int = 0  # platform events of this chain so far: the next one's `sequence` follows
 
 
 @dataclass
@@ -405,6 +483,84 @@ class HealthResult:
     ok: bool
     reason: str | None = None
     unblocked: bool = False  # the company check found nothing blocking and invoices are paused: resume them
+
+
+@dataclass
+class OperatorRequest:
+    """The input of an operator's action that needs nothing else (`{}`, or no input at all)."""
+
+    requested_by: str = "operator"
+
+
+@dataclass
+class ReplayParkedEventsRequest:
+    """`{}`: every parked event of the connection's company; `{"event_ids": [412, 413]}`: those only."""
+
+    event_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ReplayParkedEventsInput:
+    realm_id: str
+    event_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ReplayParkedEventsResult:
+    replayed: int
+    event_ids: list[int] = field(default_factory=list)  # the events put back to pending
+    not_parked: list[int] = field(default_factory=list)  # asked for, but not a parked event of this company
+    message: str = ""
+
+
+@dataclass
+class ReprocessDeliveryRequest:
+    """`{"delivery_id": 42}`: the kept webhook delivery (`quickbooks_webhook_delivery.id`) to read again."""
+
+    delivery_id: int = 0
+
+
+@dataclass
+class ReprocessDeliveryInput:
+    realm_id: str
+    delivery_id: int
+
+
+@dataclass
+class ReprocessDeliveryResult:
+    found: bool
+    read: int = 0  # events of this company the delivery now yields
+    stored: int = 0  # of those, not stored before
+    duplicates: int = 0
+    unreadable: int = 0  # events this release still cannot read
+    other_companies: int = 0  # companies other than this one the delivery holds events for
+    error: str | None = None  # what could not be read, where and why (never what it held)
+    message: str = ""
+
+
+@dataclass
+class SweepNowResult:
+    caught: int  # invoice changes no webhook had brought
+    changed: int  # invoice changes QuickBooks reported since the last sweep
+    message: str
+
+
+@dataclass
+class HealthCheckNowResult:
+    ok: bool
+    message: str
+    resumed_paused: bool = (
+        False  # the check found nothing blocking any more: paused invoices were told to go on
+    )
+
+
+@dataclass
+class RefreshNowResult:
+    refreshed: bool
+    status: ConnectionStatus
+    token_version: int
+    message: str
+    access_expires_at: datetime | None = None
 
 
 @dataclass

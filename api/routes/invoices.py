@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from sqlmodel import col, select
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import (
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import AccountDep, ServicesDep, SessionDep
@@ -194,27 +200,16 @@ async def void_invoice(
     if row.status in UNFOLLOWED_INVOICE_STATUSES:
         await _void_locally(session, row)
         return await _public(session, row)
-    handle = services.temporal.get_workflow_handle(_workflow_id(row))
     await release_connection(session)
-    try:
-        await handle.execute_update(
-            InvoiceWorkflow.request_void, VoidRequest(), rpc_timeout=_rpc_timeout(services)
-        )
-    except WorkflowUpdateFailedError as exc:
-        raise ApiError(409, "invoice_not_voidable", f"The invoice cannot be voided: {exc.cause}") from exc
-    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
-        # No worker took it in time; it may still be taken later, and voiding twice changes nothing.
-        raise ApiError(
-            503,
-            "temporarily_unavailable",
-            "The void was not confirmed in time; check the invoice or try again.",
-        ) from exc
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise ApiError(409, "invoice_not_voidable", "The invoice's sync is no longer running.") from exc
-        raise ApiError(
-            503, "temporarily_unavailable", "The void could not be requested; try again shortly."
-        ) from exc
+    await _ask_invoice_workflow(
+        services,
+        row,
+        lambda handle, timeout: handle.execute_update(
+            InvoiceWorkflow.request_void, VoidRequest(), rpc_timeout=timeout
+        ),
+        action="void",
+        refused_code="invoice_not_voidable",
+    )
     await session.refresh(row)
     return await _public(session, row)
 
@@ -251,28 +246,25 @@ async def _void_locally(session: SessionDep, row: InvoiceSync) -> None:
 async def retry_sync(
     invoice_id: InvoiceId, account: AccountDep, session: SessionDep, services: ServicesDep
 ) -> InvoiceSyncPublic:
-    """Retry a failed sync now (the same as sending the `retry_sync` signal from the Temporal Web UI)."""
+    """Retry a failed sync now; a paused invoice checks its connection again (the `retry_sync` update that
+    operators send from the Temporal Web UI). What makes no sense (a synced invoice, a sync under way, a void) is a
+    409 `not_retryable` saying why."""
     row = await _invoice_row(session, account.id, invoice_id)
-    if row.status not in (InvoiceStatus.FAILED, InvoiceStatus.PAUSED):
-        raise ApiError(
-            409,
-            "not_retryable",
-            f"Only failed (or paused) syncs can be retried; this invoice is {row.status}.",
-        )
-    handle = services.temporal.get_workflow_handle(_workflow_id(row))
+    if row.status in UNFOLLOWED_INVOICE_STATUSES:
+        # No workflow runs for it any more (or ever did): the stored status is the whole answer.
+        raise ApiError(409, "not_retryable", _unfollowed_reason(row))
     connection = await session.get(QuickBooksConnection, account.id)
     blocked = connection is not None and company_blocked(connection) is not None
     await release_connection(session)
-    try:
-        await handle.signal(
-            InvoiceWorkflow.retry_sync,
-            RetrySyncRequest(requested_by="api"),
-            rpc_timeout=_rpc_timeout(services),
-        )
-    except RPCError as exc:
-        raise ApiError(
-            503, "temporarily_unavailable", "The retry could not be requested; try again shortly."
-        ) from exc
+    await _ask_invoice_workflow(
+        services,
+        row,
+        lambda handle, timeout: handle.execute_update(
+            InvoiceWorkflow.retry, RetrySyncRequest(requested_by="api"), rpc_timeout=timeout
+        ),
+        action="retry",
+        refused_code="not_retryable",
+    )
     if blocked and connection is not None:
         # Paused by the company's settings: the user has likely just fixed them, so look again now.
         try:
@@ -286,6 +278,56 @@ async def retry_sync(
                 "connection workflow of %s not asked for a company check: %s", account.id, exc.message
             )
     return await _public(session, row)
+
+
+async def _ask_invoice_workflow(
+    services: ServicesDep,
+    row: InvoiceSync,
+    send: Callable[[WorkflowHandle[Any, Any], timedelta], Awaitable[object]],
+    *,
+    action: str,
+    refused_code: str,
+) -> None:
+    """Send an update to the invoice's workflow: its refusal is a 409 `refused_code` in the workflow's own words
+    (its validator's: whole sentences an operator reads too, no personal data), Temporal away or slow a 503."""
+    try:
+        await send(services.temporal.get_workflow_handle(_workflow_id(row)), _rpc_timeout(services))
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        words = cause.message if isinstance(cause, FailureError) else str(cause)
+        raise ApiError(409, refused_code, words) from exc
+    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+        # No worker took it in time; it may still be taken later, and asking twice changes nothing.
+        raise ApiError(
+            503,
+            "temporarily_unavailable",
+            f"The {action} was not confirmed in time; check the invoice or try again.",
+        ) from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            reason = (
+                "The invoice's sync has not started yet; it starts as soon as Temporal answers again."
+                if row.workflow_started_at is None
+                else "The invoice's sync is no longer running."
+            )
+            raise ApiError(409, refused_code, reason) from exc
+        raise ApiError(
+            503, "temporarily_unavailable", f"The {action} could not be requested; try again shortly."
+        ) from exc
+
+
+def _unfollowed_reason(row: InvoiceSync) -> str:
+    """Why an invoice no workflow follows cannot be retried (the words of the workflow's validator where it has
+    them)."""
+    if row.status == InvoiceStatus.NOT_SYNCED:
+        return "QuickBooks was not connected when this invoice was sent, so it is never synced."
+    if row.status == InvoiceStatus.VOIDED:
+        return "The invoice is voided (or being voided): there is nothing to sync."
+    if row.status == InvoiceStatus.DELETED_IN_QUICKBOOKS:
+        return (
+            "The invoice was deleted in QuickBooks: it is no longer followed, so there is nothing to retry."
+        )
+    return "QuickBooks was disconnected: this invoice is no longer synced."
 
 
 @router.get("/invoices/{invoice_id}", responses=error_responses(*ACCOUNT_ROUTE_ERRORS))

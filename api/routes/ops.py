@@ -11,6 +11,7 @@ from sqlmodel import select
 
 from api.deps import ServicesDep, ServiceTokenDep, SessionDep
 from api.errors import ApiError, error_responses
+from models.db import connection_schema_problem
 from models.domain import EventStatus
 from models.tables import QuickBooksEvent
 
@@ -29,13 +30,18 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses=error_responses(503))
 async def readyz(session: SessionDep, services: ServicesDep) -> dict[str, str]:
-    """The database and Temporal answer."""
+    """The database answers with this code's schema, and Temporal answers."""
     try:
         connection = await session.connection()
         await connection.execute(text("SELECT 1"))
+        schema_problem = await connection_schema_problem(connection)
     except Exception as exc:
         logger.warning("database not ready: %s", type(exc).__name__)
         raise ApiError(503, "not_ready", "The database does not answer.") from exc
+    if schema_problem:
+        # The API started while the database was away (so it could not refuse to start): it never gets ready.
+        logger.error("%s", schema_problem)
+        raise ApiError(503, "schema_mismatch", schema_problem)
     try:
         await services.temporal.service_client.check_health()
     except Exception as exc:

@@ -27,7 +27,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import AccountDep, ServicesDep, SessionDep
 from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
 from models.bounds import SafeStr
-from models.connections import company_blocked, company_held, stored_company_settings
+from models.connections import (
+    company_blocked,
+    company_held,
+    count_voidable_on_disconnect,
+    stored_company_settings,
+)
 from models.crypto import encrypted_token_columns
 from models.db import release_connection
 from models.domain import (
@@ -50,7 +55,7 @@ from models.schemas import (
     DisconnectIn,
     DisconnectProgress,
 )
-from models.signing import query_message, sign
+from models.signing import query_message, sign_query
 from models.tables import Account, InvoiceSync, OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
 from qbo.companies import CompanyNotVerified, VerificationUnavailable, VerifiedCompany
 from qbo.errors import QboError, QboOAuthError, QboServerError, QboUnavailable
@@ -302,6 +307,9 @@ async def connection_public(session: SessionDep, account: Account) -> Connection
         else None,
         company=company_public(row) if status in COMPANY_BOUND_STATUSES else None,
         disconnect=await _disconnect_progress(session, row),
+        invoices_to_void=await count_voidable_on_disconnect(session, account.id)
+        if status in (ConnectionStatus.CONNECTED, ConnectionStatus.EXPIRING)
+        else None,
         last_sweep_at=row.cdc_last_sweep_at,
         missed_changes_caught=row.cdc_caught_total,
     )
@@ -666,6 +674,7 @@ async def _hand_to_connection(
             realm_id=company.realm_id,
             grant_id=grant.id,
             policy=connection_policy(settings),
+            company_name=company.name,
             rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
         )
     except RPCError as exc:
@@ -731,14 +740,14 @@ def _back_to_platform(settings: Settings, params: dict[str, str], state: str | N
     when it comes from here (anyone can type a return URL with `quickbooks=connected` in it) and only for the
     sign-in its own session started (`flow`, the `flow_id` that `connect` answered).
 
-    `signature` is `t=<unix>,v1=<hex HMAC-SHA256(PLATFORM_EVENTS_SECRET, "<t>.<every other query parameter of the
-    URL, sorted and URL-encoded>")>`, the scheme of the outbound events."""
+    `signature` is `t=<unix>,v1=<hex HMAC-SHA256(key, "<t>.<every other query parameter of the URL, sorted and
+    URL-encoded>")>`, a `v1` for the key of each PLATFORM_EVENTS_SECRET (models/signing.py)."""
     parts = urlsplit(settings.platform_return_url)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     query.update(params)
     if state:
         query["flow"] = _flow_id(state)
-    query["signature"] = sign(
+    query["signature"] = sign_query(
         settings.platform_events_secret.get_secret_value(), int(time.time()), query_message(query)
     )
     return _private(RedirectResponse(urlunsplit(parts._replace(query=urlencode(query))), status_code=303))

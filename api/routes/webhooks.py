@@ -12,7 +12,7 @@ from temporalio.service import RPCError
 
 from api.deps import Services, ServicesDep, SessionDep
 from api.errors import ApiError, error_responses
-from models.crud import new_event, store_events
+from models.crud import delivered_events, store_events
 from models.db import release_connection
 from models.schemas import WebhookAccepted
 from models.tables import QuickBooksEvent, WebhookDelivery, utcnow
@@ -93,23 +93,7 @@ async def quickbooks_webhook(
     session.add(delivery)
     await session.flush()
     now = utcnow()
-    accepted = await store_events(
-        session,
-        [
-            new_event(
-                dedupe_key=event.dedupe_key,
-                realm_id=event.realm_id,
-                entity=event.entity,
-                entity_id=event.entity_id,
-                operation=event.operation,
-                occurred_at=event.occurred_at,
-                received_at=now,
-                source="webhook",
-                delivery_id=delivery.id,
-            )
-            for event in events
-        ],
-    )
+    accepted = await store_events(session, delivered_events(events, received_at=now, delivery_id=delivery.id))
     await session.commit()
     WEBHOOK_DELIVERIES.labels("accepted" if not batch.problems else "partly_unreadable").inc()
     WEBHOOK_EVENTS.labels("stored").inc(accepted)

@@ -233,3 +233,19 @@ async def test_ids_as_long_as_allowed_work_everywhere(engine: Engine) -> None:
     assert response.status_code == 202, response.text
     await engine.wait_for_invoice(account, synced_id, "synced")
     assert len(await engine.timeline(account, synced_id)) >= 2
+
+
+async def test_the_web_apps_unknown_paths_and_methods_answer_the_apis_json_errors(engine: Engine) -> None:
+    for path in (
+        "/app/no-such-file.js",
+        "/app/../settings.py",
+        "/app/%2e%2e/settings.py",
+        "/app/web/../../.env",
+    ):
+        response = await engine.api.get(path)
+        assert response.status_code == 404, (path, response.status_code)
+        assert response.headers["content-type"].startswith("application/json"), path
+        assert response.json()["error"]["code"], path
+        assert "TOKEN" not in response.text and "secret" not in response.text.lower(), path
+    posted = await engine.api.post("/app/", content=b"x")
+    assert posted.status_code == 405 and posted.json()["error"]["code"]

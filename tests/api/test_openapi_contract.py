@@ -8,6 +8,7 @@ Deterministic (derandomized, fixed example counts) and bounded in time.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,14 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.main import create_app
+from models.domain import (
+    AttentionKind,
+    ConnectionStatus,
+    InvoiceStatus,
+    NotificationKind,
+    PlatformEventStatus,
+    PlatformEventType,
+)
 from settings import Settings
 from tests.engine import SERVICE_TOKEN, Engine
 
@@ -159,3 +168,61 @@ def test_the_document_lists_every_error_as_an_error_response() -> None:
                 assert 503 in documented, label
             if 503 in documented:
                 assert "Retry-After" in operation["responses"]["503"]["headers"], label
+
+
+def test_operations_have_readable_ids() -> None:
+    document = create_app(Settings(_env_file=None)).openapi()
+    ids = [operation["operationId"] for item in document["paths"].values() for operation in item.values()]
+    assert len(ids) == len(set(ids))
+    assert all(re.fullmatch(r"[a-z][A-Za-z]*", operation_id) for operation_id in ids), ids
+    assert {"sendInvoice", "getConnection", "retrySync", "listAttention", "redeliverEvent"} <= set(ids)
+
+
+def test_every_route_that_takes_a_token_declares_its_refusals() -> None:
+    document = create_app(Settings(_env_file=None)).openapi()
+    guarded = 0
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if operation.get("security"):
+                guarded += 1
+                assert {"401", "403"} <= set(operation["responses"]), f"{method.upper()} {path}"
+                assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+    assert guarded >= 20
+
+
+def test_statuses_and_kinds_are_enums() -> None:
+    schemas = create_app(Settings(_env_file=None)).openapi()["components"]["schemas"]
+
+    def enum_of(model: str, field: str) -> set[str]:
+        prop = schemas[model]["properties"][field]
+        target = prop.get("$ref") or next(
+            (option["$ref"] for option in prop.get("anyOf", []) if "$ref" in option), None
+        )
+        return set(schemas[target.rsplit("/", 1)[1]]["enum"] if target else prop["enum"])
+
+    assert enum_of("InvoiceSyncPublic", "status") == set(InvoiceStatus)
+    assert enum_of("ConnectionPublic", "status") == set(ConnectionStatus)
+    assert enum_of("NotificationPublic", "kind") == set(NotificationKind)
+    assert enum_of("PlatformEventPublic", "type") == set(PlatformEventType)
+    assert enum_of("PlatformEventPublic", "status") == set(PlatformEventStatus)
+    assert enum_of("AttentionItem", "kind") == set(AttentionKind)
+    # Request bodies carry examples.
+    assert schemas["InvoiceSend"]["examples"] and schemas["AttentionRetryIn"]["examples"]
+
+
+def test_outbound_events_are_documented_as_webhooks() -> None:
+    document = create_app(Settings(_env_file=None)).openapi()
+    assert document["openapi"].startswith("3.1")
+    webhooks = document["webhooks"]
+    assert set(webhooks) == {event_type.value for event_type in PlatformEventType}
+    schemas = document["components"]["schemas"]
+    for event_type, item in webhooks.items():
+        operation = item["post"]
+        headers = {parameter["name"] for parameter in operation["parameters"] if parameter["in"] == "header"}
+        assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}, event_type
+        ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        payload = schemas[ref.rsplit("/", 1)[1]]
+        assert payload["properties"]["type"]["const"] == event_type
+        assert {"id", "type", "version", "sequence", "account_id", "occurred_at", "data"} <= set(
+            payload["required"]
+        )

@@ -90,7 +90,11 @@ async def accounts(engine: Engine) -> Accounts:
 async def call(
     engine: Engine, route: Route, account: str, token: str | None, http: httpx.AsyncClient
 ) -> httpx.Response:
-    path = route.path.replace("{account_id}", account).replace("{invoice_id}", "inv-auth")
+    path = (
+        route.path.replace("{account_id}", account)
+        .replace("{invoice_id}", "inv-auth")
+        .replace("{event_id}", "evt_" + "0" * 32)
+    )
     headers = {} if token is None else {"Authorization": token if " " in token else f"Bearer {token}"}
     return await http.request(
         route.method,

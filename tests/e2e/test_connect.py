@@ -15,7 +15,7 @@ import pytest
 from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
-from models.signing import query_message, verify
+from models.signing import query_message, verify_query
 from models.tables import OAuthState, QuickBooksConnection, QuickBooksGrant, utcnow
 from tests.conftest import EngineFactory
 from tests.engine import Engine, running_engine
@@ -641,7 +641,7 @@ async def test_forged_missing_and_pre_binding_start_links_are_refused_readably(e
 
 def signed_by_us(engine: Engine, landed: dict[str, str]) -> bool:
     """What the platform does before acting on a return: check its signature (and then its flow)."""
-    return verify(
+    return verify_query(
         engine.settings.platform_events_secret.get_secret_value(), landed["signature"], query_message(landed)
     )
 

@@ -125,6 +125,7 @@ async def sync_workers(engine: Engine, account: str) -> set[str]:
 async def test_an_inactive_service_item_is_reactivated_once_by_concurrent_first_syncs(engine: Engine) -> None:
     account = await engine.create_account()
     realm = await engine.connect(account)
+    await engine.wait_for_catch_up_sweep(realm)
     async with qbo_client_for(engine.emulator, realm) as qbo:
         [income] = await qbo.query("SELECT * FROM Account WHERE Name = 'Services'")
         made = await qbo.create(

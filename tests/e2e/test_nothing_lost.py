@@ -154,7 +154,8 @@ async def test_everything_stored_while_temporal_is_away_is_processed_when_it_is_
             engine.api.post(f"/v1/accounts/{account}/invoices/away/send", json=first_body)
         )
         assert sent.status_code == 202, sent.text
-        assert sent.json()["invoice"]["status"] == "pending" and took < 10
+        # (within its RPC timeout, 2 s here, and the send's own work: not the SDK's 10 s of retries)
+        assert sent.json()["invoice"]["status"] == "pending" and took < 5, took
         # ...and sending it again with another body changes nothing: the first one is what syncs, and it says so.
         second_body = {
             **first_body,

@@ -95,6 +95,21 @@ def personal_data(name: str, email: str) -> set[str]:
     return forms | {quote(form) for form in forms} | {quote_plus(form) for form in forms}
 
 
+def json_lines(text: str, process: str) -> list[dict[str, Any]]:
+    """Every line a process printed, each a JSON object with the fields every line has."""
+    entries = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            raise AssertionError(f"the {process} printed a line that is not JSON: {line[:200]!r}") from None
+        assert isinstance(entry, dict) and {"time", "level", "logger", "message"} <= entry.keys(), line[:200]
+        entries.append(entry)
+    return entries
+
+
 def hits(sources: dict[str, str], needles: dict[str, set[str]]) -> list[str]:
     found = []
     for where, text in sources.items():
@@ -204,6 +219,26 @@ async def test_no_personal_data_or_secret_reaches_temporal_or_the_logs(tmp_path:
 
             histories = await every_history(stack.temporal)
         logs = {name: (stack.workdir / f"{name}.log").read_text(errors="replace") for name in OUR_PROCESSES}
+    entries = {name: json_lines(text, name) for name, text in logs.items()}
+    # The lines say what they concern: a sync attempt's lines name its workflow, run, account, invoice and
+    # company; the API's its route's ids, the path without its query string (the OAuth callback's code and state).
+    assert any(
+        entry.get("workflow_id") == invoice_workflow_id(account, "inv-transient")
+        and entry.get("run_id")
+        and entry.get("activity_type") == "sync_invoice"
+        and (entry.get("account_id"), entry.get("invoice_id"), entry.get("realm_id"))
+        == (account, "inv-transient", realm)
+        for entry in entries["worker"]
+    ), "no worker line names the sync it is about"
+    retry_path = f"/v1/accounts/{account}/invoices/inv-invalid/quickbooks/retry"
+    assert any(
+        entry.get("http_path") == retry_path
+        and (entry.get("account_id"), entry.get("invoice_id")) == (account, "inv-invalid")
+        for entry in entries["api"]
+    ), "no API line names the route's ids"
+    callbacks = [entry for entry in entries["api"] if entry.get("http_path") == "/oauth/quickbooks/callback"]
+    assert callbacks and all("code=" not in entry["message"] for entry in callbacks)
+    assert entries["codec"]
     # The emulator saved its state on the way out: every code and token Intuit issued.
     secrets = issued_by_intuit(state_file) | trail.values
     assert len(trail.values) >= 2 and secrets

@@ -22,6 +22,11 @@ def real_key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
+def events_secret() -> str:
+    """A real Standard Webhooks secret, as README's command makes one."""
+    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+
 def production(**overrides: str) -> Settings:
     """Production settings with real secrets everywhere, except what the test overrides."""
     values = {
@@ -34,7 +39,7 @@ def production(**overrides: str) -> Settings:
         "qbo_client_secret": secrets.token_urlsafe(30),
         "qbo_webhook_verifier_token": secrets.token_hex(18),
         "token_encryption_key": Fernet.generate_key().decode(),
-        "platform_events_secret": secrets.token_urlsafe(32),
+        "platform_events_secret": events_secret(),
         "payload_encryption_key": real_key(),
         "codec_auth_token": secrets.token_urlsafe(32),
     }

@@ -1,5 +1,7 @@
 """Settings: development defaults work locally and are refused in production."""
 
+import base64
+import os
 import secrets
 
 import pytest
@@ -12,7 +14,7 @@ from settings import (
     DEV_WEBHOOK_VERIFIER_TOKEN,
     Settings,
 )
-from tests.unit.test_encryption_keys import production
+from tests.unit.test_encryption_keys import events_secret, production
 
 # What Intuit issues a sandbox app (anything but the placeholders and empty).
 SANDBOX_KEYS = {
@@ -60,7 +62,7 @@ WEAK_SECRETS = {
 }
 
 
-@pytest.mark.parametrize("setting", ["api_token", "platform_events_secret", "codec_auth_token"])
+@pytest.mark.parametrize("setting", ["api_token", "codec_auth_token"])
 @pytest.mark.parametrize("weak", list(WEAK_SECRETS.values()), ids=list(WEAK_SECRETS))
 def test_production_refuses_weak_secrets_of_its_own(setting: str, weak: str) -> None:
     # Account tokens are HMAC(API_TOKEN, ...): an empty or guessable API_TOKEN lets anyone forge them.
@@ -84,7 +86,7 @@ def test_production_refuses_the_development_defaults_of_its_own_secrets(setting:
 
 def test_production_takes_real_secrets_of_any_usual_form() -> None:
     for size, make in ((32, secrets.token_urlsafe), (32, secrets.token_hex), (16, secrets.token_hex)):
-        production(api_token=make(size), platform_events_secret=make(size), codec_auth_token=make(size))
+        production(api_token=make(size), codec_auth_token=make(size))
 
 
 @pytest.mark.parametrize(
@@ -168,3 +170,46 @@ def test_the_oauth_callback_must_be_on_the_public_host_and_https_in_production()
         )
     with pytest.raises(ValidationError, match="OAUTH_LAUNCH_TTL_SECONDS"):
         Settings(_env_file=None, oauth_state_ttl_seconds=60, oauth_launch_ttl_seconds=120)
+
+
+def whsec(key: bytes) -> str:
+    return "whsec_" + base64.b64encode(key).decode()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "dev-events-secret",  # not the Standard Webhooks form
+        "whsec_",
+        "whsec_not base64!",
+        whsec(b"too short, 23 bytes....."[:23]),
+        whsec(os.urandom(65)),
+        f"{whsec(os.urandom(32))},plain-secret",  # every secret of a rotation is checked
+    ],
+    ids=["plain", "empty", "not base64", "23 bytes", "65 bytes", "second of two"],
+)
+def test_events_secrets_must_be_standard_webhooks_secrets_everywhere(value: str) -> None:
+    with pytest.raises(ValidationError, match="PLATFORM_EVENTS_SECRET") as excinfo:
+        configured(platform_events_secret=value)
+    assert "not base64" not in str(excinfo.value) and "plain-secret" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        DEV_PLATFORM_EVENTS_SECRET,
+        f"{events_secret()},{DEV_PLATFORM_EVENTS_SECRET}",  # the development secret still signing
+        whsec(b"a" * 32),
+        whsec(bytes(range(8)) * 4),
+    ],
+    ids=["development", "development second", "one byte repeated", "a pattern"],
+)
+def test_production_refuses_development_or_patterned_events_secrets(value: str) -> None:
+    with pytest.raises(ValidationError, match="PLATFORM_EVENTS_SECRET") as excinfo:
+        production(platform_events_secret=value)
+    assert value not in str(excinfo.value)
+
+
+def test_production_takes_real_events_secrets_and_a_rotation() -> None:
+    production(platform_events_secret=events_secret())
+    production(platform_events_secret=f"{events_secret()}, {events_secret()}")

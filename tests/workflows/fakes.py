@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.invoice_sync import synced_record
 from models.domain import InvoiceStatus, VoidOutcome
 from workflows.connection import TOKEN_TASK_QUEUE_SUFFIX, ConnectionWorkflow
 from workflows.invoice import InvoiceWorkflow
@@ -27,11 +28,13 @@ from workflows.messages import (
     ConnectionRecord,
     HealthResult,
     InvoiceLine,
+    InvoiceObservation,
     InvoiceRecord,
     InvoiceSnapshot,
     PauseInput,
     PauseResult,
     PlatformEvent,
+    ReadInvoiceInput,
     RefreshTokensInput,
     RefreshTokensResult,
     SweepInput,
@@ -68,10 +71,16 @@ class FakeInvoiceActivities:
     hold_record: dict[InvoiceStatus, asyncio.Event] = field(default_factory=dict)
     held: asyncio.Event = field(default_factory=asyncio.Event)
     sync_result: Callable[[SyncInvoiceInput], SyncInvoiceResult] | None = None
+    # Set to hold every `sync_invoice` open until the event is set (`sync_started` says one is held).
+    hold_sync: asyncio.Event | None = None
+    sync_started: asyncio.Event = field(default_factory=asyncio.Event)
     void_outcome: VoidOutcome = VoidOutcome.VOIDED
     connection_usable: bool = True
     # The platform's event endpoint is down: every delivery attempt fails.
     platform_down: bool = False
+    # What QuickBooks holds when an operator re-reads the invoice (None: the invoice as synced, unchanged).
+    in_quickbooks: InvoiceObservation | None = None
+    reads: list[ReadInvoiceInput] = field(default_factory=list)
 
     @property
     def statuses(self) -> list[InvoiceStatus]:
@@ -92,22 +101,42 @@ class FakeInvoiceActivities:
     @activity.defn(name="sync_invoice")
     async def sync_invoice(self, request: SyncInvoiceInput) -> SyncInvoiceResult:
         self.syncs.append(request)
+        if self.hold_sync is not None:
+            self.sync_started.set()
+            await self.hold_sync.wait()
         if self.sync_result is not None:
-            return self.sync_result(request)
-        total = request.snapshot.total_cents
-        return SyncInvoiceResult(
-            realm_id="9130000000000001",
-            qbo_invoice_id="145",
-            qbo_customer_id="58",
-            sync_token=0,
-            total_cents=total,
-            balance_cents=total,
-        )
+            result = self.sync_result(request)
+        else:
+            total = request.snapshot.total_cents
+            result = SyncInvoiceResult(
+                realm_id="9130000000000001",
+                qbo_invoice_id="145",
+                qbo_customer_id="58",
+                sync_token=0,
+                total_cents=total,
+                balance_cents=total,
+            )
+        if request.record_synced:
+            # As the real activity does: the synced invoice recorded by the sync itself.
+            await self.record_invoice(synced_record(request, result))
+            result = dataclasses.replace(result, recorded=True)
+        return result
 
     @activity.defn(name="void_invoice")
     async def void_invoice(self, request: VoidInvoiceInput) -> VoidInvoiceResult:
         self.voids.append(request)
         return VoidInvoiceResult(outcome=self.void_outcome)
+
+    @activity.defn(name="read_invoice")
+    async def read_invoice(self, request: ReadInvoiceInput) -> InvoiceObservation:
+        self.reads.append(request)
+        if self.in_quickbooks is not None:
+            return self.in_quickbooks
+        total = snapshot().total_cents
+        return InvoiceObservation(
+            realm_id=request.realm_id, qbo_invoice_id=request.qbo_invoice_id, sync_token=0, total_cents=total,
+            balance_cents=total, source="operator",
+        )  # fmt: skip
 
     @activity.defn(name="deliver_platform_event")
     async def deliver_platform_event(self, event: PlatformEvent) -> None:
@@ -121,6 +150,7 @@ class FakeInvoiceActivities:
             self.pause_invoice,
             self.sync_invoice,
             self.void_invoice,
+            self.read_invoice,
             self.deliver_platform_event,
         ]
 
@@ -141,6 +171,9 @@ class FakeConnectionActivities:
     refreshes: list[RefreshTokensInput] = field(default_factory=list)
     records: list[ConnectionRecord] = field(default_factory=list)
     company_checks: int = 0
+    sweeps: int = 0
+    health_checks: int = 0
+    sweep_result: SweepResult = field(default_factory=lambda: SweepResult(caught=0, changed=0))
 
     @activity.defn(name="refresh_tokens")
     async def refresh_tokens(self, request: RefreshTokensInput) -> RefreshTokensResult:
@@ -158,6 +191,7 @@ class FakeConnectionActivities:
 
     @activity.defn(name="check_connection")
     async def check_connection(self, account_id: str) -> HealthResult:
+        self.health_checks += 1
         return HealthResult(ok=True)
 
     @activity.defn(name="check_company")
@@ -167,7 +201,8 @@ class FakeConnectionActivities:
 
     @activity.defn(name="sweep_changes")
     async def sweep_changes(self, request: SweepInput) -> SweepResult:
-        return SweepResult(caught=0, changed=0)
+        self.sweeps += 1
+        return self.sweep_result
 
     @activity.defn(name="deliver_platform_event")
     async def deliver_platform_event(self, event: PlatformEvent) -> None:

@@ -12,6 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from models.domain import ConnectionStatus
 from tests.workflows.fakes import FakeConnectionActivities, connection_worker
+from workflows import search_attributes
 from workflows.connection import REQUESTED_CHECK_SPACING, ConnectionWorkflow
 from workflows.messages import (
     CompanyCheckRequest,
@@ -104,3 +105,33 @@ async def test_company_checks_asked_for_coalesce_and_one_asked_for_is_carried_ac
             await asyncio.sleep(0.1)
         assert fakes.company_checks == 2
         await carried.terminate()
+
+
+async def test_an_expiring_connection_says_so_in_its_search_attributes(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    client = time_skipping_env.client
+    account_id = f"acct-{uuid.uuid4().hex[:8]}"
+    fakes = FakeConnectionActivities(info=connected(account_id))
+    now = await time_skipping_env.get_current_time()
+    far = now + timedelta(days=300)
+    # The authorization ends in 13 days: within the 14 days' warning.
+    progress = ConnectionProgress(
+        info=fakes.info,
+        deadlines=ConnectionDeadlines(
+            refresh_at=far, cdc_at=far, health_at=far, horizon_at=now + timedelta(days=13)
+        ),
+    )
+    async with connection_worker(client, fakes) as task_queue:
+        handle = await client.start_workflow(
+            ConnectionWorkflow.run,
+            ConnectionWorkflowInput(account_id=account_id, progress=progress),
+            id=f"connection:{account_id}",
+            task_queue=task_queue,
+        )
+        await time_skipping_env.sleep(timedelta(seconds=5))
+        assert [record.status for record in fakes.records] == [ConnectionStatus.EXPIRING]
+        attributes = (await handle.describe()).typed_search_attributes
+        assert attributes.get(search_attributes.CONNECTION_STATUS) == "expiring"
+        assert attributes.get(search_attributes.REALM_ID) == "9130000000000001"
+        await handle.terminate()

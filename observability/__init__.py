@@ -1,0 +1,1 @@
+"""What operators watch: the engine's Prometheus metrics and OpenTelemetry tracing (logs: logging_setup.py)."""
