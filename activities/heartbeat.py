@@ -13,11 +13,6 @@ HEARTBEAT_INTERVAL_SECONDS = 3.0
 
 @contextlib.asynccontextmanager
 async def heartbeating(interval: float = HEARTBEAT_INTERVAL_SECONDS) -> AsyncIterator[None]:
-    if activity.info().is_local:
-        # A local activity cannot heartbeat: a dead worker shows as its workflow task timing out instead.
-        yield
-        return
-
     async def beat() -> None:
         while True:
             activity.heartbeat()

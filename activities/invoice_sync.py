@@ -116,17 +116,13 @@ class InvoiceSyncActivities:
         attempt after the first looks it up by number (and our PrivateNote marker) before writing again.
         """
         info = activity.info()
-        attempt = info.attempt + request.attempts_before
+        attempt = info.attempt
         if attempt > 1:
             SYNC_RETRIES.labels("automatic").inc()
         elif request.generation > 0:
             SYNC_RETRIES.labels("manual").inc()
         try:
-            first = await mark_sync_started(self._sessions, request.account_id, request.invoice_id)
-            if not first and request.record_synced and attempt == 1 and not request.may_exist:
-                # No longer `pending` on a first attempt: this one ran before and its outcome was lost (a local
-                # activity is run again from the start when its workflow task is), so it may have written.
-                request = dataclasses.replace(request, may_exist=True)
+            await mark_sync_started(self._sessions, request.account_id, request.invoice_id)
             async with heartbeating():
                 result = await self._sync_invoice(request, attempt)
             if request.record_synced:

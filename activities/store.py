@@ -22,14 +22,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def mark_sync_started(sessions: SessionFactory, account_id: str, invoice_id: str) -> bool:
+async def mark_sync_started(sessions: SessionFactory, account_id: str, invoice_id: str) -> None:
     """A sync attempt is under way: a `pending` invoice reads `syncing` from now on, however long its first attempt
-    and retries take. Any other status was written by its workflow since, which this never overwrites.
-
-    Whether this was the first attempt to start: False when the invoice was no longer `pending`, so an earlier
-    attempt (one whose workflow task was lost with its worker, say) may have written to QuickBooks already."""
+    and retries take. Any other status was written by its workflow since, which this never overwrites."""
     async with sessions() as session:
-        result = await session.exec(
+        await session.exec(
             update(InvoiceSync)
             .where(
                 col(InvoiceSync.account_id) == account_id,
@@ -39,7 +36,6 @@ async def mark_sync_started(sessions: SessionFactory, account_id: str, invoice_i
             .values(status=InvoiceStatus.SYNCING.value, updated_at=_now())
         )
         await session.commit()
-        return bool(result.rowcount)
 
 
 async def apply_invoice_record(sessions: SessionFactory, record: InvoiceRecord) -> None:

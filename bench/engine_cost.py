@@ -44,6 +44,7 @@ from bench.harness import (
     percentile,
     summarize_calls,
 )
+from bench.report import table
 from bench.workload import client_of, invoice_number, send_payload
 from workflows.ids import invoice_workflow_id
 
@@ -277,8 +278,6 @@ def _throttled(run: CostRun) -> int:
 
 
 def markdown(result: CostResult) -> str:
-    from bench.report import table
-
     columns = [*result.engines, "direct script"]
     runs_of = {**result.engines, "direct script": result.direct}
 

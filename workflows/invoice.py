@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -46,7 +45,6 @@ with workflow.unsafe.imports_passed_through():
         RetryAccepted,
         RetrySyncRequest,
         SyncInvoiceInput,
-        SyncInvoiceResult,
         TimelineItem,
         VoidAccepted,
         VoidInvoiceInput,
@@ -213,19 +211,17 @@ class InvoiceWorkflow:
             snapshot=snapshot,
             generation=progress.manual_retries,
             may_exist=may_exist,
+            record_synced=recording,  # from version 1 the sync activity records the synced invoice too
         )
         try:
-            if recording:
-                result = await self._sync_attempts(request)
-            else:
-                result = await workflow.execute_activity_method(
-                    InvoiceSyncActivities.sync_invoice,
-                    request,
-                    start_to_close_timeout=SYNC_START_TO_CLOSE,
-                    heartbeat_timeout=QBO_HEARTBEAT_TIMEOUT,
-                    retry_policy=SYNC_RETRY_POLICY,
-                )
-        except LOCAL_ACTIVITY_FAILURES as err:
+            result = await workflow.execute_activity_method(
+                InvoiceSyncActivities.sync_invoice,
+                request,
+                start_to_close_timeout=SYNC_START_TO_CLOSE,
+                heartbeat_timeout=QBO_HEARTBEAT_TIMEOUT,
+                retry_policy=SYNC_RETRY_POLICY,
+            )
+        except ActivityError as err:
             if _error_type(err) == CONNECTION_UNAVAILABLE:
                 await self._pause(_reason(err), resume_status=InvoiceStatus.SYNCING)
                 return
@@ -261,17 +257,6 @@ class InvoiceWorkflow:
                     dedupe_key=f"{workflow.info().workflow_id}/sync_mismatch/{result.qbo_invoice_id}",
                 ),
             )
-
-    async def _sync_attempts(self, request: SyncInvoiceInput) -> SyncInvoiceResult:
-        """The sync activity, which from version 1 also records the synced invoice (SYNC_RETRY_POLICY)."""
-        result: SyncInvoiceResult = await workflow.execute_activity_method(
-            InvoiceSyncActivities.sync_invoice,
-            dataclasses.replace(request, record_synced=True),
-            start_to_close_timeout=SYNC_START_TO_CLOSE,
-            heartbeat_timeout=QBO_HEARTBEAT_TIMEOUT,
-            retry_policy=SYNC_RETRY_POLICY,
-        )
-        return result
 
     async def _sync_failed(self, reason: str) -> None:
         snapshot = self._snapshot
@@ -884,23 +869,18 @@ class InvoiceWorkflow:
         return self._progress.qbo_invoice_id is not None or self._progress.create_attempted
 
 
-def _cause(err: FailureError) -> BaseException | None:
-    """What failed: an activity's error is the cause of its ActivityError; a local activity's comes as it is."""
-    return err.cause if isinstance(err, ActivityError) else err
-
-
-def _error_type(err: FailureError) -> str | None:
-    cause = _cause(err)
+def _error_type(err: ActivityError) -> str | None:
+    cause = err.cause
     return cause.type if isinstance(cause, ApplicationError) else None
 
 
-def _reason(err: FailureError) -> str:
+def _reason(err: ActivityError) -> str:
     """A human-readable reason from an activity failure, never a stack trace.
 
     The FailureReason in the error's details when it has one (encrypted; it may quote QuickBooks), else the
     message (codes and ids only, or a failure recorded before reasons travelled in the details).
     """
-    cause = _cause(err)
+    cause = err.cause
     if isinstance(cause, ActivityTimeoutError):
         return "QuickBooks did not answer in time."
     if isinstance(cause, ApplicationError):

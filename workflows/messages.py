@@ -248,8 +248,6 @@ class SyncInvoiceInput:
     # The attempt also writes the synced invoice to the read side (status, timeline, resolved notification), so
     # the workflow needs no store activity after it. Older workflows record it themselves.
     record_synced: bool = False
-    # Attempts made before this activity's own, elsewhere (none today): counted as retries.
-    attempts_before: int = 0
 
 
 @dataclass
