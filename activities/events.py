@@ -16,7 +16,7 @@ from activities.mapping import deleted_invoice, linked_invoice_ids, observe_invo
 from activities.quickbooks_access import QuickBooksAccess, QuickBooksContext
 from models.crud import remember_payment_links
 from models.db import SessionFactory
-from models.domain import CONNECTION_UNAVAILABLE, EventStatus, InvoiceStatus
+from models.domain import CONNECTION_UNAVAILABLE, EventStatus, InvoiceStatus, followed_change
 from models.tables import InvoiceSync, PaymentLink, QuickBooksEvent, utcnow
 from observability.metrics import observe_event_lag
 from qbo.errors import QboError, QboNotFound
@@ -105,21 +105,18 @@ class EventActivities:
         for event in events:
             assert event.id is not None
             try:
+                if not followed_change(event.entity, event.operation):
+                    # Stored as `ignored` from the start today; pending only if an earlier release stored it.
+                    outcomes[event.id] = _IGNORED
+                    continue
                 if event.entity == "Invoice":
-                    # Our own creates and e-mails change nothing we follow.
-                    if event.operation in ("Create", "Emailed"):
-                        outcomes[event.id] = _IGNORED
-                        continue
                     linked = {event.entity_id}
-                elif event.entity == "Payment":
+                else:
                     if event.entity_id not in payment_invoices:
                         payment_invoices[event.entity_id] = await self._payment_invoices(
                             context, event.entity_id
                         )
                     linked = payment_invoices[event.entity_id]
-                else:
-                    outcomes[event.id] = _IGNORED
-                    continue
                 invoice_ids |= linked
                 for qbo_invoice_id in linked:
                     led_to.setdefault(qbo_invoice_id, set()).add(event.id)

@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from temporalio import activity
 from temporalio.client import Client
 
-from models.crud import delivered_events, store_events
+from models.crud import awaiting_processing, delivered_events, store_events
 from models.db import SessionFactory
 from models.domain import EventStatus
 from models.tables import QuickBooksEvent, WebhookDelivery, utcnow
@@ -78,9 +78,8 @@ class OperatorEventActivities:
                     found=True, unreadable=max(delivery.unreadable_count, 1), error=str(exc)
                 )
             ours = [event for event in batch.events if event.realm_id == request.realm_id]
-            stored = await store_events(
-                session, delivered_events(ours, received_at=utcnow(), delivery_id=delivery.id)
-            )
+            rows = delivered_events(ours, received_at=utcnow(), delivery_id=delivery.id)
+            stored = await store_events(session, rows)
             delivery.event_count = max(delivery.event_count, len(batch.events))
             delivery.unreadable_count = len(batch.problems)
             delivery.parse_error = batch.problem_summary()
@@ -88,7 +87,7 @@ class OperatorEventActivities:
             await session.commit()
             other_companies = len({event.realm_id for event in batch.events} - {request.realm_id})
             error = batch.problem_summary()
-        if stored:
+        if stored and awaiting_processing(rows):
             await start_realm_events(self._temporal, request.realm_id, self._task_queue)
         return ReprocessDeliveryResult(
             found=True,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import col, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.domain import EventStatus
+from models.domain import EventStatus, followed_change
 from models.queries import insert_ignoring_conflicts
 from models.tables import Notification, PaymentLink, QuickBooksEvent, TimelineEntry
 
@@ -91,7 +91,9 @@ def new_event(
     *, dedupe_key: str, realm_id: str, entity: str, entity_id: str, operation: str, occurred_at: datetime | None,
     received_at: datetime, source: str, delivery_id: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """A QuickBooks event as `store_events` takes it: waiting to be processed."""
+    """A QuickBooks event as `store_events` takes it: waiting to be processed, or ignored at once when it changes
+    nothing the engine follows (`followed_change`)."""
+    followed = followed_change(entity, operation)
     return {
         "dedupe_key": dedupe_key,
         "realm_id": realm_id,
@@ -102,9 +104,15 @@ def new_event(
         "received_at": received_at,
         "source": source,
         "delivery_id": delivery_id,
-        "status": EventStatus.PENDING.value,
+        "status": (EventStatus.PENDING if followed else EventStatus.IGNORED).value,
         "attempts": 0,
+        "processed_at": None if followed else received_at,
     }
+
+
+def awaiting_processing(events: Iterable[dict[str, Any]]) -> bool:
+    """Whether any of these events (from `new_event`) is for the events workflow to process."""
+    return any(event["status"] == EventStatus.PENDING.value for event in events)
 
 
 def delivered_events(

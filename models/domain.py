@@ -97,6 +97,15 @@ class EventStatus(StrEnum):
     FAILED = "failed"  # parked for operators: it could not be processed (its reason is kept)
 
 
+def followed_change(entity: str, operation: str) -> bool:
+    """Whether a QuickBooks change can move an invoice the engine follows: any change of an invoice but its
+    creation and e-mailing (the engine's own writes), and any change of a payment. Other changes are kept as
+    `ignored` when they are stored, so they cost no events workflow, activity or second write."""
+    if entity == "Invoice":
+        return operation not in ("Create", "Emailed")
+    return entity == "Payment"
+
+
 # Application error types workflows branch on (never on message text).
 CONNECTION_UNAVAILABLE = "ConnectionUnavailable"
 QUICKBOOKS_REJECTED = "QuickBooksRejected"

@@ -12,7 +12,7 @@ from temporalio.service import RPCError
 
 from api.deps import Services, ServicesDep, SessionDep
 from api.errors import ApiError, error_responses
-from models.crud import delivered_events, store_events
+from models.crud import awaiting_processing, delivered_events, store_events
 from models.db import release_connection
 from models.schemas import WebhookAccepted
 from models.tables import QuickBooksEvent, WebhookDelivery, utcnow
@@ -93,7 +93,8 @@ async def quickbooks_webhook(
     session.add(delivery)
     await session.flush()
     now = utcnow()
-    accepted = await store_events(session, delivered_events(events, received_at=now, delivery_id=delivery.id))
+    rows = delivered_events(events, received_at=now, delivery_id=delivery.id)
+    accepted = await store_events(session, rows)
     await session.commit()
     WEBHOOK_DELIVERIES.labels("accepted" if not batch.problems else "partly_unreadable").inc()
     WEBHOOK_EVENTS.labels("stored").inc(accepted)
@@ -108,12 +109,12 @@ async def quickbooks_webhook(
             len(events),
         )
 
-    if accepted:
+    if accepted and awaiting_processing(rows):
         # After the answer (Intuit waits at most 3 s): the delivery is stored, and what its companies' events
         # workflows are not told now, the relay tells them once Temporal answers.
         background.add_task(tell_events_workflows, services, delivery.id)
     else:
-        delivery.signalled_at = now  # nothing new to tell
+        delivery.signalled_at = now  # nothing new to tell (duplicates, or changes the engine does not follow)
         session.add(delivery)
         await session.commit()
     return WebhookAccepted(

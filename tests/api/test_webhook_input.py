@@ -12,11 +12,14 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from sqlmodel import col, select
+from temporalio.service import RPCError, RPCStatusCode
 
+from models.domain import EventStatus
 from models.tables import QuickBooksEvent, WebhookDelivery
 from tests.e2e.test_payments_and_webhooks import signed
 from tests.engine import SERVICE_TOKEN, Engine
 from tests.qbo.hypothesis_webhooks import webhook_bodies
+from workflows.ids import realm_events_workflow_id
 
 DOCUMENTED = {200, 400, 401, 413}
 
@@ -234,6 +237,74 @@ async def test_classic_events_without_a_time_are_taken_again_from_every_delivery
     assert [await events_of(engine, delivery) for delivery in deliveries] == [
         [("4620816365000000955", "Payment", "955", "Update")]
     ] * 2
+
+
+async def test_changes_the_engine_does_not_follow_are_kept_as_ignored_and_wake_no_workflow(
+    engine: Engine, http: httpx.AsyncClient
+) -> None:
+    # Every invoice the engine creates comes back as Intuit's Invoice Create (and a new client's Customer Create):
+    # kept, as everything Intuit sends is, but they need no events workflow, activity or database round trip more.
+    realm = "4620816365000000971"
+    entities = [
+        {"name": "Invoice", "id": "971", "operation": "Create", "lastUpdated": "2025-01-16T12:00:00Z"},
+        {"name": "Invoice", "id": "971", "operation": "Emailed", "lastUpdated": "2025-01-16T12:00:01Z"},
+        {"name": "Customer", "id": "58", "operation": "Create", "lastUpdated": "2025-01-16T12:00:00Z"},
+        {"name": "Item", "id": "3", "operation": "Update", "lastUpdated": "2025-01-16T12:00:02Z"},
+    ]
+    body = json.dumps(
+        {"eventNotifications": [{"realmId": realm, "dataChangeEvent": {"entities": entities}}]}
+    ).encode()
+    response = await post(engine, http, body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 4, "duplicates": 0, "unreadable": 0}
+    [delivery] = await deliveries_of(engine, body)
+    assert delivery.signalled_at is not None  # nothing is left to tell
+    async with engine.sessions() as session:
+        rows = (
+            await session.exec(select(QuickBooksEvent).where(QuickBooksEvent.delivery_id == delivery.id))
+        ).all()
+    assert [(row.entity, row.operation, row.status) for row in rows] == [
+        ("Invoice", "Create", EventStatus.IGNORED.value),
+        ("Invoice", "Emailed", EventStatus.IGNORED.value),
+        ("Customer", "Create", EventStatus.IGNORED.value),
+        ("Item", "Update", EventStatus.IGNORED.value),
+    ]
+    assert all(row.processed_at is not None for row in rows)
+    events_workflow = engine.temporal.get_workflow_handle(realm_events_workflow_id(realm))
+    with pytest.raises(RPCError) as raised:
+        await events_workflow.describe()
+    assert raised.value.status == RPCStatusCode.NOT_FOUND
+
+    # A change it follows, in the same company, is pending and wakes the company's events workflow as before.
+    update = json.dumps(
+        {
+            "eventNotifications": [
+                {
+                    "realmId": realm,
+                    "dataChangeEvent": {
+                        "entities": [
+                            {
+                                "name": "Invoice",
+                                "id": "971",
+                                "operation": "Update",
+                                "lastUpdated": "2025-01-16T12:01:00Z",
+                            }
+                        ]
+                    },
+                }
+            ]
+        }
+    ).encode()
+    assert (await post(engine, http, update)).json() == {"accepted": 1, "duplicates": 0, "unreadable": 0}
+
+    async def told() -> bool:
+        try:
+            await events_workflow.describe()
+        except RPCError:
+            return False
+        return True
+
+    await engine.wait_for(told, bool)
 
 
 async def test_one_event_id_in_two_companies_is_two_events(engine: Engine, http: httpx.AsyncClient) -> None:
