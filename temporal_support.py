@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -18,10 +19,16 @@ import temporalio.converter
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
+from pydantic import TypeAdapter
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import PayloadCodec
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
+    PayloadCodec,
+)
 from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, ClientConnectConfig
 from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, RPCError, RPCStatusCode
@@ -134,13 +141,39 @@ class EncryptionCodec(PayloadCodec):
         return decoded
 
 
+# One cache of pydantic type adapters for the process. Temporal makes a payload converter from its class for every
+# workflow it runs, so the cache of each converter (Temporal's default) built every adapter again for every workflow:
+# 15% of the worker's CPU in a py-spy profile of bench/engine_cost.py.
+_TYPE_ADAPTERS = functools.lru_cache(maxsize=1024)(TypeAdapter)
+
+
+class _PydanticJSON(PydanticJSONPlainPayloadConverter):
+    def __init__(self) -> None:
+        super().__init__(max_cached_type_adapters=0)
+        self._type_adapter = _TYPE_ADAPTERS
+
+
+class PayloadConverter(CompositePayloadConverter):
+    """Temporal's Pydantic payload converter (`temporalio.contrib.pydantic`), with the process's adapter cache.
+
+    Same `json/plain` payloads as Temporal's default converter, so histories written with it replay; a dataclass
+    converts with a cached pydantic-core validator, where the default converter reads the type hints of every
+    dataclass again for every payload (about 20x the CPU per payload; bench/README.md, "The engine's own cost")."""
+
+    def __init__(self) -> None:
+        json_converter = _PydanticJSON()
+        super().__init__(
+            *(
+                json_converter if isinstance(converter, JSONPlainPayloadConverter) else converter
+                for converter in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
+
+
 def data_converter(settings: Settings) -> temporalio.converter.DataConverter:
     return dataclasses.replace(
-        # Temporal's own Pydantic converter (same `json/plain` payloads, so histories written with the default one
-        # replay): it converts a dataclass with a cached pydantic-core validator, where the default converter reads
-        # the type hints of every dataclass again for every payload; about 20x less CPU per payload
-        # (bench/README.md, "The engine's own cost").
-        pydantic_data_converter,
+        temporalio.converter.default(),
+        payload_converter_class=PayloadConverter,
         payload_codec=EncryptionCodec(settings.payload_encryption_key.get_secret_value()),
         # Failure messages and stack traces move into the failure's encoded attributes, which the codec encrypts:
         # Temporal keeps them in history, where they would otherwise be readable by anyone who can read history.
