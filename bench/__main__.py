@@ -24,6 +24,7 @@ from bench import (
     engine_cost,
     first_sync,
     history,
+    open_workflows,
     qbo_calls,
     report,
     sync_throughput,
@@ -31,7 +32,7 @@ from bench import (
 )
 from bench.harness import log, running_stack
 
-BENCHMARKS = ("cost", "calls", "first-sync", "history", "webhooks", "sync", "disconnect", "budget")
+BENCHMARKS = ("cost", "calls", "first-sync", "history", "webhooks", "sync", "disconnect", "budget", "open")
 # Runs when --repeat is not given: Disconnect & Void prepares 2 x 1,000 invoices at 500 calls a minute per run.
 DEFAULT_REPEAT = 3
 DEFAULT_DISCONNECT_REPEAT = 1
@@ -103,6 +104,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=600,
         help="invoices per run of the shared-budget throughput with 1, 2 and 3 workers (default 600)",
     )
+    parser.add_argument(
+        "--open-invoices",
+        type=int,
+        default=open_workflows.STEPS[-1],
+        help=f"invoice workflows left open, waiting for payment (default {open_workflows.STEPS[-1]:,})",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw figures to this file")
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the processes' logs (printed at the end)"
@@ -111,6 +118,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.quick:
         args.invoices, args.disconnect_invoices, args.repeat, args.samples = 100, 100, 1, 2
         args.budget_invoices = 100
+        args.open_invoices = 500
     args.disconnect_repeat = args.repeat or DEFAULT_DISCONNECT_REPEAT
     args.repeat = args.repeat or DEFAULT_REPEAT
     args.only = [name for name in args.only.split(",") if name]
@@ -223,6 +231,11 @@ async def run(args: argparse.Namespace, command: str) -> None:
             )
             sections.append(company_budget.markdown(budget))
             figures["budget"] = company_budget.describe(budget)
+        if "open" in args.only:
+            log(f"{args.open_invoices:,} open invoice workflows: worker memory, payment -> paid")
+            opened = await open_workflows.run(stack, steps=open_workflows.steps_up_to(args.open_invoices))
+            sections.append(open_workflows.markdown(opened))
+            figures["open"] = open_workflows.describe(opened)
     # Others' work on a shared machine shows here: the load average should stay near what the benchmark adds.
     load = f"Load average (1 min) at the start {load_before:.1f}, at the end {os.getloadavg()[0]:.1f}."
     figures["load"] = load

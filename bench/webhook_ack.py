@@ -159,7 +159,10 @@ async def burst(url: str, requests: list[bytes], check: Callable[[int, bytes], b
 
 
 def _accepted(status: int, body: bytes) -> bool:
-    return status == 200 and json.loads(body) == {"accepted": 1, "duplicates": 0}
+    if status != 200:
+        return False
+    answer = json.loads(body)
+    return bool(answer["accepted"] == 1 and answer["duplicates"] == 0 and answer.get("unreadable", 0) == 0)
 
 
 def _healthy(status: int, body: bytes) -> bool:
