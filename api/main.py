@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
                 timeout=settings.qbo_request_timeout_seconds,
             ),
         )
+        app.state.events_teller = webhooks.EventsTeller(app.state.services)
         relay = asyncio.create_task(Relay(app.state.services).run())
         try:
             yield
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relay
+            await app.state.events_teller.aclose()
             await limiter.aclose()
             await http.aclose()
             await engine.dispose()

@@ -164,9 +164,5 @@ class Relay:
                     .limit(RELAY_BATCH)
                 )
             ).all()
-        told = 0
-        for delivery_id in untold:
-            if not await tell_events_workflows(services, delivery_id):
-                break
-            told += 1
-        return told
+        delivery_ids = [delivery_id for delivery_id in untold if delivery_id is not None]
+        return len(delivery_ids) if await tell_events_workflows(services, delivery_ids) else 0

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, Request
 from prometheus_client import Counter
-from sqlmodel import select
+from sqlmodel import col, select, update
 from temporalio.service import RPCError
 
 from api.deps import Services, ServicesDep, SessionDep
@@ -61,9 +64,7 @@ async def _body_within_limit(request: Request, limit: int) -> bytes:
         },
     },
 )
-async def quickbooks_webhook(
-    request: Request, background: BackgroundTasks, session: SessionDep, services: ServicesDep
-) -> WebhookAccepted:
+async def quickbooks_webhook(request: Request, session: SessionDep, services: ServicesDep) -> WebhookAccepted:
     """Intuit's change notifications (classic or CloudEvents). 200 means stored: nothing accepted is ever lost.
 
     An event that cannot be read costs only itself: the others are stored and acknowledged, and the delivery is kept
@@ -112,7 +113,9 @@ async def quickbooks_webhook(
     if accepted and awaiting_processing(rows):
         # After the answer (Intuit waits at most 3 s): the delivery is stored, and what its companies' events
         # workflows are not told now, the relay tells them once Temporal answers.
-        background.add_task(tell_events_workflows, services, delivery.id)
+        assert delivery.id is not None
+        teller: EventsTeller = request.app.state.events_teller
+        teller.tell(delivery.id)
     else:
         delivery.signalled_at = now  # nothing new to tell (duplicates, or changes the engine does not follow)
         session.add(delivery)
@@ -134,18 +137,23 @@ async def _keep_unreadable(session: SessionDep, body: bytes, problem: str, *, un
     WEBHOOK_EVENTS.labels("unreadable").inc(unreadable)
 
 
-async def tell_events_workflows(services: Services, delivery_id: int | None) -> bool:
-    """Tell the events workflow of each company a delivery brought events for, and mark the delivery told; False
-    when Temporal did not answer (the relay tries again).
+async def tell_events_workflows(services: Services, delivery_ids: Sequence[int]) -> bool:
+    """Tell the events workflow of each company these deliveries brought events for, once per company, and mark
+    them told; False when Temporal did not answer (they stay untold: the relay tries again).
 
-    Used after the answer to Intuit, and by the relay for deliveries an outage left untold."""
+    Used after the answers to Intuit (`EventsTeller`), and by the relay for deliveries an outage left untold."""
+    if not delivery_ids:
+        return True
     async with services.sessions() as session:
-        delivery = await session.get(WebhookDelivery, delivery_id)
-        if delivery is None or delivery.signalled_at is not None:
-            return True
         realms = (
             await session.exec(
-                select(QuickBooksEvent.realm_id).where(QuickBooksEvent.delivery_id == delivery_id).distinct()
+                select(QuickBooksEvent.realm_id)
+                .join(WebhookDelivery, col(WebhookDelivery.id) == col(QuickBooksEvent.delivery_id))
+                .where(
+                    col(QuickBooksEvent.delivery_id).in_(list(delivery_ids)),
+                    col(WebhookDelivery.signalled_at).is_(None),
+                )
+                .distinct()
             )
         ).all()
         timeout = timedelta(seconds=services.settings.temporal_rpc_timeout_seconds)
@@ -160,7 +168,47 @@ async def tell_events_workflows(services: Services, delivery_id: int | None) -> 
                     "events workflow of a company not told yet (%s): the relay will", exc.status.name
                 )
                 return False
-        delivery.signalled_at = utcnow()
-        session.add(delivery)
+        await session.exec(
+            update(WebhookDelivery)
+            .where(
+                col(WebhookDelivery.id).in_(list(delivery_ids)), col(WebhookDelivery.signalled_at).is_(None)
+            )
+            .values(signalled_at=utcnow())
+        )
         await session.commit()
         return True
+
+
+class EventsTeller:
+    """Tells the events workflows of new deliveries' companies after the answers to Intuit, in rounds.
+
+    While a round is telling Temporal, the deliveries that arrive wait for the next one, which tells each of their
+    companies once (a burst of 200 deliveries for one company is a signal-with-start or two, not 200) and marks
+    them told in one statement. A delivery a round could not tell (Temporal away) stays untold, for the relay.
+    """
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._waiting: set[int] = set()
+        self._round: asyncio.Task[None] | None = None
+
+    def tell(self, delivery_id: int) -> None:
+        self._waiting.add(delivery_id)
+        if self._round is None or self._round.done():
+            self._round = asyncio.create_task(self._rounds())
+
+    async def _rounds(self) -> None:
+        while self._waiting:
+            delivery_ids = sorted(self._waiting)
+            self._waiting.clear()
+            try:
+                await tell_events_workflows(self._services, delivery_ids)
+            except Exception:
+                # Stored and untold: the relay tells them (a database away is logged by the relay too).
+                logger.exception("webhook deliveries not told to the events workflows yet: the relay will")
+
+    async def aclose(self) -> None:
+        """Finish the round under way (the app is stopping); what is left untold is the relay's, next start."""
+        if self._round is not None:
+            with contextlib.suppress(Exception):
+                await self._round

@@ -307,6 +307,47 @@ async def test_changes_the_engine_does_not_follow_are_kept_as_ignored_and_wake_n
     await engine.wait_for(told, bool)
 
 
+async def test_a_burst_of_deliveries_for_one_company_tells_its_events_workflow_a_few_times_not_once_each(
+    engine: Engine, http: httpx.AsyncClient
+) -> None:
+    await engine.stop_workers()  # the events workflow stays open: its history shows every time it was told
+    realm = "4620816365000000981"
+
+    def delivery(payment_id: int) -> bytes:
+        entity = {
+            "name": "Payment",
+            "id": str(payment_id),
+            "operation": "Update",
+            "lastUpdated": "2025-01-16T12:00:00Z",
+        }
+        return json.dumps(
+            {"eventNotifications": [{"realmId": realm, "dataChangeEvent": {"entities": [entity]}}]}
+        ).encode()
+
+    bodies = [delivery(9810 + index) for index in range(40)]
+    responses = await asyncio.gather(*(post(engine, http, body) for body in bodies))
+    assert [response.json()["accepted"] for response in responses] == [1] * 40
+
+    async def untold() -> int:
+        async with engine.sessions() as session:
+            rows = (
+                await session.exec(
+                    select(WebhookDelivery).where(
+                        col(WebhookDelivery.body).in_(bodies), col(WebhookDelivery.signalled_at).is_(None)
+                    )
+                )
+            ).all()
+        return len(rows)
+
+    await engine.wait_for(untold, lambda left: left == 0)
+    history = await engine.temporal.get_workflow_handle(realm_events_workflow_id(realm)).fetch_history()
+    signals = [
+        event for event in history.events if event.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    # Told in rounds: while one round calls Temporal, the deliveries arriving wait for the next.
+    assert 1 <= len(signals) <= 5, len(signals)
+
+
 async def test_one_event_id_in_two_companies_is_two_events(engine: Engine, http: httpx.AsyncClient) -> None:
     await engine.stop_workers()
 
