@@ -120,16 +120,16 @@ async def send_invoice(
             dedupe_key=f"{invoice_workflow_id(account.id, invoice_id)}/sent/",
             at=utcnow(),
         )
-    await session.commit()
     row = await _invoice_row(session, account.id, invoice_id)
+    await session.commit()
     # The first body sent wins everywhere (database, workflow, QuickBooks); a later one changes nothing.
     kept = snapshot_from_json(row.snapshot) if row.snapshot is not None else snapshot
     if row.status not in UNFOLLOWED_INVOICE_STATUSES and row.workflow_started_at is None:
         # Also on a repeated send: if the first start never reached Temporal, this one starts the workflow.
         await _start_sync(services, session, row, kept)
-    return InvoiceAccepted(
-        invoice=await _public(session, row), duplicate=not inserted, body_differs=kept != snapshot
-    )
+    # An invoice stored by this request has no notification yet: no query for one.
+    public = _to_public(row, None) if inserted else await _public(session, row)
+    return InvoiceAccepted(invoice=public, duplicate=not inserted, body_differs=kept != snapshot)
 
 
 async def _ensure_fits_temporal(
