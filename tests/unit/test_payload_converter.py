@@ -61,7 +61,9 @@ VALUES: list[object] = [
         status=InvoiceStatus.SYNCED,
         realm_id="4620816365000000101",
         total_cents=19450,
-        notification=NotificationItem(kind="sync_failed", message="It failed", dedupe_key="wf-1/sync_failed/0"),
+        notification=NotificationItem(
+            kind="sync_failed", message="It failed", dedupe_key="wf-1/sync_failed/0"
+        ),
         resolve_notification_kinds=["sync_failed"],
     ),
 ]
