@@ -164,5 +164,6 @@ class Relay:
                     .limit(RELAY_BATCH)
                 )
             ).all()
-        delivery_ids = [delivery_id for delivery_id in untold if delivery_id is not None]
-        return len(delivery_ids) if await tell_events_workflows(services, delivery_ids) else 0
+        return await tell_events_workflows(
+            services, [delivery_id for delivery_id in untold if delivery_id is not None]
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -25,6 +26,9 @@ from workflows.handles import start_realm_events
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["webhooks"])
+
+# Companies told at once by one round (a burst may bring many).
+TELL_CONCURRENCY = 10
 
 WEBHOOK_DELIVERIES = Counter("qbo_sync_webhook_deliveries_total", "Webhook POSTs by outcome", ["outcome"])
 WEBHOOK_EVENTS = Counter("qbo_sync_webhook_events_total", "Webhook events by outcome", ["outcome"])
@@ -137,17 +141,18 @@ async def _keep_unreadable(session: SessionDep, body: bytes, problem: str, *, un
     WEBHOOK_EVENTS.labels("unreadable").inc(unreadable)
 
 
-async def tell_events_workflows(services: Services, delivery_ids: Sequence[int]) -> bool:
+async def tell_events_workflows(services: Services, delivery_ids: Sequence[int]) -> int:
     """Tell the events workflow of each company these deliveries brought events for, once per company, and mark
-    them told; False when Temporal did not answer (they stay untold: the relay tries again).
+    told the deliveries whose companies all were; returns how many were marked. A company Temporal does not answer
+    for costs only its own deliveries: they stay untold, and the relay tries them again.
 
     Used after the answers to Intuit (`EventsTeller`), and by the relay for deliveries an outage left untold."""
     if not delivery_ids:
-        return True
+        return 0
     async with services.sessions() as session:
-        realms = (
+        pairs = (
             await session.exec(
-                select(QuickBooksEvent.realm_id)
+                select(QuickBooksEvent.delivery_id, QuickBooksEvent.realm_id)
                 .join(WebhookDelivery, col(WebhookDelivery.id) == col(QuickBooksEvent.delivery_id))
                 .where(
                     col(QuickBooksEvent.delivery_id).in_(list(delivery_ids)),
@@ -156,27 +161,40 @@ async def tell_events_workflows(services: Services, delivery_ids: Sequence[int])
                 .distinct()
             )
         ).all()
-        timeout = timedelta(seconds=services.settings.temporal_rpc_timeout_seconds)
         await release_connection(session)
-        for realm_id in sorted(realms):
-            try:
-                await start_realm_events(
-                    services.temporal, realm_id, services.settings.temporal_task_queue, rpc_timeout=timeout
-                )
-            except RPCError as exc:
-                logger.warning(
-                    "events workflow of a company not told yet (%s): the relay will", exc.status.name
-                )
-                return False
-        await session.exec(
-            update(WebhookDelivery)
-            .where(
-                col(WebhookDelivery.id).in_(list(delivery_ids)), col(WebhookDelivery.signalled_at).is_(None)
+        realms_of: dict[int, set[str]] = {delivery_id: set() for delivery_id in delivery_ids}
+        for delivery_id, realm_id in pairs:
+            if delivery_id is not None:
+                realms_of.setdefault(delivery_id, set()).add(realm_id)
+        timeout = timedelta(seconds=services.settings.temporal_rpc_timeout_seconds)
+        gate = asyncio.Semaphore(TELL_CONCURRENCY)
+        unreached: set[str] = set()
+
+        async def tell(realm_id: str) -> None:
+            async with gate:
+                try:
+                    await start_realm_events(
+                        services.temporal,
+                        realm_id,
+                        services.settings.temporal_task_queue,
+                        rpc_timeout=timeout,
+                    )
+                except RPCError as exc:
+                    unreached.add(realm_id)
+                    logger.warning(
+                        "events workflow of a company not told yet (%s): the relay will", exc.status.name
+                    )
+
+        await asyncio.gather(*(tell(realm_id) for realm_id in sorted(set().union(*realms_of.values()))))
+        told = sorted(delivery_id for delivery_id, realms in realms_of.items() if not realms & unreached)
+        if told:
+            await session.exec(
+                update(WebhookDelivery)
+                .where(col(WebhookDelivery.id).in_(told), col(WebhookDelivery.signalled_at).is_(None))
+                .values(signalled_at=utcnow())
             )
-            .values(signalled_at=utcnow())
-        )
-        await session.commit()
-        return True
+            await session.commit()
+        return len(told)
 
 
 class EventsTeller:
@@ -195,7 +213,8 @@ class EventsTeller:
     def tell(self, delivery_id: int) -> None:
         self._waiting.add(delivery_id)
         if self._round is None or self._round.done():
-            self._round = asyncio.create_task(self._rounds())
+            # In a context of its own: not the request's that happened to start it (its log fields, its trace).
+            self._round = asyncio.create_task(self._rounds(), context=contextvars.Context())
 
     async def _rounds(self) -> None:
         while self._waiting:
@@ -208,7 +227,10 @@ class EventsTeller:
                 logger.exception("webhook deliveries not told to the events workflows yet: the relay will")
 
     async def aclose(self) -> None:
-        """Finish the round under way (the app is stopping); what is left untold is the relay's, next start."""
+        """Finish the round under way (the app is stopping), for at most two RPC timeouts; what is left untold is
+        the relay's, at the next start."""
         if self._round is not None:
             with contextlib.suppress(Exception):
-                await self._round
+                await asyncio.wait_for(
+                    self._round, timeout=2 * self._services.settings.temporal_rpc_timeout_seconds
+                )
