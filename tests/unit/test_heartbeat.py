@@ -28,4 +28,5 @@ async def test_an_activity_shorter_than_the_interval_sends_no_heartbeat() -> Non
 
 
 async def test_a_long_activity_heartbeats_every_interval() -> None:
-    assert 3 <= await beats_while(0.75, interval=0.2) <= 4
+    # About ten; at least three however late a loaded machine wakes the sleeps.
+    assert 3 <= await beats_while(1.0, interval=0.1) <= 10

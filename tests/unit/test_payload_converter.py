@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 import temporalio.converter
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
+from temporalio.converter import CompositePayloadConverter
 
 import temporal_support
 from models.domain import InvoiceStatus
@@ -92,8 +94,14 @@ def test_a_converter_made_for_each_workflow_builds_no_type_adapter_again() -> No
     data_converter = temporal_support.data_converter(Settings(_env_file=None))
     [payload] = data_converter.payload_converter.to_payloads([VALUES[0]])
     data_converter.payload_converter_class().from_payloads([payload], [InvoiceWorkflowInput])
-    built = temporal_support._TYPE_ADAPTERS.cache_info().misses
+    before = temporal_support._TYPE_ADAPTERS.cache_info()
     for _ in range(3):
         converter = data_converter.payload_converter_class()
+        assert isinstance(converter, CompositePayloadConverter)
+        json_converter = converter.converters[b"json/plain"]
+        # Pydantic's converter, with the process's cache rather than one of its own.
+        assert isinstance(json_converter, PydanticJSONPlainPayloadConverter)
+        assert json_converter._type_adapter is temporal_support._TYPE_ADAPTERS
         assert converter.from_payloads([payload], [InvoiceWorkflowInput]) == [VALUES[0]]
-    assert temporal_support._TYPE_ADAPTERS.cache_info().misses == built
+    after = temporal_support._TYPE_ADAPTERS.cache_info()
+    assert (after.misses, after.hits) == (before.misses, before.hits + 3)
