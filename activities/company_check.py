@@ -82,7 +82,6 @@ async def company_for_sync(
     context: QuickBooksContext,
     *,
     fresh_since: datetime | None,
-    read: QuickBooksConnection | None = None,
 ) -> tuple[CompanySettings, TaxDefaults]:
     """The company's settings and the account's tax code choices for a sync; ConnectionUnavailable (the invoice
     pauses) while a blocking finding stands.
@@ -92,10 +91,8 @@ async def company_for_sync(
     connection's own check) or they are marked stale: then QuickBooks is read, once for every sync of the company
     that needs it at that moment. A read here that lifts a block asks the connection workflow to check again,
     which lets the invoices that paused for it go on.
-
-    `read`: the account's connection row, when the caller has just read it itself (for the first look only).
     """
-    stored = await _stored(sessions, context, read)
+    stored = await _stored(sessions, context)
     if stored.outdated(fresh_since):
         async with flights.hold("company-settings", context.realm_id):
             stored = await _stored(sessions, context)
@@ -135,16 +132,13 @@ class _Stored:
         return fresh_since is not None and (self.checked_at is None or self.checked_at < fresh_since)
 
 
-async def _stored(
-    sessions: SessionFactory, context: QuickBooksContext, read: QuickBooksConnection | None = None
-) -> _Stored:
+async def _stored(sessions: SessionFactory, context: QuickBooksContext) -> _Stored:
     async with sessions() as session:
-        row = read if read is not None else await session.get(QuickBooksConnection, context.account_id)
+        row = await session.get(QuickBooksConnection, context.account_id)
         if row is None or row.realm_id != context.realm_id:
             raise connection_unavailable("The QuickBooks connection moved to another company.")
         settings = stored_company_settings(row, current=True)
-        # Tax code choices matter only where sales tax is used: a steady-state US sync needs no query for them
-        # (and, given the row, no session either: SQLAlchemy checks a connection out only for a statement).
+        # Tax code choices matter only where sales tax is used: a steady-state US sync needs no query for them.
         defaults = (
             await tax_defaults(session, context.account_id, context.realm_id)
             if settings is not None and settings.using_sales_tax

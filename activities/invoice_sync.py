@@ -10,11 +10,9 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -47,7 +45,7 @@ from models.coordination import SingleFlight
 from models.db import SessionFactory
 from models.domain import QUICKBOOKS_REJECTED, VoidOutcome, payment_status
 from models.queries import upsert
-from models.tables import Account, QuickBooksConnection, RealmCacheEntry, utcnow
+from models.tables import RealmCacheEntry, utcnow
 from observability.metrics import FAILED, RETRYABLE, SYNC_RETRIES, SYNCED, record_sync_attempt
 from qbo.client import quote, request_id
 from qbo.company_settings import (
@@ -102,18 +100,6 @@ def synced_record(request: SyncInvoiceInput, result: SyncInvoiceResult) -> Invoi
 VOID_STALE_ATTEMPTS = 3
 
 
-@dataclass(frozen=True)
-class _SyncReads:
-    """What a sync reads from the database before it calls QuickBooks, read in one transaction that also marks the
-    invoice `syncing` (a session for each was a pool check, a BEGIN and a COMMIT around each statement: most of the
-    worker's database time): the account's connection and account rows, and the company's remembered ids of the
-    client's customer and of the service item. A second look at any of them reads the database again."""
-
-    connection: QuickBooksConnection | None
-    account: Account | None
-    remembered: dict[tuple[str, str], str]
-
-
 class InvoiceSyncActivities:
     """The invoice workflow's QuickBooks activities, built with the QuickBooks access and the database."""
 
@@ -136,9 +122,9 @@ class InvoiceSyncActivities:
         elif request.generation > 0:
             SYNC_RETRIES.labels("manual").inc()
         try:
-            reads = await self._read_for_sync(request)
+            await mark_sync_started(self._sessions, request.account_id, request.invoice_id)
             async with heartbeating():
-                result = await self._sync_invoice(request, attempt, reads)
+                result = await self._sync_invoice(request, attempt)
             if request.record_synced:
                 await apply_invoice_record(self._sessions, synced_record(request, result))
                 result = dataclasses.replace(result, recorded=True)
@@ -151,38 +137,8 @@ class InvoiceSyncActivities:
         record_sync_attempt(SYNCED)
         return result
 
-    async def _read_for_sync(self, request: SyncInvoiceInput) -> _SyncReads:
-        """Mark the invoice `syncing` and read what the sync needs before QuickBooks, in one transaction."""
-        snapshot = request.snapshot
-        keys = {
-            _customer_key(snapshot.client_email, None),
-            _customer_key(snapshot.client_email, snapshot.currency.upper()),
-            ("item", SERVICE_ITEM_NAME),
-        }
-        remembered: dict[tuple[str, str], str] = {}
-        async with self._sessions() as session:
-            await mark_sync_started(session, request.account_id, request.invoice_id)
-            connection = await session.get(QuickBooksConnection, request.account_id)
-            account = await session.get(Account, request.account_id)
-            if connection is not None and connection.realm_id is not None:
-                entries = await session.exec(
-                    select(RealmCacheEntry).where(
-                        RealmCacheEntry.realm_id == connection.realm_id,
-                        col(RealmCacheEntry.key).in_(sorted({key for _, key in keys})),
-                    )
-                )
-                remembered = {
-                    (entry.kind, entry.key): entry.qbo_id
-                    for entry in entries
-                    if (entry.kind, entry.key) in keys
-                }
-            await session.commit()
-        return _SyncReads(connection=connection, account=account, remembered=remembered)
-
-    async def _sync_invoice(
-        self, request: SyncInvoiceInput, attempt: int, reads: _SyncReads
-    ) -> SyncInvoiceResult:
-        context = await self._access.context(request.account_id, read=(reads.connection, reads.account))
+    async def _sync_invoice(self, request: SyncInvoiceInput, attempt: int) -> SyncInvoiceResult:
+        context = await self._access.context(request.account_id)
         snapshot = request.snapshot
         info = activity.info()
         if request.may_exist or attempt > 1:
@@ -207,23 +163,15 @@ class InvoiceSyncActivities:
         # A manual retry reads the company again: the user may just have fixed its settings in QuickBooks.
         retried = request.generation > 0 and attempt == 1
         settings, tax = await self._company_plan(
-            context,
-            snapshot,
-            fresh_since=info.current_attempt_scheduled_time if retried else None,
-            read=reads.connection,
+            context, snapshot, fresh_since=info.current_attempt_scheduled_time if retried else None
         )
         expected_tax = self._expected_tax(settings, tax, snapshot)
         currency = snapshot.currency.upper() if settings.multicurrency else None
         with translate_errors("the invoice"):
             customer_id = await self._ensure_customer(
-                context,
-                snapshot.client_name,
-                snapshot.client_email,
-                currency=currency,
-                settings=settings,
-                remembered=reads.remembered,
+                context, snapshot.client_name, snapshot.client_email, currency=currency, settings=settings
             )
-            item_id = await self._ensure_service_item(context, remembered=reads.remembered)
+            item_id = await self._ensure_service_item(context)
             body = invoice_body(
                 snapshot,
                 customer_id=customer_id,
@@ -304,21 +252,15 @@ class InvoiceSyncActivities:
         return snapshot.tax_cents if computed is None else computed
 
     async def _company_plan(
-        self,
-        context: QuickBooksContext,
-        snapshot: InvoiceSnapshot,
-        *,
-        fresh_since: datetime | None,
-        read: QuickBooksConnection | None = None,
+        self, context: QuickBooksContext, snapshot: InvoiceSnapshot, *, fresh_since: datetime | None
     ) -> tuple[CompanySettings, InvoiceTax]:
         """The company's settings and the invoice's tax codes. A problem found with stored settings is confirmed
         with a fresh read first (the user may have changed the company since its last check)."""
         rates = [line.tax_rate if line.taxed else None for line in snapshot.lines]
         while True:
             settings, defaults = await company_for_sync(
-                self._sessions, self._single_flight, self._access, context, fresh_since=fresh_since, read=read
+                self._sessions, self._single_flight, self._access, context, fresh_since=fresh_since
             )
-            read = None  # a second look reads the row again
             problem = currency_problem(settings, snapshot.currency)
             tax: InvoiceTax | None = None
             try:
@@ -339,11 +281,8 @@ class InvoiceSyncActivities:
         *,
         currency: str | None,
         settings: CompanySettings,
-        remembered: dict[tuple[str, str], str] | None = None,
     ) -> str:
-        """The client's customer (in the invoice's currency, in a multicurrency company), found by email or made.
-
-        `remembered`: the company's remembered ids as the caller has just read them (`_read_for_sync`)."""
+        """The client's customer (in the invoice's currency, in a multicurrency company), found by email or made."""
 
         async def find_or_create() -> str:
             found = await self._customer_by_email(context, email, currency, settings.home_currency)
@@ -352,7 +291,7 @@ class InvoiceSyncActivities:
             return await self._create_customer(context, name, email, currency, settings.home_currency)
 
         kind, key = _customer_key(email, currency)
-        return await self._remembered(context.realm_id, kind, key, find_or_create, remembered)
+        return await self._remembered(context.realm_id, kind, key, find_or_create)
 
     async def _customer_by_email(
         self, context: QuickBooksContext, email: str, currency: str | None, home_currency: str
@@ -416,14 +355,12 @@ class InvoiceSyncActivities:
         )
         return rows[0] if rows else None
 
-    async def _ensure_service_item(
-        self, context: QuickBooksContext, *, remembered: dict[tuple[str, str], str] | None = None
-    ) -> str:
+    async def _ensure_service_item(self, context: QuickBooksContext) -> str:
         async def find_or_create() -> str:
             rows = await context.client.query(f"SELECT * FROM Item WHERE Name = {quote(SERVICE_ITEM_NAME)}")
             return str(rows[0]["Id"]) if rows else await self._create_service_item(context)
 
-        return await self._remembered(context.realm_id, "item", SERVICE_ITEM_NAME, find_or_create, remembered)
+        return await self._remembered(context.realm_id, "item", SERVICE_ITEM_NAME, find_or_create)
 
     async def _create_service_item(self, context: QuickBooksContext) -> str:
         accounts = await context.client.query("SELECT * FROM Account WHERE AccountType = 'Income'")
@@ -546,21 +483,14 @@ class InvoiceSyncActivities:
     # --- What this company's invoices need, remembered ----------------------------------------------------
 
     async def _remembered(
-        self,
-        realm_id: str,
-        kind: str,
-        key: str,
-        find_or_create: Callable[[], Awaitable[str]],
-        remembered: dict[tuple[str, str], str] | None = None,
+        self, realm_id: str, kind: str, key: str, find_or_create: Callable[[], Awaitable[str]]
     ) -> str:
         """The company's remembered id, or the one `find_or_create` finds in QuickBooks, then remembered.
 
         However many syncs of however many worker processes need it at once, one looks it up (single flight):
         the others wait for it, then read what it remembered. The sync heartbeats meanwhile.
         """
-        cached = (
-            remembered.get((kind, key)) if remembered is not None else await self._cached(realm_id, kind, key)
-        )
+        cached = await self._cached(realm_id, kind, key)
         if cached is not None:
             return cached
         async with self._single_flight.hold("realm-cache", realm_id, kind, key):

@@ -127,11 +127,6 @@ class ConnectionTokens:
         async with self._sessions() as session:
             row = await session.get(QuickBooksConnection, self._account_id)
             account = await session.get(Account, self._account_id)
-        self.use(row, account)
-
-    def use(self, row: QuickBooksConnection | None, account: Account | None) -> None:
-        """Take the tokens from the account's connection and account rows as just read (by `load`, or by an
-        activity that read them with its other reads)."""
         usable = USABLE_CONNECTION_STATUSES | (
             {ConnectionStatus.DISCONNECTING} if self._allow_disconnecting else set()
         )
@@ -223,16 +218,8 @@ class QuickBooksAccess:
         self._minor_version = minor_version
         self._timeout = timeout
 
-    async def context(
-        self,
-        account_id: str,
-        *,
-        allow_disconnecting: bool = False,
-        read: tuple[QuickBooksConnection | None, Account | None] | None = None,
-    ) -> QuickBooksContext:
-        """The account's company and a client for it; ConnectionUnavailable when the connection cannot be used.
-
-        `read`: the account's connection and account rows, when the caller has just read them itself."""
+    async def context(self, account_id: str, *, allow_disconnecting: bool = False) -> QuickBooksContext:
+        """The account's company and a client for it; ConnectionUnavailable when the connection cannot be used."""
         tokens = ConnectionTokens(
             account_id=account_id,
             sessions=self._sessions,
@@ -240,10 +227,7 @@ class QuickBooksAccess:
             temporal=self._temporal,
             allow_disconnecting=allow_disconnecting,
         )
-        if read is None:
-            await tokens.load()
-        else:
-            tokens.use(*read)
+        await tokens.load()
         assert tokens.realm_id is not None
         bind_log_fields(account_id=account_id, realm_id=tokens.realm_id)
         return QuickBooksContext(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlmodel import col, select, update
-from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 
 from models.connections import company_blocked
@@ -23,19 +22,20 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def mark_sync_started(session: AsyncSession, account_id: str, invoice_id: str) -> None:
+async def mark_sync_started(sessions: SessionFactory, account_id: str, invoice_id: str) -> None:
     """A sync attempt is under way: a `pending` invoice reads `syncing` from now on, however long its first attempt
-    and retries take. Any other status was written by its workflow since, which this never overwrites. (In the
-    caller's transaction: the caller commits.)"""
-    await session.exec(
-        update(InvoiceSync)
-        .where(
-            col(InvoiceSync.account_id) == account_id,
-            col(InvoiceSync.invoice_id) == invoice_id,
-            col(InvoiceSync.status) == InvoiceStatus.PENDING.value,
+    and retries take. Any other status was written by its workflow since, which this never overwrites."""
+    async with sessions() as session:
+        await session.exec(
+            update(InvoiceSync)
+            .where(
+                col(InvoiceSync.account_id) == account_id,
+                col(InvoiceSync.invoice_id) == invoice_id,
+                col(InvoiceSync.status) == InvoiceStatus.PENDING.value,
+            )
+            .values(status=InvoiceStatus.SYNCING.value, updated_at=_now())
         )
-        .values(status=InvoiceStatus.SYNCING.value, updated_at=_now())
-    )
+        await session.commit()
 
 
 async def apply_invoice_record(sessions: SessionFactory, record: InvoiceRecord) -> None:
