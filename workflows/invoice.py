@@ -276,6 +276,15 @@ class InvoiceWorkflow:
 
     async def _pause(self, reason: str, *, resume_status: InvoiceStatus) -> None:
         """Wait for the connection without spending retries; `resume_status` is where to carry on."""
+        progress = self._progress
+        before = (progress.status, progress.resume_status, progress.last_error, progress.retry_requested)
+        # Paused here before the database reads `paused`, as `_record` does for every other status: a Retry the user
+        # presses on seeing `paused` reaches a workflow that reads paused too, not one still reading `syncing` until
+        # the activity's result comes back (its update was refused as "a sync is already under way").
+        if progress.status != InvoiceStatus.PAUSED:
+            progress.resume_status = resume_status
+        progress.status = InvoiceStatus.PAUSED
+        progress.last_error = reason
         result = await workflow.execute_activity_method(
             StoreActivities.pause_invoice,
             PauseInput(account_id=self._account_id, invoice_id=self._invoice_id, reason=reason),
@@ -284,13 +293,11 @@ class InvoiceWorkflow:
         )
         if result.resume_now:
             # The connection came back (was adopted, reconnected) while we were failing: try again shortly,
-            # without spending a retry. Short, because a user who just connected is watching.
+            # without spending a retry (a Retry pressed meanwhile is this). Short: a user who just connected is
+            # watching. The database never read `paused`.
+            progress.status, progress.resume_status, progress.last_error, progress.retry_requested = before
             await workflow.sleep(RESUME_DELAY)
             return
-        if self._progress.status != InvoiceStatus.PAUSED:
-            self._progress.resume_status = resume_status
-        self._progress.status = InvoiceStatus.PAUSED
-        self._progress.last_error = reason
         self._set_search_status()
 
     async def _wait_while_paused(self) -> None:

@@ -10,9 +10,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tests.e2e.test_invoice_sync import api_calls
 from tests.engine import Engine
+from workflows.ids import invoice_workflow_id
 
 ADA = {"client_name": "Ada Lovelace", "client_email": "ada@example.com"}
 
@@ -467,3 +469,38 @@ async def test_the_daily_check_sees_settings_changed_in_quickbooks_since_connect
     )
     assert {"books_closed", "auto_apply_credit"} <= set(checks_of(status))
     assert status["sync_paused_reason"] is None
+
+
+async def test_a_retry_pressed_while_the_invoice_is_being_paused_is_taken(engine: Engine) -> None:
+    # The workflow reads `paused` from the moment it pauses, not only once the database says so: a user who sees
+    # `paused` and presses Retry must not be told a sync is under way. The pause's write is held here (its timeline
+    # insert waits on a table lock), which widens to seconds a window that is otherwise milliseconds long.
+    if not engine.settings.database_url.startswith("postgresql"):
+        pytest.skip("the window is held open with a PostgreSQL table lock")
+    account = await engine.create_account()
+    realm = await engine.emulator.create_company(country="GB")
+    company = await engine.emulator.company(realm)
+    for code in company["tax_codes"]:
+        if code["Name"] in ("0.0% Z", "Exempt", "No VAT"):
+            await set_tax_code_active(engine, realm, code["Id"], False)
+    await engine.connect(account, realm)
+    await wait_for_company(engine, account)
+    async with engine.sessions() as holder:
+        await engine.send_invoice(account, "inv", number="B-2", currency="GBP", **ADA)
+        await holder.exec(text("LOCK TABLE invoice_timeline IN SHARE MODE"))  # type: ignore[call-overload]
+        handle = engine.temporal.get_workflow_handle(invoice_workflow_id(account, "inv"))
+
+        async def pausing() -> bool:
+            description = await handle.describe()
+            return any(
+                activity.activity_type.name == "pause_invoice"
+                for activity in description.raw_description.pending_activities
+            )
+
+        await engine.wait_for(pausing, bool)
+        retried = await engine.api.post(f"/v1/accounts/{account}/invoices/inv/quickbooks/retry")
+        await holder.rollback()
+    assert retried.status_code == 202, retried.text
+    # The retry was taken: the paused invoice checks its connection again (still blocked, so it stays paused).
+    paused = await engine.wait_for_invoice(account, "inv", "paused")
+    assert "zero-rated or exempt" in paused["reason"]
