@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -133,6 +133,19 @@ async def test_the_disconnect_fan_out_never_overwrites_the_void_outcome(
         assert fakes.records[-1].timeline.message == "Voided in QuickBooks (Disconnect & Void)."
 
 
+async def _void_allowing_a_redelivery(handle: WorkflowHandle[Any, Any]) -> str | None:
+    """Void through the update; the refusal's words if the update was refused.
+
+    Seen once in CI: the update met a run finishing its continue-as-new ("workflow execution already completed"), and
+    the time-skipping server delivered it again to the new run, whose validator found the invoice voided by the
+    first delivery (refused: "already voided"). Voided either way."""
+    try:
+        await asyncio.wait_for(handle.execute_update(InvoiceWorkflow.request_void, VoidRequest()), 20)
+    except WorkflowUpdateFailedError as exc:
+        return exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause)
+    return None
+
+
 async def test_an_undeliverable_platform_event_never_holds_the_invoice_at_continue_as_new(
     time_skipping_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,7 +169,8 @@ async def test_an_undeliverable_platform_event_never_holds_the_invoice_at_contin
 
             await continued_as_new(handle, first_run)
             # The new run still serves the invoice, and keeps trying to deliver the event it carried over.
-            await asyncio.wait_for(handle.execute_update(InvoiceWorkflow.request_void, VoidRequest()), 20)
+            voided = await _void_allowing_a_redelivery(handle)
+            assert voided is None or "already voided" in voided, voided
             for _ in range(100):  # the query says voided before the record of it is written
                 if fakes.statuses[-1] == InvoiceStatus.VOIDED:
                     break
