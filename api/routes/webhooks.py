@@ -100,6 +100,11 @@ async def quickbooks_webhook(request: Request, session: SessionDep, services: Se
     now = utcnow()
     rows = delivered_events(events, received_at=now, delivery_id=delivery.id)
     accepted = await store_events(session, rows)
+    to_tell = bool(accepted) and awaiting_processing(rows)
+    if not to_tell:
+        # Nothing new to tell (duplicates, or changes the engine does not follow): told, in the same commit.
+        delivery.signalled_at = now
+        session.add(delivery)
     await session.commit()
     WEBHOOK_DELIVERIES.labels("accepted" if not batch.problems else "partly_unreadable").inc()
     WEBHOOK_EVENTS.labels("stored").inc(accepted)
@@ -114,16 +119,12 @@ async def quickbooks_webhook(request: Request, session: SessionDep, services: Se
             len(events),
         )
 
-    if accepted and awaiting_processing(rows):
+    if to_tell:
         # After the answer (Intuit waits at most 3 s): the delivery is stored, and what its companies' events
         # workflows are not told now, the relay tells them once Temporal answers.
         assert delivery.id is not None
         teller: EventsTeller = request.app.state.events_teller
         teller.tell(delivery.id)
-    else:
-        delivery.signalled_at = now  # nothing new to tell (duplicates, or changes the engine does not follow)
-        session.add(delivery)
-        await session.commit()
     return WebhookAccepted(
         accepted=accepted, duplicates=len(events) - accepted, unreadable=len(batch.problems)
     )
