@@ -105,7 +105,8 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
                 timeout=settings.qbo_request_timeout_seconds,
             ),
         )
-        app.state.events_teller = webhooks.EventsTeller(app.state.services)
+        app.state.events_teller = webhooks.events_teller(app.state.services)
+        app.state.sync_starter = invoices.sync_starter(app.state.services)
         relay = asyncio.create_task(Relay(app.state.services).run())
         try:
             yield
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relay
+            await app.state.sync_starter.aclose()
             await app.state.events_teller.aclose()
             await limiter.aclose()
             await http.aclose()

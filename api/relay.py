@@ -20,14 +20,14 @@ from sqlmodel import col, select
 from temporalio.service import RPCError
 
 from api.deps import Services
+from api.routes.invoices import start_invoice_syncs
 from api.routes.quickbooks import connection_policy
 from api.routes.webhooks import tell_events_workflows
 from models.db import release_connection
 from models.domain import UNFOLLOWED_INVOICE_STATUSES
-from models.schemas import snapshot_from_json
 from models.tables import InvoiceSync, QuickBooksConnection, QuickBooksGrant, WebhookDelivery, utcnow
-from workflows.handles import start_invoice_sync, tell_connection_of_grant
-from workflows.ids import connection_workflow_id, invoice_workflow_id, stored_or
+from workflows.handles import tell_connection_of_grant
+from workflows.ids import connection_workflow_id, stored_or
 
 logger = logging.getLogger(__name__)
 
@@ -69,47 +69,32 @@ class Relay:
 
     async def once(self) -> Relayed:
         """One round: what is older than RELAY_GRACE_SECONDS and still not handed over (the request that stored
-        it tries first). Stops at the first call Temporal does not answer (RPCError): the next round retries."""
+        it tries first). An invoice or a delivery Temporal does not answer for stays for the next round; an
+        authorization it does not answer for stops the round there (RPCError): the next round retries."""
         return Relayed(
             invoices=await self._invoices(), grants=await self._grants(), deliveries=await self._deliveries()
         )
 
     async def _invoices(self) -> int:
         services = self._services
-        settings = services.settings
-        before = utcnow() - timedelta(seconds=settings.relay_grace_seconds)
+        before = utcnow() - timedelta(seconds=services.settings.relay_grace_seconds)
         async with services.sessions() as session:
-            statement = (
-                select(InvoiceSync)
-                .where(
-                    col(InvoiceSync.workflow_started_at).is_(None),
-                    col(InvoiceSync.snapshot).is_not(None),
-                    col(InvoiceSync.status).not_in(sorted(UNFOLLOWED_INVOICE_STATUSES)),
-                    col(InvoiceSync.sent_at) < before,
+            keys = (
+                await session.exec(
+                    select(InvoiceSync.account_id, InvoiceSync.invoice_id)
+                    .where(
+                        col(InvoiceSync.workflow_started_at).is_(None),
+                        col(InvoiceSync.snapshot).is_not(None),
+                        col(InvoiceSync.status).not_in(sorted(UNFOLLOWED_INVOICE_STATUSES)),
+                        col(InvoiceSync.sent_at) < before,
+                    )
+                    .order_by(col(InvoiceSync.sent_at))
+                    .limit(RELAY_BATCH)
                 )
-                .order_by(col(InvoiceSync.sent_at))
-                .limit(RELAY_BATCH)
-            )
-            rows = (await session.exec(statement)).all()
-            await release_connection(session)
-            for row in rows:
-                assert row.snapshot is not None
-                await start_invoice_sync(
-                    services.temporal,
-                    task_queue=settings.temporal_task_queue,
-                    workflow_id=stored_or(
-                        row.workflow_id, invoice_workflow_id(row.account_id, row.invoice_id)
-                    ),
-                    account_id=row.account_id,
-                    invoice_id=row.invoice_id,
-                    snapshot=snapshot_from_json(row.snapshot),
-                    status=row.status,
-                    rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
-                )
-                row.workflow_started_at = utcnow()
-                session.add(row)
-                await session.commit()
-            return len(rows)
+            ).all()
+        return await start_invoice_syncs(
+            services, [(account_id, invoice_id) for account_id, invoice_id in keys]
+        )
 
     async def _grants(self) -> int:
         services = self._services

@@ -158,6 +158,37 @@ async def burst(url: str, requests: list[bytes], check: Callable[[int, bytes], b
     )
 
 
+async def closed_loop(
+    url: str, requests: list[bytes], in_flight: int, check: Callable[[int, bytes], bool]
+) -> Burst:
+    """Send the requests with `in_flight` at once, each lane a kept-alive connection (opened beforehand, not timed)
+    that sends its next request as soon as its last is answered: what many clients each waiting for their answer
+    look like to the server. Lane k sends requests k, k + in_flight, k + 2 x in_flight, ..."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    lanes = [requests[lane::in_flight] for lane in range(in_flight)]
+    connections = await asyncio.gather(*(Connection.open(parts.hostname, parts.port) for _ in lanes))
+    latencies: list[float] = []
+    failures = 0
+
+    async def lane(connection: Connection, queued: list[bytes]) -> None:
+        nonlocal failures
+        for request in queued:
+            started = time.perf_counter()
+            status, body = await connection.exchange(request)
+            latencies.append(time.perf_counter() - started)
+            failures += 0 if check(status, body) else 1
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(lane(*pair) for pair in zip(connections, lanes, strict=True)))
+        seconds = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(connection.close() for connection in connections))
+    return Burst(latencies=latencies, seconds=seconds, failures=failures)
+
+
 def _accepted(status: int, body: bytes) -> bool:
     if status != 200:
         return False
@@ -165,7 +196,7 @@ def _accepted(status: int, body: bytes) -> bool:
     return bool(answer["accepted"] == 1 and answer["duplicates"] == 0 and answer.get("unreadable", 0) == 0)
 
 
-def _healthy(status: int, body: bytes) -> bool:
+def healthy(status: int, body: bytes) -> bool:
     return status == 200
 
 
@@ -188,14 +219,14 @@ async def run(stack: Stack, *, concurrency: int, repeat: int) -> WebhookAckResul
 
         # Warm-up: the route and the events workflow run once.
         _, realm_id = await stack.connected_account("webhooks")
-        await burst(stack.api_url, healthz_requests(concurrency), _healthy)
+        await burst(stack.api_url, healthz_requests(concurrency), healthy)
         await burst(stack.api_url, webhook_requests(realm_id, concurrency // 10 or 1), _accepted)
         await stack.settle()
         for attempt in range(1, repeat + 1):
             # A company of its own per burst: reading 200 payments spends 200 of its 500 calls a minute.
             _, realm_id = await stack.connected_account("webhooks")
             await stack.settle()
-            healthz = await burst(stack.api_url, healthz_requests(concurrency), _healthy)
+            healthz = await burst(stack.api_url, healthz_requests(concurrency), healthy)
             before = cpu_seconds(stack)
             webhooks = await burst(stack.api_url, webhook_requests(realm_id, concurrency), _accepted)
             result.cpu.append(cpu_used(before, cpu_seconds(stack)))

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 MAX_BIND_PARAMETERS = 30_000
+
+Table = TypeVar("Table", bound=SQLModel)
+
+
+def _insert_builder(session: AsyncSession) -> Any:
+    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 async def insert_ignoring_conflicts(
@@ -17,8 +24,7 @@ async def insert_ignoring_conflicts(
     """INSERT ... ON CONFLICT DO NOTHING: idempotent inserts keyed by a unique constraint. Returns rows added."""
     if not rows:
         return 0
-    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
-    builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    builder = _insert_builder(session)
     primary_key = list(table.__table__.primary_key.columns)  # type: ignore[attr-defined]
     # One statement binds every value: keep each within what the drivers take (SQLite 32,766, psycopg 65,535).
     per_statement = max(1, MAX_BIND_PARAMETERS // max(1, len(rows[0])))
@@ -35,12 +41,19 @@ async def insert_ignoring_conflicts(
     return inserted
 
 
+async def insert_or_none(session: AsyncSession, table: type[Table], row: dict[str, Any]) -> Table | None:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING the row, in one round trip: the row as stored (an object of the
+    session), or None when a row with its key was there before."""
+    statement = _insert_builder(session)(table).values(row).on_conflict_do_nothing().returning(table)
+    stored: Table | None = (await session.scalars(statement)).one_or_none()
+    return stored
+
+
 async def upsert(
     session: AsyncSession, table: type[SQLModel], row: dict[str, Any], update: list[str]
 ) -> None:
     """INSERT, or UPDATE the given columns when the primary key exists: safe when writers race."""
-    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
-    builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    builder = _insert_builder(session)
     primary_key = [column.name for column in table.__table__.primary_key.columns]  # type: ignore[attr-defined]
     statement = builder(table).values(row)
     statement = statement.on_conflict_do_update(

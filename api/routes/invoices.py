@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
-from sqlmodel import col, select
+from fastapi import APIRouter, Path, Query, Request
+from sqlalchemy import tuple_
+from sqlmodel import col, select, update
 from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -17,15 +20,16 @@ from temporalio.client import (
 from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import AccountDep, ServicesDep, SessionDep
+from api.deps import AccountDep, Services, ServicesDep, SessionDep
 from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
+from api.handoff import HandOff
 from models.bounds import MAX_LIST_OFFSET, MAX_SNAPSHOT_BYTES
 from models.connections import company_blocked
 from models.crud import add_timeline_entry
 from models.db import release_connection
 from models.domain import UNFOLLOWED_INVOICE_STATUSES, ConnectionStatus, InvoiceStatus
 from models.plans import quickbooks_entitled
-from models.queries import insert_ignoring_conflicts
+from models.queries import insert_or_none
 from models.schemas import (
     InvoiceAccepted,
     InvoiceList,
@@ -49,6 +53,9 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["invoices"])
 
 InvoiceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+# Invoice workflows one round of the starter (or the relay) starts at once.
+START_CONCURRENCY = 10
 # Statuses whose workflow has finished: QuickBooks is no longer followed for these.
 
 
@@ -76,36 +83,39 @@ def _sync_decision(
     "/invoices/{invoice_id}/send", status_code=202, responses=error_responses(*ACCOUNT_ROUTE_ERRORS, 413)
 )
 async def send_invoice(
-    invoice_id: InvoiceId, body: InvoiceSend, account: AccountDep, session: SessionDep, services: ServicesDep
+    invoice_id: InvoiceId,
+    body: InvoiceSend,
+    account: AccountDep,
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
 ) -> InvoiceAccepted:
     """Accept a sent invoice at once; QuickBooks is updated in the background. Sending twice is harmless."""
     snapshot = body.snapshot()
     await _ensure_fits_temporal(services, account.id, invoice_id, snapshot)
     connection = await session.get(QuickBooksConnection, account.id)
     status, reason = _sync_decision(account, connection)
-    inserted = await insert_ignoring_conflicts(
+    stored = await insert_or_none(
         session,
         InvoiceSync,
-        [
-            {
-                "account_id": account.id,
-                "invoice_id": invoice_id,
-                "number": snapshot.number,
-                "status": status.value,
-                "reason": reason,
-                "currency": snapshot.currency,
-                "total_cents": snapshot.total_cents,
-                "balance_cents": snapshot.total_cents,
-                "client_name": snapshot.client_name,
-                "client_email": snapshot.client_email,
-                "snapshot": snapshot_json(snapshot),
-                "workflow_id": invoice_workflow_id(account.id, invoice_id),
-                "sent_at": utcnow(),
-                "updated_at": utcnow(),
-            }
-        ],
+        {
+            "account_id": account.id,
+            "invoice_id": invoice_id,
+            "number": snapshot.number,
+            "status": status.value,
+            "reason": reason,
+            "currency": snapshot.currency,
+            "total_cents": snapshot.total_cents,
+            "balance_cents": snapshot.total_cents,
+            "client_name": snapshot.client_name,
+            "client_email": snapshot.client_email,
+            "snapshot": snapshot_json(snapshot),
+            "workflow_id": invoice_workflow_id(account.id, invoice_id),
+            "sent_at": utcnow(),
+            "updated_at": utcnow(),
+        },
     )
-    if inserted:
+    if stored is not None:
         message = (
             "Sent; it will be synced to QuickBooks."
             if status != InvoiceStatus.NOT_SYNCED
@@ -120,16 +130,19 @@ async def send_invoice(
             dedupe_key=f"{invoice_workflow_id(account.id, invoice_id)}/sent/",
             at=utcnow(),
         )
-    row = await _invoice_row(session, account.id, invoice_id)
+    row = stored or await _invoice_row(session, account.id, invoice_id)
     await session.commit()
     # The first body sent wins everywhere (database, workflow, QuickBooks); a later one changes nothing.
     kept = snapshot_from_json(row.snapshot) if row.snapshot is not None else snapshot
     if row.status not in UNFOLLOWED_INVOICE_STATUSES and row.workflow_started_at is None:
-        # Also on a repeated send: if the first start never reached Temporal, this one starts the workflow.
-        await _start_sync(services, session, row, kept)
+        # Also on a repeated send: if the first start never reached Temporal, this one starts the workflow. After
+        # the answer: the invoice is stored, and what the starter cannot start (Temporal away, the API stopping)
+        # the relay starts once Temporal answers.
+        starter: HandOff[tuple[str, str]] = request.app.state.sync_starter
+        starter.give((row.account_id, row.invoice_id))
     # An invoice stored by this request has no notification yet: no query for one.
-    public = _to_public(row, None) if inserted else await _public(session, row)
-    return InvoiceAccepted(invoice=public, duplicate=not inserted, body_differs=kept != snapshot)
+    public = _to_public(row, None) if stored is not None else await _public(session, row)
+    return InvoiceAccepted(invoice=public, duplicate=stored is None, body_differs=kept != snapshot)
 
 
 async def _ensure_fits_temporal(
@@ -159,32 +172,85 @@ def _rpc_timeout(services: ServicesDep) -> timedelta:
     return timedelta(seconds=services.settings.temporal_rpc_timeout_seconds)
 
 
-async def _start_sync(
-    services: ServicesDep, session: SessionDep, row: InvoiceSync, snapshot: InvoiceSnapshot
-) -> None:
-    """Start the invoice's workflow. Temporal out of reach is no error for the sender: the invoice is stored, and
-    the API's relay starts its sync as soon as Temporal answers again."""
-    await release_connection(session)
-    try:
-        await start_invoice_sync(
-            services.temporal,
-            task_queue=services.settings.temporal_task_queue,
-            workflow_id=_workflow_id(row),
-            account_id=row.account_id,
-            invoice_id=row.invoice_id,
-            snapshot=snapshot,
-            status=row.status,
-            rpc_timeout=_rpc_timeout(services),
-        )
-    except RPCError as exc:
-        logger.warning(
-            "invoice workflow for %s/%s not started yet (%s): the relay will", row.account_id, row.invoice_id,
-            exc.status.name,
-        )  # fmt: skip
-        return
-    row.workflow_started_at = utcnow()
-    session.add(row)
-    await session.commit()
+async def start_invoice_syncs(
+    services: Services,
+    keys: Sequence[tuple[str, str]],
+    contexts: Mapping[tuple[str, str], contextvars.Context] | None = None,
+) -> int:
+    """Start the workflows of these invoices (account id, invoice id) that are still to start, and mark them
+    started; returns how many were. An invoice Temporal does not answer for stays unstarted (the relay tries it
+    again); the others are not held up by it.
+
+    Each start runs in the context its key comes with (`contexts`: the send's, so that the workflow is part of the
+    send's trace). Used after the answers to sends (`sync_starter`), and by the relay for invoices an outage left
+    unstarted."""
+    if not keys:
+        return 0
+    settings = services.settings
+    async with services.sessions() as session:
+        rows = (
+            await session.exec(
+                select(InvoiceSync).where(
+                    tuple_(col(InvoiceSync.account_id), col(InvoiceSync.invoice_id)).in_(list(keys)),
+                    col(InvoiceSync.workflow_started_at).is_(None),
+                    col(InvoiceSync.snapshot).is_not(None),
+                    col(InvoiceSync.status).not_in(sorted(UNFOLLOWED_INVOICE_STATUSES)),
+                )
+            )
+        ).all()
+        await release_connection(session)
+        gate = asyncio.Semaphore(START_CONCURRENCY)
+        started: list[tuple[str, str]] = []
+
+        async def start(row: InvoiceSync) -> None:
+            assert row.snapshot is not None
+            key = (row.account_id, row.invoice_id)
+            async with gate:
+                try:
+                    starting = start_invoice_sync(
+                        services.temporal,
+                        task_queue=settings.temporal_task_queue,
+                        workflow_id=_workflow_id(row),
+                        account_id=row.account_id,
+                        invoice_id=row.invoice_id,
+                        snapshot=snapshot_from_json(row.snapshot),
+                        status=row.status,
+                        rpc_timeout=_rpc_timeout(services),
+                    )
+                    await asyncio.create_task(starting, context=(contexts or {}).get(key))
+                except RPCError as exc:
+                    logger.warning(
+                        "an invoice workflow not started yet (%s): the relay will", exc.status.name
+                    )
+                    return
+            started.append(key)
+
+        await asyncio.gather(*(start(row) for row in rows))
+        if started:
+            await session.exec(
+                update(InvoiceSync)
+                .where(
+                    tuple_(col(InvoiceSync.account_id), col(InvoiceSync.invoice_id)).in_(started),
+                    col(InvoiceSync.workflow_started_at).is_(None),
+                )
+                .values(workflow_started_at=utcnow())
+            )
+            await session.commit()
+        return len(started)
+
+
+def sync_starter(services: Services) -> HandOff[tuple[str, str]]:
+    """Starts the workflows of sent invoices after the answers to the sends, in rounds (one statement marks a round
+    started)."""
+
+    async def start(given: dict[tuple[str, str], contextvars.Context]) -> None:
+        await start_invoice_syncs(services, list(given), given)
+
+    return HandOff(
+        "invoice syncs",
+        start,
+        stop_within=2 * services.settings.temporal_rpc_timeout_seconds,
+    )
 
 
 @router.post(
@@ -290,8 +356,17 @@ async def _ask_invoice_workflow(
 ) -> None:
     """Send an update to the invoice's workflow: its refusal is a 409 `refused_code` in the workflow's own words
     (its validator's: whole sentences an operator reads too, no personal data), Temporal away or slow a 503."""
+    handle = services.temporal.get_workflow_handle(_workflow_id(row))
     try:
-        await send(services.temporal.get_workflow_handle(_workflow_id(row)), _rpc_timeout(services))
+        try:
+            await send(handle, _rpc_timeout(services))
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND or row.workflow_started_at is not None:
+                raise
+            # Sent a moment ago, its workflow still to be started by the starter (or by the relay, after an
+            # outage): start it now (starting twice changes nothing), then ask again.
+            await start_invoice_syncs(services, [(row.account_id, row.invoice_id)])
+            await send(handle, _rpc_timeout(services))
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         words = cause.message if isinstance(cause, FailureError) else str(cause)

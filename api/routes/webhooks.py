@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from temporalio.service import RPCError
 
 from api.deps import Services, ServicesDep, SessionDep
 from api.errors import ApiError, error_responses
+from api.handoff import HandOff
 from models.crud import awaiting_processing, delivered_events, store_events
 from models.db import release_connection
 from models.schemas import WebhookAccepted
@@ -123,8 +123,8 @@ async def quickbooks_webhook(request: Request, session: SessionDep, services: Se
         # After the answer (Intuit waits at most 3 s): the delivery is stored, and what its companies' events
         # workflows are not told now, the relay tells them once Temporal answers.
         assert delivery.id is not None
-        teller: EventsTeller = request.app.state.events_teller
-        teller.tell(delivery.id)
+        teller: HandOff[int] = request.app.state.events_teller
+        teller.give(delivery.id)
     return WebhookAccepted(
         accepted=accepted, duplicates=len(events) - accepted, unreadable=len(batch.problems)
     )
@@ -147,7 +147,8 @@ async def tell_events_workflows(services: Services, delivery_ids: Sequence[int])
     told the deliveries whose companies all were; returns how many were marked. A company Temporal does not answer
     for costs only its own deliveries: they stay untold, and the relay tries them again.
 
-    Used after the answers to Intuit (`EventsTeller`), and by the relay for deliveries an outage left untold."""
+    Used after the answers to Intuit (`events_teller`: a round tells each company once, however many deliveries of
+    a burst brought its events), and by the relay for deliveries an outage left untold."""
     if not delivery_ids:
         return 0
     async with services.sessions() as session:
@@ -198,40 +199,16 @@ async def tell_events_workflows(services: Services, delivery_ids: Sequence[int])
         return len(told)
 
 
-class EventsTeller:
-    """Tells the events workflows of new deliveries' companies after the answers to Intuit, in rounds.
+def events_teller(services: Services) -> HandOff[int]:
+    """Tells the events workflows of new deliveries' companies after the answers to Intuit, in rounds: a burst of
+    200 deliveries for one company is a signal-with-start or two, not 200."""
 
-    While a round is telling Temporal, the deliveries that arrive wait for the next one, which tells each of their
-    companies once (a burst of 200 deliveries for one company is a signal-with-start or two, not 200) and marks
-    them told in one statement. A delivery a round could not tell (Temporal away) stays untold, for the relay.
-    """
+    async def tell(given: dict[int, contextvars.Context]) -> None:
+        # For companies, not requests: a round's telling belongs to no one request's context.
+        await tell_events_workflows(services, list(given))
 
-    def __init__(self, services: Services) -> None:
-        self._services = services
-        self._waiting: set[int] = set()
-        self._round: asyncio.Task[None] | None = None
-
-    def tell(self, delivery_id: int) -> None:
-        self._waiting.add(delivery_id)
-        if self._round is None or self._round.done():
-            # In a context of its own: not the request's that happened to start it (its log fields, its trace).
-            self._round = asyncio.create_task(self._rounds(), context=contextvars.Context())
-
-    async def _rounds(self) -> None:
-        while self._waiting:
-            delivery_ids = sorted(self._waiting)
-            self._waiting.clear()
-            try:
-                await tell_events_workflows(self._services, delivery_ids)
-            except Exception:
-                # Stored and untold: the relay tells them (a database away is logged by the relay too).
-                logger.exception("webhook deliveries not told to the events workflows yet: the relay will")
-
-    async def aclose(self) -> None:
-        """Finish the round under way (the app is stopping), for at most two RPC timeouts; what is left untold is
-        the relay's, at the next start."""
-        if self._round is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self._round, timeout=2 * self._services.settings.temporal_rpc_timeout_seconds
-                )
+    return HandOff(
+        "webhook deliveries",
+        tell,
+        stop_within=2 * services.settings.temporal_rpc_timeout_seconds,
+    )

@@ -5,6 +5,8 @@ invoice whose first start failed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -14,9 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+import temporalio.client
 from temporalio.testing import WorkflowEnvironment
 
-from models.tables import QuickBooksConnection
+from api.routes.invoices import sync_starter
+from models.tables import InvoiceSync, QuickBooksConnection
 from tests.conftest import EngineFactory
 from tests.e2e.test_connect import consent_page, outcome
 from tests.e2e.test_payments_and_webhooks import pay
@@ -236,3 +240,79 @@ async def test_void_and_disconnect_answer_at_once_when_no_worker_runs(engine_wit
     )
     assert disconnected.status_code == 503, disconnected.text
     assert took < 8
+
+
+class _StartsHeld(temporalio.client.Interceptor):
+    """Temporal holding every workflow start until `release` is set (a slow or saturated server): the client and
+    the server are real, only the start waits."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.held = 0
+
+    def intercept_client(
+        self, next: temporalio.client.OutboundInterceptor
+    ) -> temporalio.client.OutboundInterceptor:
+        outer = self
+
+        class Holding(temporalio.client.OutboundInterceptor):
+            async def start_workflow(self, input: temporalio.client.StartWorkflowInput) -> Any:
+                outer.held += 1
+                await outer.release.wait()
+                return await super().start_workflow(input)
+
+        return Holding(next)
+
+
+@contextlib.asynccontextmanager
+async def starts_held(engine: Engine, *, requests_too: bool) -> AsyncIterator[_StartsHeld]:
+    """The API's starter (and, `requests_too`, every route) starting workflows through a client whose starts wait
+    until the holder's `release`; the shipped ones back afterwards."""
+    assert engine.app is not None
+    state = engine.app.state
+    holder = _StartsHeld()
+    holding = temporalio.client.Client(
+        engine.temporal.service_client,
+        namespace=engine.temporal.namespace,
+        data_converter=engine.temporal.data_converter,
+        interceptors=[holder],
+    )
+    shipped_services, shipped_starter = state.services, state.sync_starter
+    held_services = dataclasses.replace(shipped_services, temporal=holding)
+    if requests_too:
+        state.services = held_services
+    state.sync_starter = sync_starter(held_services)
+    try:
+        yield holder
+    finally:
+        holder.release.set()
+        await state.sync_starter.aclose()
+        state.services, state.sync_starter = shipped_services, shipped_starter
+
+
+async def test_a_send_is_answered_without_waiting_for_temporal(engine: Engine) -> None:
+    account = await engine.create_account()
+    await engine.connect(account)
+    # Every start of the API (the request's own, had it one, and its starter's) waits on Temporal.
+    async with starts_held(engine, requests_too=True) as holder:
+        sent = await asyncio.wait_for(engine.send_invoice(account, "inv-1"), timeout=10)
+        assert sent.status_code == 202 and sent.json()["invoice"]["status"] == "pending", sent.text
+        await engine.wait_for(lambda: asyncio.sleep(0, holder.held), bool, timeout=10)
+    # Once Temporal takes the start, the invoice syncs as any other.
+    await engine.wait_for_invoice(account, "inv-1", "synced")
+    async with engine.sessions() as session:
+        row = await session.get(InvoiceSync, (account, "inv-1"))
+        assert row is not None and row.workflow_started_at is not None
+
+
+async def test_an_invoice_voided_before_its_sync_started_is_voided(engine: Engine) -> None:
+    account = await engine.create_account()
+    await engine.connect(account)
+    # The starter's start waits (Temporal slow); the void's own request reaches Temporal at once.
+    async with starts_held(engine, requests_too=False) as holder:
+        sent = await engine.send_invoice(account, "inv-1")
+        assert sent.status_code == 202, sent.text
+        await engine.wait_for(lambda: asyncio.sleep(0, holder.held), bool, timeout=10)
+        voided = await engine.api.post(f"/v1/accounts/{account}/invoices/inv-1/void")
+        assert voided.status_code == 202, voided.text
+        await engine.wait_for_invoice(account, "inv-1", "voided")
