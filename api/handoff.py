@@ -12,11 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 logger = logging.getLogger(__name__)
+
+# Keys one round takes at most (the rest wait for the next): a round's statements bind each key, and drivers cap
+# the parameters of one statement (SQLite at 32,766).
+PER_ROUND = 500
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -49,7 +54,9 @@ class HandOff(Generic[Key]):
 
     async def _rounds(self) -> None:
         while self._waiting:
-            given, self._waiting = self._waiting, {}
+            given = dict(itertools.islice(self._waiting.items(), PER_ROUND))
+            for key in given:
+                del self._waiting[key]
             try:
                 await self._hand_over(given)
             except Exception:
