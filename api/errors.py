@@ -40,7 +40,7 @@ RETRY_AFTER_SECONDS = 5
 UNAVAILABLE_MESSAGE = "The service is briefly unavailable; try again in a few seconds."
 # What a dependency that does not answer raises: connection refused or lost, pool exhausted, a database busy
 # (SQLite's lock) or cancelling. Integrity and data errors are not among them: they are bugs, and stay 500s.
-_DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.TimeoutError,
@@ -147,7 +147,7 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
-    for unavailable in _DATABASE_UNAVAILABLE:
+    for unavailable in DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, _unavailable)
     # A backstop: routes answer Temporal's errors themselves where they mean something else.
     app.add_exception_handler(RPCError, _unavailable)

@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             ),
         )
         app.state.events_teller = webhooks.events_teller(app.state.services)
+        app.state.delivery_writer = webhooks.DeliveryWriter(app.state.services)
         app.state.sync_starter = invoices.sync_starter(app.state.services)
         relay = asyncio.create_task(Relay(app.state.services).run())
         try:

@@ -1,5 +1,5 @@
 """The one writer of each table the API reads besides the invoices themselves: timeline entries, notifications,
-stored QuickBooks events and payment links. The API and the activities both call these, so each table's dedupe
+webhook deliveries and the QuickBooks events they bring, and payment links. The API and the activities both call these, so each table's dedupe
 key and invariants live here.
 
 Every insert is idempotent (its dedupe key or primary key), because activities may run more than once.
@@ -7,16 +7,19 @@ Every insert is idempotent (its dedupe key or primary key), because activities m
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import insert
 from sqlmodel import col, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.domain import EventStatus, followed_change
-from models.queries import insert_ignoring_conflicts
-from models.tables import Notification, PaymentLink, QuickBooksEvent, TimelineEntry
+from models.queries import insert_ignoring_conflicts, inserted_ignoring_conflicts
+from models.tables import Notification, PaymentLink, QuickBooksEvent, TimelineEntry, WebhookDelivery
 
 if TYPE_CHECKING:
     from qbo.webhooks import WebhookEvent
@@ -139,6 +142,81 @@ def delivered_events(
 async def store_events(session: AsyncSession, events: list[dict[str, Any]]) -> int:
     """Store events (from `new_event`) that are not stored yet; returns how many were new."""
     return await insert_ignoring_conflicts(session, QuickBooksEvent, events)
+
+
+@dataclass(frozen=True)
+class ReceivedDelivery:
+    """A verified webhook delivery as the API read it: the body Intuit signed, the events read from it, and what
+    could not be read (how many, and where and why)."""
+
+    body: bytes
+    events: Sequence[WebhookEvent]
+    unreadable: int = 0
+    parse_error: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredDelivery:
+    """A delivery once stored: its id, its events that were new, and whether any is for the events workflow."""
+
+    delivery_id: int
+    accepted: int
+    to_tell: bool
+
+
+async def store_deliveries(
+    session: AsyncSession, deliveries: Sequence[ReceivedDelivery], *, received_at: datetime
+) -> list[StoredDelivery]:
+    """Webhook deliveries and the events they brought, in the session's transaction: one multi-row statement for
+    the deliveries and one for their events, however many (split only past the drivers' parameter limits). An event stored before (a redelivery), or brought
+    twice by these deliveries, counts for the first only. A delivery with nothing new to tell (duplicates, or
+    changes the engine does not follow) is marked told at once, in the same transaction."""
+    if not deliveries:
+        return []
+    inserted = await session.scalars(
+        insert(WebhookDelivery).returning(col(WebhookDelivery.id), sort_by_parameter_order=True),
+        [
+            {
+                "received_at": received_at,
+                "body": delivery.body,
+                "event_count": len(delivery.events),
+                "unreadable_count": delivery.unreadable,
+                "parse_error": delivery.parse_error,
+            }
+            for delivery in deliveries
+        ],
+    )
+    delivery_ids: list[int] = []
+    for delivery_id in inserted:
+        assert delivery_id is not None  # a primary key, just assigned
+        delivery_ids.append(delivery_id)
+    rows_of = {
+        delivery_id: delivered_events(delivery.events, received_at=received_at, delivery_id=delivery_id)
+        for delivery_id, delivery in zip(delivery_ids, deliveries, strict=True)
+    }
+    accepted = Counter(
+        delivery_id
+        for (delivery_id,) in await inserted_ignoring_conflicts(
+            session,
+            QuickBooksEvent,
+            [row for rows in rows_of.values() for row in rows],
+            col(QuickBooksEvent.delivery_id),
+        )
+    )
+    stored = [
+        StoredDelivery(
+            delivery_id=delivery_id,
+            accepted=accepted[delivery_id],
+            to_tell=accepted[delivery_id] > 0 and awaiting_processing(rows),
+        )
+        for delivery_id, rows in rows_of.items()
+    ]
+    told = [delivery.delivery_id for delivery in stored if not delivery.to_tell]
+    if told:
+        await session.exec(
+            update(WebhookDelivery).where(col(WebhookDelivery.id).in_(told)).values(signalled_at=received_at)
+        )
+    return stored
 
 
 async def remember_payment_links(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from sqlalchemy import Row
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -22,22 +23,30 @@ async def insert_ignoring_conflicts(
     session: AsyncSession, table: type[SQLModel], rows: list[dict[str, Any]]
 ) -> int:
     """INSERT ... ON CONFLICT DO NOTHING: idempotent inserts keyed by a unique constraint. Returns rows added."""
-    if not rows:
-        return 0
-    builder = _insert_builder(session)
     primary_key = list(table.__table__.primary_key.columns)  # type: ignore[attr-defined]
+    return len(await inserted_ignoring_conflicts(session, table, rows, *primary_key))
+
+
+async def inserted_ignoring_conflicts(
+    session: AsyncSession, table: type[SQLModel], rows: list[dict[str, Any]], *returning: Any
+) -> list[Row[Any]]:
+    """INSERT ... ON CONFLICT DO NOTHING, returning these columns of the rows really inserted (a row whose key is
+    there already, or comes earlier in `rows`, is not)."""
+    if not rows:
+        return []
+    builder = _insert_builder(session)
     # One statement binds every value: keep each within what the drivers take (SQLite 32,766, psycopg 65,535).
     per_statement = max(1, MAX_BIND_PARAMETERS // max(1, len(rows[0])))
-    inserted = 0
+    inserted: list[Row[Any]] = []
     for start in range(0, len(rows), per_statement):
-        # RETURNING counts what was really inserted (rowcount is not reliable for multi-row inserts).
+        # RETURNING says what was really inserted (rowcount is not reliable for multi-row inserts).
         statement = (
             builder(table)
             .values(rows[start : start + per_statement])
             .on_conflict_do_nothing()
-            .returning(*primary_key)
+            .returning(*returning)
         )
-        inserted += len((await session.exec(statement)).all())
+        inserted.extend((await session.exec(statement)).all())
     return inserted
 
 

@@ -14,9 +14,14 @@ from sqlmodel import col, select, update
 from temporalio.service import RPCError
 
 from api.deps import Services, ServicesDep, SessionDep
-from api.errors import ApiError, error_responses
+from api.errors import (
+    DATABASE_UNAVAILABLE,
+    UNAVAILABLE_MESSAGE,
+    ApiError,
+    error_responses,
+)
 from api.handoff import HandOff
-from models.crud import awaiting_processing, delivered_events, store_events
+from models.crud import ReceivedDelivery, StoredDelivery, store_deliveries
 from models.db import release_connection
 from models.schemas import WebhookAccepted
 from models.tables import QuickBooksEvent, WebhookDelivery, utcnow
@@ -29,6 +34,8 @@ router = APIRouter(tags=["webhooks"])
 
 # Companies told at once by one round (a burst may bring many).
 TELL_CONCURRENCY = 10
+# Deliveries one transaction stores at most (the rest wait for the next).
+DELIVERIES_PER_TRANSACTION = 200
 
 WEBHOOK_DELIVERIES = Counter("qbo_sync_webhook_deliveries_total", "Webhook POSTs by outcome", ["outcome"])
 WEBHOOK_EVENTS = Counter("qbo_sync_webhook_events_total", "Webhook events by outcome", ["outcome"])
@@ -92,20 +99,11 @@ async def quickbooks_webhook(request: Request, session: SessionDep, services: Se
         await _keep_unreadable(session, body, summary, unreadable=len(batch.problems))
         raise ApiError(400, "malformed_payload", f"No event of the webhook payload could be read: {summary}")
 
-    delivery = WebhookDelivery(
-        body=body, event_count=len(events), unreadable_count=len(batch.problems), parse_error=summary
+    writer: DeliveryWriter = request.app.state.delivery_writer
+    stored = await writer.store(
+        ReceivedDelivery(body=body, events=events, unreadable=len(batch.problems), parse_error=summary)
     )
-    session.add(delivery)
-    await session.flush()
-    now = utcnow()
-    rows = delivered_events(events, received_at=now, delivery_id=delivery.id)
-    accepted = await store_events(session, rows)
-    to_tell = bool(accepted) and awaiting_processing(rows)
-    if not to_tell:
-        # Nothing new to tell (duplicates, or changes the engine does not follow): told, in the same commit.
-        delivery.signalled_at = now
-        session.add(delivery)
-    await session.commit()
+    accepted = stored.accepted
     WEBHOOK_DELIVERIES.labels("accepted" if not batch.problems else "partly_unreadable").inc()
     WEBHOOK_EVENTS.labels("stored").inc(accepted)
     WEBHOOK_EVENTS.labels("duplicate").inc(len(events) - accepted)
@@ -114,17 +112,16 @@ async def quickbooks_webhook(request: Request, session: SessionDep, services: Se
         WEBHOOK_EVENTS.labels("unreadable").inc(len(batch.problems))
         logger.warning(
             "webhook delivery %s: %d event(s) could not be read (kept verbatim with the delivery), %d read",
-            delivery.id,
+            stored.delivery_id,
             len(batch.problems),
             len(events),
         )
 
-    if to_tell:
+    if stored.to_tell:
         # After the answer (Intuit waits at most 3 s): the delivery is stored, and what its companies' events
         # workflows are not told now, the relay tells them once Temporal answers.
-        assert delivery.id is not None
         teller: HandOff[int] = request.app.state.events_teller
-        teller.give(delivery.id)
+        teller.give(stored.delivery_id)
     return WebhookAccepted(
         accepted=accepted, duplicates=len(events) - accepted, unreadable=len(batch.problems)
     )
@@ -212,3 +209,88 @@ def events_teller(services: Services) -> HandOff[int]:
         tell,
         stop_within=2 * services.settings.temporal_rpc_timeout_seconds,
     )
+
+
+class DeliveryWriter:
+    """Stores the deliveries of concurrent webhook requests together (a group commit): while one transaction is
+    being written, the deliveries that arrive wait, and the next transaction stores them all, in one statement for
+    the deliveries and one for their events. Each request still answers only once its own delivery is committed;
+    a burst of 200 costs a few transactions instead of 200.
+
+    A transaction the database refuses for what it holds (not for being away) is written again one delivery at a
+    time, so one delivery the database cannot take costs only its own request."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._waiting: list[tuple[ReceivedDelivery, asyncio.Future[StoredDelivery]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def store(self, delivery: ReceivedDelivery) -> StoredDelivery:
+        stored: asyncio.Future[StoredDelivery] = asyncio.get_running_loop().create_future()
+        self._waiting.append((delivery, stored))
+        if self._writing is None or self._writing.done():
+            # In a context of its own: not the request's that happened to start it (its log fields, its trace).
+            self._writing = asyncio.create_task(self._write(), context=contextvars.Context())
+        return await stored
+
+    async def _write(self) -> None:
+        while self._waiting:
+            batch = self._waiting[:DELIVERIES_PER_TRANSACTION]
+            del self._waiting[:DELIVERIES_PER_TRANSACTION]
+            try:
+                await self._store(batch)
+            finally:
+                # No request waits forever: a write cut short (the app stopping) fails what it had not answered
+                # (Intuit delivers those again).
+                for _, stored in batch:
+                    _settle(stored, exc=_not_stored())
+
+    async def _store(self, batch: list[tuple[ReceivedDelivery, asyncio.Future[StoredDelivery]]]) -> None:
+        try:
+            results = await self._transaction([delivery for delivery, _ in batch])
+        except DATABASE_UNAVAILABLE as exc:
+            # Away or busy: every request of the batch answers 503 (Intuit delivers again).
+            for _, stored in batch:
+                _settle(stored, exc=exc)
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc=exc)
+                return
+            logger.warning("a batch of %d webhook deliveries was refused: storing each alone", len(batch))
+            for delivery, stored in batch:
+                try:
+                    [result] = await self._transaction([delivery])
+                except Exception as alone:
+                    _settle(stored, exc=alone)
+                else:
+                    _settle(stored, result=result)
+            return
+        for (_, stored), result in zip(batch, results, strict=True):
+            _settle(stored, result=result)
+
+    async def _transaction(self, deliveries: list[ReceivedDelivery]) -> list[StoredDelivery]:
+        async with self._services.sessions() as session:
+            results = await store_deliveries(session, deliveries, received_at=utcnow())
+            await session.commit()
+        return results
+
+
+def _not_stored() -> ApiError:
+    return ApiError(503, "temporarily_unavailable", UNAVAILABLE_MESSAGE)
+
+
+def _settle(
+    stored: asyncio.Future[StoredDelivery],
+    *,
+    result: StoredDelivery | None = None,
+    exc: BaseException | None = None,
+) -> None:
+    """Answer one request's wait, unless it has gone (the client hung up: the delivery is stored all the same)."""
+    if stored.done():
+        return
+    if exc is not None:
+        stored.set_exception(exc)
+    else:
+        assert result is not None
+        stored.set_result(result)

@@ -17,9 +17,10 @@ from sqlmodel import col, select
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.routes.webhooks import tell_events_workflows
-from models.crud import new_event, store_events
+from models.crud import ReceivedDelivery, StoredDelivery, new_event, store_deliveries, store_events
 from models.domain import EventStatus
 from models.tables import QuickBooksEvent, WebhookDelivery, utcnow
+from qbo.webhooks import WebhookEvent
 from tests.e2e.test_payments_and_webhooks import signed
 from tests.engine import SERVICE_TOKEN, Engine
 from tests.qbo.hypothesis_webhooks import webhook_bodies
@@ -506,3 +507,69 @@ async def test_signed_bodies_of_any_shape_get_only_documented_answers(engine: En
 
     problems = await asyncio.to_thread(fuzz)
     assert problems == [], "\n".join(problems[:10])
+
+
+def _payment_event(realm: str, payment_id: str, *, event_id: str) -> WebhookEvent:
+    return WebhookEvent(
+        realm_id=realm, entity="Payment", entity_id=payment_id, operation="Update", occurred_at=utcnow(),
+        event_id=event_id, deleted_id=None, format="cloudevents",
+    )  # fmt: skip
+
+
+async def test_deliveries_stored_together_count_an_event_they_share_for_the_first_only(
+    engine: Engine,
+) -> None:
+    await engine.stop_workers()
+    realm = f"46208163650{uuid.uuid4().int % 10**8:08d}"
+    shared = _payment_event(realm, "501", event_id=f"ev-{uuid.uuid4().hex}")
+    first = ReceivedDelivery(
+        body=b"first", events=[shared, _payment_event(realm, "502", event_id="ev-own-1")]
+    )
+    again = ReceivedDelivery(body=b"again", events=[shared])
+    async with engine.sessions() as session:
+        stored = await store_deliveries(session, [first, again], received_at=utcnow())
+        await session.commit()
+    assert [(one.accepted, one.to_tell) for one in stored] == [(2, True), (0, False)]
+    async with engine.sessions() as session:
+        kept = {
+            delivery.id: delivery
+            for delivery in (
+                await session.exec(
+                    select(WebhookDelivery).where(
+                        col(WebhookDelivery.id).in_([one.delivery_id for one in stored])
+                    )
+                )
+            ).all()
+        }
+    # Each delivery is kept verbatim; the one with nothing new is told already, the other waits for its round.
+    assert [kept[one.delivery_id].body for one in stored] == [b"first", b"again"]
+    assert kept[stored[0].delivery_id].signalled_at is None
+    assert kept[stored[1].delivery_id].signalled_at is not None
+
+
+async def test_a_delivery_the_database_refuses_costs_only_its_own_request(engine: Engine) -> None:
+    if not engine.settings.database_url.startswith("postgresql"):
+        pytest.skip("SQLite keeps a NUL in text; PostgreSQL refuses it")
+    await engine.stop_workers()
+    assert engine.app is not None
+    writer = engine.app.state.delivery_writer
+    realm = f"46208163651{uuid.uuid4().int % 10**8:08d}"
+    fine = [
+        ReceivedDelivery(
+            body=f"fine {n}".encode(), events=[_payment_event(realm, str(n), event_id=f"ok-{n}")]
+        )
+        for n in range(2)
+    ]
+    refused = ReceivedDelivery(body=b"refused", events=[_payment_event(realm, "9\x00", event_id="nul")])
+    # Stored together (one transaction), which the database refuses for the NUL; then each alone.
+    results = await asyncio.gather(
+        writer.store(fine[0]), writer.store(refused), writer.store(fine[1]), return_exceptions=True
+    )
+    assert isinstance(results[1], Exception), results
+    assert [
+        result.accepted if isinstance(result, StoredDelivery) else result
+        for result in (results[0], results[2])
+    ] == [1, 1], results
+    async with engine.sessions() as session:
+        events = (await session.exec(select(QuickBooksEvent).where(QuickBooksEvent.realm_id == realm))).all()
+    assert sorted(event.entity_id for event in events) == ["0", "1"]
