@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -70,10 +71,23 @@ class Relay:
     async def once(self) -> Relayed:
         """One round: what is older than RELAY_GRACE_SECONDS and still not handed over (the request that stored
         it tries first). An invoice or a delivery Temporal does not answer for stays for the next round; an
-        authorization it does not answer for stops the round there (RPCError): the next round retries."""
+        authorization it does not answer for stops the authorizations' part of the round there."""
         return Relayed(
-            invoices=await self._invoices(), grants=await self._grants(), deliveries=await self._deliveries()
+            invoices=await self._relaying("invoice syncs", self._invoices),
+            grants=await self._relaying("authorizations", self._grants),
+            deliveries=await self._relaying("webhook deliveries", self._deliveries),
         )
+
+    async def _relaying(self, what: str, relay: Callable[[], Awaitable[int]]) -> int:
+        """One kind's part of a round: what fails there (Temporal away, a row it cannot hand over) leaves the other
+        kinds to be relayed all the same."""
+        try:
+            return await relay()
+        except RPCError as exc:
+            logger.info("Temporal does not answer (%s) for %s; the relay tries again", exc.status.name, what)
+        except Exception:
+            logger.exception("relaying %s failed; the relay tries again", what)
+        return 0
 
     async def _invoices(self) -> int:
         services = self._services

@@ -199,6 +199,7 @@ async def store_deliveries(
         for (delivery_id,) in await inserted_ignoring_conflicts(
             session,
             QuickBooksEvent,
+            # In the order Intuit sent them, which is the order they are processed in (by id).
             [row for rows in rows_of.values() for row in rows],
             col(QuickBooksEvent.delivery_id),
         )

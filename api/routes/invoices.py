@@ -220,8 +220,18 @@ async def start_invoice_syncs(
                     await asyncio.create_task(starting, context=(contexts or {}).get(key))
                 except RPCError as exc:
                     logger.warning(
-                        "an invoice workflow not started yet (%s): the relay will", exc.status.name
-                    )
+                        "invoice workflow for %s/%s not started yet (%s): the relay will",
+                        row.account_id, row.invoice_id, exc.status.name,
+                    )  # fmt: skip
+                    return
+                except Exception as exc:
+                    # Not Temporal away: a bug, or a row it cannot read. Costs this invoice only; the others of the
+                    # round are started and marked, and the relay tries this one again. The type only: a
+                    # validation error's text would quote the snapshot (a client's name and email).
+                    logger.error(
+                        "invoice workflow for %s/%s could not be started: %s",
+                        row.account_id, row.invoice_id, type(exc).__name__,
+                    )  # fmt: skip
                     return
             started.append(key)
 

@@ -239,6 +239,9 @@ class DeliveryWriter:
             del self._waiting[:DELIVERIES_PER_TRANSACTION]
             try:
                 await self._store(batch)
+            except Exception:
+                # A bug: the batch's requests fail (below), and the deliveries queued behind it are still written.
+                logger.exception("a batch of webhook deliveries could not be written")
             finally:
                 # No request waits forever: a write cut short (the app stopping) fails what it had not answered
                 # (Intuit delivers those again).
@@ -249,9 +252,12 @@ class DeliveryWriter:
         try:
             results = await self._transaction([delivery for delivery, _ in batch])
         except DATABASE_UNAVAILABLE as exc:
-            # Away or busy: every request of the batch answers 503 (Intuit delivers again).
+            # Away or busy: every request of the batch answers 503 (Intuit delivers again), each with its own error.
+            logger.warning(
+                "webhook deliveries not stored, the database did not answer: %s", type(exc).__name__
+            )
             for _, stored in batch:
-                _settle(stored, exc=exc)
+                _settle(stored, exc=_not_stored())
             return
         except Exception as exc:
             if len(batch) == 1:

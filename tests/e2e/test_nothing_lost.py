@@ -19,7 +19,7 @@ import pytest
 import temporalio.client
 from temporalio.testing import WorkflowEnvironment
 
-from api.routes.invoices import sync_starter
+from api.routes.invoices import start_invoice_syncs, sync_starter
 from models.tables import InvoiceSync, QuickBooksConnection
 from tests.conftest import EngineFactory
 from tests.e2e.test_connect import consent_page, outcome
@@ -316,3 +316,31 @@ async def test_an_invoice_voided_before_its_sync_started_is_voided(engine: Engin
         voided = await engine.api.post(f"/v1/accounts/{account}/invoices/inv-1/void")
         assert voided.status_code == 202, voided.text
         await engine.wait_for_invoice(account, "inv-1", "voided")
+
+
+async def test_an_invoice_the_starter_cannot_read_costs_only_itself(engine: Engine) -> None:
+    account = await engine.create_account()
+    await engine.connect(account)
+    assert engine.app is not None
+    async with starts_held(engine, requests_too=False) as holder:
+        for number, invoice_id in enumerate(("inv-good", "inv-unreadable")):
+            sent = await engine.send_invoice(account, invoice_id, number=f"GOOD-{number}")
+            assert sent.status_code == 202, sent.text
+        # The starter's round holds the first; the second waits for the next round.
+        await engine.wait_for(lambda: asyncio.sleep(0, holder.held), bool, timeout=10)
+        async with engine.sessions() as session:
+            unreadable = await session.get(InvoiceSync, (account, "inv-unreadable"))
+            assert unreadable is not None
+            unreadable.snapshot = '{"number": "a body this code cannot read"}'
+            session.add(unreadable)
+            await session.commit()
+        started = await start_invoice_syncs(
+            engine.app.state.services, [(account, "inv-unreadable"), (account, "inv-good")]
+        )
+        assert started == 1
+    await engine.wait_for_invoice(account, "inv-good", "synced")
+    async with engine.sessions() as session:
+        kept = await session.get(InvoiceSync, (account, "inv-unreadable"))
+        assert (
+            kept is not None and kept.workflow_started_at is None
+        )  # left for the relay, which logs it again

@@ -14,6 +14,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from models.domain import DisconnectMode, InvoiceStatus, VoidOutcome
@@ -76,7 +77,15 @@ async def until_query(
     handle: WorkflowHandle[Any, Any], done: Callable[[InvoiceStatusView], bool], timeout: float = 60.0
 ) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
-    while not done(await handle.query(InvoiceWorkflow.status)):
+    while True:
+        try:
+            if done(await handle.query(InvoiceWorkflow.status)):
+                return
+        except RPCError as exc:
+            # A query the server could not answer in time (the run continuing as new, a workflow task reported
+            # again on a loaded machine: "Timeout expired", status CANCELLED) is asked again.
+            if exc.status != RPCStatusCode.CANCELLED:
+                raise
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("timed out waiting for the workflow's status")
         await asyncio.sleep(0.05)
