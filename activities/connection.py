@@ -9,6 +9,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+from sqlalchemy import tuple_
 from sqlmodel import col, func, select, update
 from temporalio import activity
 from temporalio.client import Client
@@ -28,10 +29,11 @@ from models.domain import (
     ConnectionStatus,
 )
 from models.queries import for_update
+from models.schemas import snapshot_from_json
 from models.tables import InvoiceSync, QuickBooksConnection, QuickBooksGrant
 from qbo.errors import InvalidGrant, QboOAuthError
 from qbo.oauth import QboOAuth, TokenSet
-from workflows.handles import start_realm_events
+from workflows.handles import start_invoice_sync, start_realm_events
 from workflows.ids import invoice_workflow_id, stored_or
 from workflows.messages import (
     AdoptGrantInput,
@@ -298,11 +300,19 @@ class ConnectionActivities:
 
     @activity.defn
     async def signal_invoices(self, request: SignalInvoicesInput) -> SignalInvoicesResult:
-        """Tell the account's invoice workflows in the given statuses that the connection changed."""
+        """Tell the account's invoice workflows in the given statuses that the connection changed. An invoice
+        whose workflow the API has not started yet (sent a moment ago, or while Temporal was away) is started with
+        the change (signal-with-start): it must not miss a disconnect and sync later into another company."""
         async with self._sessions() as session:
+            # Not the snapshots: an account may have thousands of open invoices, and few are still to start.
             rows = (
                 await session.exec(
-                    select(InvoiceSync.invoice_id, InvoiceSync.workflow_id).where(
+                    select(
+                        InvoiceSync.invoice_id,
+                        InvoiceSync.workflow_id,
+                        InvoiceSync.workflow_started_at,
+                        InvoiceSync.status,
+                    ).where(
                         InvoiceSync.account_id == request.account_id,
                         col(InvoiceSync.status).in_([status.value for status in request.statuses]),
                     )
@@ -311,17 +321,61 @@ class ConnectionActivities:
         signalled = 0
         for batch_start in range(0, len(rows), 50):
             batch = rows[batch_start : batch_start + 50]
-            results = await asyncio.gather(
-                *(
-                    self._signal_connection_changed(
-                        request, stored_or(workflow_id, invoice_workflow_id(request.account_id, invoice_id))
-                    )
-                    for invoice_id, workflow_id in batch
-                )
-            )
+            results = await asyncio.gather(*(self._tell_invoice(request, row) for row in batch))
             signalled += sum(results)
+            started = [
+                (request.account_id, invoice_id)
+                for (invoice_id, _, started_at, _), told in zip(batch, results, strict=True)
+                if told and started_at is None
+            ]
+            if started:
+                async with self._sessions() as session:
+                    await session.exec(
+                        update(InvoiceSync)
+                        .where(
+                            tuple_(col(InvoiceSync.account_id), col(InvoiceSync.invoice_id)).in_(started),
+                            col(InvoiceSync.workflow_started_at).is_(None),
+                        )
+                        .values(workflow_started_at=_now())
+                    )
+                    await session.commit()
             activity.heartbeat(batch_start)
         return SignalInvoicesResult(signalled=signalled)
+
+    async def _tell_invoice(
+        self, request: SignalInvoicesInput, row: tuple[str, str | None, datetime | None, str]
+    ) -> int:
+        invoice_id, stored_workflow_id, started_at, status = row
+        workflow_id = stored_or(stored_workflow_id, invoice_workflow_id(request.account_id, invoice_id))
+        snapshot = None
+        if started_at is None:
+            async with self._sessions() as session:
+                snapshot = (
+                    await session.exec(
+                        select(InvoiceSync.snapshot).where(
+                            InvoiceSync.account_id == request.account_id, InvoiceSync.invoice_id == invoice_id
+                        )
+                    )
+                ).one_or_none()
+        if snapshot is None:
+            return await self._signal_connection_changed(request, workflow_id)
+        try:
+            await start_invoice_sync(
+                self._temporal,
+                task_queue=self._task_queue,
+                workflow_id=workflow_id,
+                account_id=request.account_id,
+                invoice_id=invoice_id,
+                snapshot=snapshot_from_json(snapshot),
+                status=status,
+                connection_changed=request.change,
+            )
+        except RPCError as exc:
+            # The activity fails on what Temporal does not take (the signals of the others are sent): retried.
+            raise ApplicationError(
+                f"invoice workflow {workflow_id} not started with the change: {exc.status.name}"
+            ) from exc
+        return 1
 
     @activity.defn
     async def drain_realm_events(self, realm_id: str) -> None:

@@ -24,6 +24,7 @@ from workflows.ids import platform_event_redelivery_workflow_id, realm_events_wo
 from workflows.messages import (
     INVOICE_WORKFLOW_VERSION,
     CompanyCheckRequest,
+    ConnectionChange,
     ConnectionPolicy,
     ConnectionWorkflowInput,
     GrantSignal,
@@ -37,8 +38,11 @@ from workflows.messages import (
 async def start_invoice_sync(
     temporal: Client, *, task_queue: str, workflow_id: str, account_id: str, invoice_id: str,
     snapshot: InvoiceSnapshot, status: str, rpc_timeout: timedelta | None = None,
+    connection_changed: ConnectionChange | None = None,
 ) -> None:  # fmt: skip
-    """Start the invoice's workflow unless it runs or ran already (then nothing changes)."""
+    """Start the invoice's workflow unless it runs or ran already (then nothing changes); with
+    `connection_changed`, signal it that change too (signal-with-start: the running workflow, or the one started,
+    gets it)."""
     # A workflow that ran before and finished refuses the start: starting again changes nothing.
     with contextlib.suppress(WorkflowAlreadyStartedError):
         await temporal.start_workflow(
@@ -67,6 +71,8 @@ async def start_invoice_sync(
             # Encrypted by the payload codec like the input: it names the client.
             static_summary=descriptions.invoice_summary(snapshot.number, snapshot.client_name, account_id),
             rpc_timeout=rpc_timeout,
+            start_signal="connection_changed" if connection_changed is not None else None,
+            start_signal_args=[connection_changed] if connection_changed is not None else [],
         )
 
 

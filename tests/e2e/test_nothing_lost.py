@@ -26,7 +26,7 @@ from tests.e2e.test_connect import consent_page, outcome
 from tests.e2e.test_payments_and_webhooks import pay
 from tests.engine import Engine, invoice_payload, running_engine
 from tests.support import Emulator, free_port, start_dev_server
-from workflows.ids import invoice_workflow_id
+from workflows.ids import connection_workflow_id, invoice_workflow_id
 
 # The relay of the engines below looks every half second, for things half a second old.
 QUICK_RELAY: dict[str, Any] = {
@@ -316,6 +316,44 @@ async def test_an_invoice_voided_before_its_sync_started_is_voided(engine: Engin
         voided = await engine.api.post(f"/v1/accounts/{account}/invoices/inv-1/void")
         assert voided.status_code == 202, voided.text
         await engine.wait_for_invoice(account, "inv-1", "voided")
+
+
+async def test_a_disconnect_reaches_an_invoice_whose_sync_is_still_to_start(engine: Engine) -> None:
+    # Sent, then Disconnect only before the API's starter got to the invoice (Temporal slow): the disconnect must
+    # not miss it, or it would wait paused and sync into whatever company is connected next.
+    account = await engine.create_account()
+    realm = await engine.connect(account)
+    async with starts_held(engine, requests_too=False) as holder:
+        sent = await engine.send_invoice(account, "inv-1")
+        assert sent.status_code == 202, sent.text
+        await engine.wait_for(lambda: asyncio.sleep(0, holder.held), bool, timeout=10)
+        told_before = await _invoices_told(engine, account)
+        disconnecting = await engine.api.post(
+            f"/v1/accounts/{account}/quickbooks/disconnect", json={"mode": "disconnect_only"}
+        )
+        assert disconnecting.status_code == 202, disconnecting.text
+        # The connection workflow has told the account's open invoices (the fan-out is over) before the start.
+        await engine.wait_for(
+            lambda: _invoices_told(engine, account), lambda told: told > told_before, timeout=60
+        )
+    await engine.wait_for_invoice(account, "inv-1", "disconnected")
+    assert await engine.qbo_invoices(realm) == []
+
+
+async def _invoices_told(engine: Engine, account: str) -> int:
+    """How many times the account's connection workflow has finished telling its invoices of a change."""
+    history = await engine.temporal.get_workflow_handle(connection_workflow_id(account)).fetch_history()
+    telling = {
+        event.event_id
+        for event in history.events
+        if event.activity_task_scheduled_event_attributes.activity_type.name == "signal_invoices"
+    }
+    return sum(
+        1
+        for event in history.events
+        if event.HasField("activity_task_completed_event_attributes")
+        and event.activity_task_completed_event_attributes.scheduled_event_id in telling
+    )
 
 
 async def test_an_invoice_the_starter_cannot_read_costs_only_itself(engine: Engine) -> None:
