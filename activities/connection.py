@@ -9,7 +9,6 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import tuple_
 from sqlmodel import col, func, select, update
 from temporalio import activity
 from temporalio.client import Client
@@ -18,7 +17,7 @@ from temporalio.service import RPCError
 
 from activities.heartbeat import heartbeating
 from models.connections import company_held
-from models.crud import add_notification, resolve_notifications
+from models.crud import add_notification, mark_workflows_started, resolve_notifications
 from models.crypto import TokenCipher, encrypted_token_columns
 from models.db import SessionFactory
 from models.domain import (
@@ -330,14 +329,7 @@ class ConnectionActivities:
             ]
             if started:
                 async with self._sessions() as session:
-                    await session.exec(
-                        update(InvoiceSync)
-                        .where(
-                            tuple_(col(InvoiceSync.account_id), col(InvoiceSync.invoice_id)).in_(started),
-                            col(InvoiceSync.workflow_started_at).is_(None),
-                        )
-                        .values(workflow_started_at=_now())
-                    )
+                    await mark_workflows_started(session, started, at=_now())
                     await session.commit()
             activity.heartbeat(batch_start)
         return SignalInvoicesResult(signalled=signalled)

@@ -1,5 +1,6 @@
-"""The one writer of each table the API reads besides the invoices themselves: timeline entries, notifications,
-webhook deliveries and the QuickBooks events they bring, and payment links. The API and the activities both call these, so each table's dedupe
+"""The one writer of each table the API reads besides the invoices themselves (of those, only the mark that an
+invoice's workflow was started): timeline entries, notifications, webhook deliveries and the QuickBooks events they
+bring, and payment links. The API and the activities both call these, so each table's dedupe
 key and invariants live here.
 
 Every insert is idempotent (its dedupe key or primary key), because activities may run more than once.
@@ -13,13 +14,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, tuple_
 from sqlmodel import col, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.domain import EventStatus, followed_change
 from models.queries import insert_ignoring_conflicts, inserted_ignoring_conflicts
-from models.tables import Notification, PaymentLink, QuickBooksEvent, TimelineEntry, WebhookDelivery
+from models.tables import (
+    InvoiceSync,
+    Notification,
+    PaymentLink,
+    QuickBooksEvent,
+    TimelineEntry,
+    WebhookDelivery,
+)
 
 if TYPE_CHECKING:
     from qbo.webhooks import WebhookEvent
@@ -218,6 +226,22 @@ async def store_deliveries(
             update(WebhookDelivery).where(col(WebhookDelivery.id).in_(told)).values(signalled_at=received_at)
         )
     return stored
+
+
+async def mark_workflows_started(
+    session: AsyncSession, invoices: Sequence[tuple[str, str]], *, at: datetime
+) -> None:
+    """Mark these invoices (account id, invoice id) as having their workflow started, where not marked yet (the API's
+    starter, its relay, and a connection change that started one may all get there)."""
+    if invoices:
+        await session.exec(
+            update(InvoiceSync)
+            .where(
+                tuple_(col(InvoiceSync.account_id), col(InvoiceSync.invoice_id)).in_(list(invoices)),
+                col(InvoiceSync.workflow_started_at).is_(None),
+            )
+            .values(workflow_started_at=at)
+        )
 
 
 async def remember_payment_links(

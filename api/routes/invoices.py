@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import tuple_
-from sqlmodel import col, select, update
+from sqlmodel import col, select
 from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -25,7 +25,7 @@ from api.errors import ACCOUNT_ROUTE_ERRORS, ApiError, error_responses
 from api.handoff import HandOff
 from models.bounds import MAX_LIST_OFFSET, MAX_SNAPSHOT_BYTES
 from models.connections import company_blocked
-from models.crud import add_timeline_entry
+from models.crud import add_timeline_entry, mark_workflows_started
 from models.db import release_connection
 from models.domain import UNFOLLOWED_INVOICE_STATUSES, ConnectionStatus, InvoiceStatus
 from models.plans import quickbooks_entitled
@@ -237,14 +237,7 @@ async def start_invoice_syncs(
 
         await asyncio.gather(*(start(row) for row in rows))
         if started:
-            await session.exec(
-                update(InvoiceSync)
-                .where(
-                    tuple_(col(InvoiceSync.account_id), col(InvoiceSync.invoice_id)).in_(started),
-                    col(InvoiceSync.workflow_started_at).is_(None),
-                )
-                .values(workflow_started_at=utcnow())
-            )
+            await mark_workflows_started(session, started, at=utcnow())
             await session.commit()
         return len(started)
 
