@@ -9,6 +9,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+from sqlalchemy import case
 from sqlmodel import col, func, select, update
 from temporalio import activity
 from temporalio.client import Client
@@ -303,14 +304,17 @@ class ConnectionActivities:
         whose workflow the API has not started yet (sent a moment ago, or while Temporal was away) is started with
         the change (signal-with-start): it must not miss a disconnect and sync later into another company."""
         async with self._sessions() as session:
-            # Not the snapshots: an account may have thousands of open invoices, and few are still to start.
+            # The snapshot only of an invoice still to start: an account may have thousands of open invoices,
+            # and few are.
             rows = (
                 await session.exec(
                     select(
                         InvoiceSync.invoice_id,
                         InvoiceSync.workflow_id,
-                        InvoiceSync.workflow_started_at,
                         InvoiceSync.status,
+                        case(
+                            (col(InvoiceSync.workflow_started_at).is_(None), col(InvoiceSync.snapshot))
+                        ).label("to_start"),
                     ).where(
                         InvoiceSync.account_id == request.account_id,
                         col(InvoiceSync.status).in_([status.value for status in request.statuses]),
@@ -324,8 +328,8 @@ class ConnectionActivities:
             signalled += sum(results)
             started = [
                 (request.account_id, invoice_id)
-                for (invoice_id, _, started_at, _), told in zip(batch, results, strict=True)
-                if told and started_at is None
+                for (invoice_id, _, _, to_start), told in zip(batch, results, strict=True)
+                if told and to_start is not None
             ]
             if started:
                 async with self._sessions() as session:
@@ -335,20 +339,12 @@ class ConnectionActivities:
         return SignalInvoicesResult(signalled=signalled)
 
     async def _tell_invoice(
-        self, request: SignalInvoicesInput, row: tuple[str, str | None, datetime | None, str]
+        self, request: SignalInvoicesInput, row: tuple[str, str | None, str, str | None]
     ) -> int:
-        invoice_id, stored_workflow_id, started_at, status = row
+        """Signal the invoice's workflow, or start it with the change when it is still to start (`snapshot`, the
+        body it is started with, is set only then)."""
+        invoice_id, stored_workflow_id, status, snapshot = row
         workflow_id = stored_or(stored_workflow_id, invoice_workflow_id(request.account_id, invoice_id))
-        snapshot = None
-        if started_at is None:
-            async with self._sessions() as session:
-                snapshot = (
-                    await session.exec(
-                        select(InvoiceSync.snapshot).where(
-                            InvoiceSync.account_id == request.account_id, InvoiceSync.invoice_id == invoice_id
-                        )
-                    )
-                ).one_or_none()
         if snapshot is None:
             return await self._signal_connection_changed(request, workflow_id)
         try:

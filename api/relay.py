@@ -53,19 +53,15 @@ class Relay:
         """Relay every RELAY_INTERVAL_SECONDS until cancelled (the app's lifespan owns the task)."""
         interval = self._services.settings.relay_interval_seconds
         while True:
-            try:
-                relayed = await self.once()
-                if relayed.invoices or relayed.grants or relayed.deliveries:
-                    logger.info(
-                        "relayed to Temporal: %d invoice syncs, %d authorizations, %d webhook deliveries",
-                        relayed.invoices,
-                        relayed.grants,
-                        relayed.deliveries,
-                    )
-            except RPCError as exc:
-                logger.info("Temporal does not answer (%s); the relay tries again", exc.status.name)
-            except Exception:
-                logger.exception("relay round failed; it tries again")
+            # Never raises: each kind's failure is logged by `_relaying`, and the next round tries again.
+            relayed = await self.once()
+            if relayed.invoices or relayed.grants or relayed.deliveries:
+                logger.info(
+                    "relayed to Temporal: %d invoice syncs, %d authorizations, %d webhook deliveries",
+                    relayed.invoices,
+                    relayed.grants,
+                    relayed.deliveries,
+                )
             await asyncio.sleep(interval)
 
     async def once(self) -> Relayed:

@@ -56,7 +56,6 @@ InvoiceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0
 
 # Invoice workflows one round of the starter (or the relay) starts at once.
 START_CONCURRENCY = 10
-# Statuses whose workflow has finished: QuickBooks is no longer followed for these.
 
 
 def _sync_decision(
@@ -133,7 +132,7 @@ async def send_invoice(
     row = stored or await _invoice_row(session, account.id, invoice_id)
     await session.commit()
     # The first body sent wins everywhere (database, workflow, QuickBooks); a later one changes nothing.
-    kept = snapshot_from_json(row.snapshot) if row.snapshot is not None else snapshot
+    kept = snapshot if stored is not None or row.snapshot is None else snapshot_from_json(row.snapshot)
     if row.status not in UNFOLLOWED_INVOICE_STATUSES and row.workflow_started_at is None:
         # Also on a repeated send: if the first start never reached Temporal, this one starts the workflow. After
         # the answer: the invoice is stored, and what the starter cannot start (Temporal away, the API stopping)
